@@ -62,6 +62,7 @@ class ModelConfig:
     detach_after_stage2: bool = True  # stem..layer2 get no gradient (root, VWL-L)
     num_words: int = 256  # k
     temperature: float = 1.0  # softmax temperature on cosine similarities; authors: none (1)
+    detach_word_features: bool = True  # no gradient from the word encoder into the backbone
     word_histogram: str = "mean"  # mean (paper) | sum (authors' code)
     word_logits_from: str = "hspp"  # hspp (paper) | gap (authors' code)
     codebook: str = "learned"  # learned | memory_bank
@@ -103,6 +104,8 @@ class TrainCamConfig:
     log_every: int = 10  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16/float16 autocast on CUDA only
     losses: LossWeights = field(default_factory=LossWeights)
+    resume: bool = False  # continue from <run_dir>/train_cam/last.pt (`--resume`)
+    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
@@ -130,6 +133,15 @@ class EvalCamConfig:
 
 
 @dataclass
+class ImportWeightsConfig:
+    """`vwe import-weights`: the authors' released checkpoints into this project's format."""
+
+    format: str = "ijcai-code"  # ijcai-code | vwl-l | vwl-m
+    src: str = ""
+    dst: str = ""
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -143,6 +155,7 @@ class Config:
     train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+    import_weights: ImportWeightsConfig = field(default_factory=ImportWeightsConfig)
 
 
 # Method presets: named bundles of individual options (specs/vwe.md, table).

@@ -1,0 +1,125 @@
+"""`vwe <command> --config FILE [key=value …]`: parse, resolve the config, run one stage.
+
+A `VweError` becomes one line on stderr and exit code 2 (a traceback only with `--debug`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import os
+import sys
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+from vwe.config import Config, load_config, to_yaml
+from vwe.data.io import write_text_atomic
+from vwe.engine.progress import setup_logging
+from vwe.errors import VweError
+
+log = logging.getLogger("vwe.cli")
+
+
+@dataclass(frozen=True)
+class Command:
+    """One sub-command: the stage module it runs and what it is for."""
+
+    module: str
+    help: str
+    default_config: str = ""
+
+
+COMMANDS: dict[str, Command] = {
+    "make-dataset": Command("make_dataset", "write the generated dataset to data.root"),
+    "prepare-voc": Command("prepare_voc", "build train_aug and the label cache (VOC+SBD)"),
+    "train-cam": Command("train_cam", "train the VWE/HSPP CAM network"),
+    "make-cam": Command("make_cam", "multi-scale + flip CAMs, one .npz per image (resumable)"),
+    "eval-cam": Command("eval_cam", "CAM mIoU per class, at the background score and a sweep"),
+    "import-weights": Command("import_weights", "convert the authors' released checkpoints"),
+    "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
+}
+
+
+def packaged_config(name: str) -> Path:
+    """A YAML shipped inside the package (also reachable as ./configs/NAME in a checkout)."""
+    return Path(str(resources.files("vwe") / "configs" / name))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vwe", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, command in COMMANDS.items():
+        p = sub.add_parser(name, help=command.help, description=command.help)
+        p.add_argument("--config", help="YAML config file (default: built-in defaults"
+                       + (f", {command.default_config}" if command.default_config else "") + ")")
+        p.add_argument("--debug", action="store_true", help="show tracebacks")
+        if name == "train-cam":
+            p.add_argument("--resume", action="store_true",
+                           help="continue from <run_dir>/train_cam/last.pt")
+        if name == "import-weights":
+            p.add_argument("--format", required=True, choices=["ijcai-code", "vwl-l", "vwl-m"],
+                           help="which release of the authors' code saved SRC")
+            p.add_argument("src", help="the authors' .pth file")
+            p.add_argument("dst", help="where to write the converted checkpoint (.pt)")
+        p.add_argument("overrides", nargs="*", metavar="key=value",
+                       help="config overrides, e.g. train_cam.batch_size=8 preset=vwl-l")
+    return parser
+
+
+def command_overrides(args: argparse.Namespace) -> list[str]:
+    """Turn command-specific flags into config overrides, so stages only see a Config."""
+    extra = []
+    if getattr(args, "resume", False):
+        extra.append("train_cam.resume=true")
+    if args.command == "import-weights":
+        extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
+                  f"import_weights.dst={args.dst}"]
+    return extra
+
+
+def save_resolved_config(cfg: Config, command: str) -> None:
+    """Every run keeps the config it actually ran with."""
+    path = Path(cfg.run_dir) / "configs" / f"{command}.yaml"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(path, to_yaml(cfg))
+
+
+def run_command(args: argparse.Namespace) -> dict:
+    command = COMMANDS[args.command]
+    config_path = args.config or (
+        packaged_config(command.default_config) if command.default_config else None)
+    cfg = load_config(config_path, list(args.overrides) + command_overrides(args))
+    rank = _env_rank()
+    setup_logging(cfg.run_dir if args.command != "import-weights" else None, rank, args.debug)
+    if rank == 0 and args.command != "import-weights":
+        save_resolved_config(cfg, args.command)
+    stage = importlib.import_module(f"vwe.stages.{command.module}")
+    return stage.run(cfg)
+
+
+def _env_rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        summary = run_command(args)
+    except VweError as err:
+        if args.debug:
+            raise
+        print(f"vwe {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"vwe {args.command}: interrupted", file=sys.stderr)
+        return 130
+    table = summary.get("table") if isinstance(summary, dict) else None
+    if table and _env_rank() == 0:
+        print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

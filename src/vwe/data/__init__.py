@@ -1,0 +1,1 @@
+"""Datasets on disk: the VOC/SBD layout, the generated dataset, transforms and file I/O."""

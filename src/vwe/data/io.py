@@ -1,0 +1,150 @@
+"""File I/O for the pipeline: images, palette PNGs, npz arrays, JSON/text, all written atomically.
+
+Every writer goes through `atomic_path`: the data lands under a temporary name in the target's
+folder and is renamed over the target only once complete, so a crash never leaves a partial file
+that a resumed run would mistake for a finished one. Nothing here ever unpickles.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import secrets
+import zipfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from vwe.errors import VweError
+
+
+@contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path beside `path`; rename it onto `path` only if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Keep the suffix so that writers which pick a format from the extension still work.
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{secrets.token_hex(4)}{path.suffix}")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_bytes_atomic(path: str | Path, data: bytes) -> None:
+    """Write raw bytes atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
+
+
+def write_text_atomic(path: str | Path, text: str) -> None:
+    """Write a UTF-8 text file atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json_atomic(path: str | Path, obj: Any, indent: int | None = 2) -> None:
+    """Write JSON atomically (plain data only: the pipeline's non-pickle metadata format)."""
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
+
+
+def read_json(path: str | Path) -> Any:
+    """Read a JSON file; VweError naming the file when missing or malformed."""
+    path = Path(path)
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise VweError(f"{path} not found; run the stage that writes it first") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VweError(f"{path} is not valid JSON ({err}); delete it and rerun") from None
+
+
+def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
+    """Save arrays as an uncompressed npz, atomically; object arrays are refused (they pickle)."""
+    for key, value in arrays.items():
+        if np.asarray(value).dtype == object:
+            raise TypeError(f"array '{key}' has dtype object, which npz can only store by pickling")
+    with atomic_path(path) as tmp, open(tmp, "wb") as handle:
+        np.savez(handle, **arrays)
+
+
+def load_npz(path: str | Path) -> dict[str, np.ndarray]:
+    """Load every array of an npz file (no pickles); VweError naming the file if it is unusable."""
+    path = Path(path)
+    if not path.is_file():
+        raise VweError(f"{path} not found; run the stage that writes it first")
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            return {key: npz[key] for key in npz.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise VweError(f"{path} is corrupt ({err}); delete it and rerun the stage") from None
+
+
+def voc_palette(num_entries: int = 256) -> np.ndarray:
+    """The PASCAL VOC colour map (uint8, (num_entries, 3)): class i's colour from i's bits."""
+    palette = np.zeros((num_entries, 3), dtype=np.uint8)
+    for index in range(num_entries):
+        value, red, green, blue = index, 0, 0, 0
+        for shift in range(7, -1, -1):
+            red |= (value & 1) << shift
+            green |= ((value >> 1) & 1) << shift
+            blue |= ((value >> 2) & 1) << shift
+            value >>= 3
+        palette[index] = (red, green, blue)
+    return palette
+
+
+def encode_label_png(label: np.ndarray) -> bytes:
+    """A uint8 label map as palette-PNG bytes (VOC colours), for writing the same mask twice."""
+    if label.dtype != np.uint8 or label.ndim != 2:
+        raise TypeError(f"label must be a 2-D uint8 array, got {label.dtype} {label.shape}")
+    image = Image.fromarray(label)
+    image.putpalette(voc_palette().tobytes())
+    buffer = io.BytesIO()
+    image.save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def save_label_png(path: str | Path, label: np.ndarray) -> None:
+    """Write a label map as a palette PNG with the VOC colours, atomically."""
+    write_bytes_atomic(path, encode_label_png(label))
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """Read a label PNG as uint8 ids: palette indices for P images, grey values for L images."""
+    path = Path(path)
+    image = _open_fully(path, "label mask")
+    if image.mode not in ("P", "L"):
+        raise VweError(
+            f"label mask {path} has mode {image.mode}; masks must be palette (P) or grey (L) "
+            "PNGs holding class ids"
+        )
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """Read an image as (H, W, 3) uint8 RGB, decoding it fully so truncated files fail here."""
+    image = _open_fully(Path(path), "image")
+    return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _open_fully(path: Path, what: str) -> Image.Image:
+    """Open and fully decode an image file, turning every failure into a VweError naming it."""
+    if not path.is_file():
+        raise VweError(f"{what} {path} not found; restore it or remove its name from the list")
+    try:
+        image = Image.open(path)
+        image.load()
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+        raise VweError(
+            f"{what} {path} is corrupt or truncated ({err}); re-download it or remove its name "
+            "from the list"
+        ) from None
+    return image

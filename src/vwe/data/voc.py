@@ -1,0 +1,302 @@
+"""The PASCAL VOC 2012 + SBD layout, read the same way for VOC and for the generated dataset.
+
+Layout (specs/synthetic.md, specs/irn.md §2): `JPEGImages/<name>.jpg`,
+`SegmentationClassAug/` or `SegmentationClass/<name>.png`, `Annotations/<name>.xml`,
+`ImageSets/Segmentation/<split>.txt`, optional `classes.txt` (else the 20 VOC classes).
+Image-level labels come from the XML `<object><name>` tags, as IRNet's `make_cls_labels.py` does,
+and are cached as plain JSON (never a pickle) next to the split lists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import random
+import xml.etree.ElementTree as ET
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from vwe.data.io import read_image, read_json, read_label_png, write_json_atomic, write_text_atomic
+from vwe.data.transforms import TrainTransform
+from vwe.errors import VweError
+
+log = logging.getLogger(__name__)
+
+VOC_CLASSES = (
+    "aeroplane", "bicycle", "bird", "boat", "bottle", "bus", "car", "cat", "chair", "cow",
+    "diningtable", "dog", "horse", "motorbike", "person", "pottedplant", "sheep", "sofa", "train",
+    "tvmonitor",
+)
+IGNORE_ID = 255
+LABELS_CACHE = "cls_labels.json"
+_CACHE_VERSION = 1
+_REPORT_NAMES = 20  # names listed per kind of missing file in the prepare_voc report
+
+
+class VocLayout:
+    """Paths, split lists, class names, image-level labels and masks of one VOC-style root."""
+
+    def __init__(self, root: str | Path, mask_dir: str = "SegmentationClassAug",
+                 cache_dir: str | Path | None = None) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise VweError(f"dataset root {self.root} not found; set data.root to a VOC-layout "
+                           "folder or run `vwe make-dataset` to generate one")
+        self.mask_dir = mask_dir
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.class_names = self._read_class_names()
+
+    @property
+    def num_classes(self) -> int:
+        """Foreground classes (background excluded)."""
+        return len(self.class_names)
+
+    @property
+    def list_dir(self) -> Path:
+        return self.root / "ImageSets" / "Segmentation"
+
+    def _read_class_names(self) -> list[str]:
+        path = self.root / "classes.txt"
+        if not path.is_file():
+            return list(VOC_CLASSES)
+        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [name for name in names if name]
+        if not names or len(set(names)) != len(names):
+            raise VweError(f"{path} must list distinct class names, one per line, "
+                           "background excluded")
+        return names
+
+    def list_path(self, split: str) -> Path:
+        return self.list_dir / f"{split}.txt"
+
+    def read_split(self, split: str) -> list[str]:
+        """Image names of a split, as strings (VOC names such as 2007_000032 are not integers)."""
+        path = self.list_path(split)
+        if not path.is_file():
+            raise VweError(f"split list {path} not found; check data.root and the split name "
+                           "(for VOC train_aug run `vwe prepare-voc`)")
+        names = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        if not names:
+            raise VweError(f"split list {path} is empty; list one image name per line")
+        return names
+
+    def image_path(self, name: str) -> Path:
+        return self.root / "JPEGImages" / f"{name}.jpg"
+
+    def xml_path(self, name: str) -> Path:
+        return self.root / "Annotations" / f"{name}.xml"
+
+    def mask_path(self, name: str) -> Path:
+        """The preferred mask folder's file, else SegmentationClass's when that one exists."""
+        preferred = self.root / self.mask_dir / f"{name}.png"
+        fallback = self.root / "SegmentationClass" / f"{name}.png"
+        return fallback if not preferred.is_file() and fallback.is_file() else preferred
+
+    def read_mask(self, name: str, num_classes: int | None = None,
+                  image_size: tuple[int, int] | None = None) -> np.ndarray:
+        """A (H, W) uint8 mask with ids checked to lie in {0..C, 255} and, given it, its size."""
+        path = self.mask_path(name)
+        mask = read_label_png(path)
+        limit = self.num_classes if num_classes is None else num_classes
+        bad = np.unique(mask[(mask > limit) & (mask != IGNORE_ID)])
+        if bad.size:
+            raise VweError(f"mask {path} holds class id {int(bad[0])}, outside 0..{limit} and "
+                           f"255; fix the mask or classes.txt ({limit} classes)")
+        if image_size is not None and tuple(mask.shape) != tuple(image_size):
+            raise VweError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image "
+                           f"{self.image_path(name)} is {image_size[0]}x{image_size[1]}; "
+                           "they must be the same size")
+        return mask
+
+    # ---- image-level labels (XML → multi-hot, cached as JSON) ----
+
+    def parse_xml_labels(self, name: str) -> list[int]:
+        """Sorted class indices of every `<object><name>` in the image's XML (difficult too)."""
+        path = self.xml_path(name)
+        if not path.is_file():
+            raise VweError(f"annotation {path} not found; restore it or remove '{name}' from "
+                           "the split list")
+        try:
+            tree = ET.parse(path)
+        except ET.ParseError as err:
+            raise VweError(f"annotation {path} is not valid XML ({err}); restore it") from None
+        index = {class_name: i for i, class_name in enumerate(self.class_names)}
+        found = set()
+        for obj in tree.getroot().iter("object"):
+            class_name = (obj.findtext("name") or "").strip()
+            if class_name not in index:
+                raise VweError(f"annotation {path} names unknown class '{class_name}'; known: "
+                               f"{', '.join(self.class_names)} (edit {self.root}/classes.txt)")
+            found.add(index[class_name])
+        if not found:
+            raise VweError(f"image '{name}' has no labelled object in {path}; image-level "
+                           "training needs at least one: drop it from the split list")
+        return sorted(found)
+
+    def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
+        """Multi-hot float32 (C,) labels for names, through the JSON cache (kept up to date)."""
+        cache = self._load_cache()
+        missing = [name for name in names if name not in cache]
+        for name in missing:
+            cache[name] = self.parse_xml_labels(name)
+        if missing:
+            self._save_cache(cache)
+        out = {}
+        for name in names:
+            vector = np.zeros(self.num_classes, dtype=np.float32)
+            vector[cache[name]] = 1.0
+            out[name] = vector
+        return out
+
+    def image_labels(self, split: str) -> dict[str, np.ndarray]:
+        """Multi-hot labels of every image in a split, keyed by name."""
+        return self.labels_for(self.read_split(split))
+
+    def _cache_paths(self) -> list[Path]:
+        """Where the labels cache may live: beside the lists, then a per-root user cache."""
+        digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
+        base = self.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
+        fallback = (base if self.cache_dir else base / "vwe") / f"cls_labels-{digest}.json"
+        return [self.list_dir / LABELS_CACHE, fallback]
+
+    def _cache_stamp(self) -> dict[str, Any]:
+        annotations = self.root / "Annotations"
+        mtime = annotations.stat().st_mtime_ns if annotations.is_dir() else 0
+        return {"version": _CACHE_VERSION, "class_names": self.class_names,
+                "annotations_mtime_ns": mtime}
+
+    def _load_cache(self) -> dict[str, list[int]]:
+        stamp = self._cache_stamp()
+        for path in self._cache_paths():
+            if not path.is_file():
+                continue
+            try:
+                data = read_json(path)
+            except VweError:
+                continue
+            if isinstance(data, dict) and all(data.get(k) == v for k, v in stamp.items()):
+                return {str(k): [int(i) for i in v] for k, v in data.get("labels", {}).items()}
+        return {}
+
+    def _save_cache(self, labels: dict[str, list[int]]) -> None:
+        data = {**self._cache_stamp(), "labels": labels}
+        for path in self._cache_paths():
+            try:
+                write_json_atomic(path, data, indent=None)
+                return
+            except OSError:
+                continue
+        log.warning("could not write the labels cache anywhere; labels are re-read each run")
+
+
+def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
+    """The per-sample rng: a pure function of (seed, epoch, index), so workers don't matter."""
+    return random.Random(f"vwe-sample:{seed}:{epoch}:{index}")  # str seeds hash with SHA-512
+
+
+class ClassificationDataset(Dataset):
+    """Images with multi-hot labels under the authors' training augmentation (CAM/IRN training).
+
+    Call `set_epoch` before each epoch (before the DataLoader iterator is made, so workers get
+    it): the augmentation of sample i in epoch e is then reproducible, also after a resume.
+    """
+
+    def __init__(self, layout: VocLayout, split: str, transform_cfg: Any, seed: int = 0) -> None:
+        self.layout = layout
+        self.names = layout.read_split(split)
+        self.labels = layout.labels_for(self.names)
+        self.transform = TrainTransform.from_config(transform_cfg)
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        image = read_image(self.layout.image_path(name))
+        chw = self.transform(image, sample_rng(self.seed, self.epoch, index))
+        return {"image": torch.from_numpy(chw), "label": torch.from_numpy(self.labels[name]),
+                "name": name}
+
+
+class InferenceDataset(Dataset):
+    """Raw uint8 HWC images with their labels, for multi-scale CAM inference (no transform)."""
+
+    def __init__(self, layout: VocLayout, split: str, with_labels: bool = True) -> None:
+        self.layout = layout
+        self.names = layout.read_split(split)
+        self.labels = layout.labels_for(self.names) if with_labels else None
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        name = self.names[index]
+        item: dict[str, Any] = {"image": read_image(self.layout.image_path(name)), "name": name}
+        if self.labels is not None:
+            item["label"] = self.labels[name]
+        return item
+
+
+def _read_names(path: Path) -> list[str]:
+    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
+def _sbd_names(layout: VocLayout, sbd_root: str | Path | None) -> tuple[set[str], str]:
+    """SBD train ∪ val from `<sbd>/train.txt`+`val.txt`, else from an existing train_aug.txt."""
+    if sbd_root:
+        sbd = Path(sbd_root)
+        lists = [sbd / "train.txt", sbd / "val.txt"]
+        for path in lists:
+            if not path.is_file():
+                raise VweError(f"SBD list {path} not found; data.sbd_root must be the SBD "
+                               "'dataset' folder holding train.txt and val.txt")
+        return set(_read_names(lists[0])) | set(_read_names(lists[1])), str(sbd)
+    existing = layout.list_path("train_aug")
+    if existing.is_file():
+        return set(_read_names(existing)), str(existing)
+    raise VweError(f"no SBD lists: set data.sbd_root to the SBD 'dataset' folder (with "
+                   f"train.txt, val.txt) or place train_aug.txt at {existing}")
+
+
+def prepare_voc(voc_root: str | Path, sbd_root: str | Path | None = None,
+                mask_dir: str = "SegmentationClassAug") -> dict[str, Any]:
+    """Write train_aug.txt = (SBD train ∪ SBD val ∪ VOC train) − VOC val and the labels cache.
+
+    Reports the list sizes and the listed images that lack a JPEG, a mask or an XML; labels are
+    cached for every listed image that has an XML.
+    """
+    layout = VocLayout(voc_root, mask_dir=mask_dir)
+    voc_train, voc_val = set(layout.read_split("train")), set(layout.read_split("val"))
+    sbd, source = _sbd_names(layout, sbd_root)
+    train_aug = sorted((sbd | voc_train) - voc_val)
+    write_text_atomic(layout.list_path("train_aug"), "".join(f"{n}\n" for n in train_aug))
+    listed = sorted(set(train_aug) | voc_val)
+    missing_jpeg = [n for n in listed if not layout.image_path(n).is_file()]
+    missing_mask = [n for n in listed if not layout.mask_path(n).is_file()]
+    missing_xml = [n for n in listed if not layout.xml_path(n).is_file()]
+    has_xml = set(listed) - set(missing_xml)
+    layout.labels_for([n for n in listed if n in has_xml])
+    report = {
+        "train_aug": len(train_aug), "voc_train": len(voc_train), "voc_val": len(voc_val),
+        "sbd": len(sbd), "sbd_source": source, "num_classes": layout.num_classes,
+        "list": str(layout.list_path("train_aug")),
+    }
+    for kind, names in (("jpeg", missing_jpeg), ("mask", missing_mask), ("xml", missing_xml)):
+        report[f"num_missing_{kind}"] = len(names)
+        report[f"missing_{kind}"] = names[:_REPORT_NAMES]
+        if names:
+            log.warning("%d listed images lack a %s, e.g. %s", len(names), kind,
+                        ", ".join(names[:5]))
+    return report

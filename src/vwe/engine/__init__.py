@@ -1,0 +1,1 @@
+"""Training machinery shared by the stages: distributed, checkpoints, optimiser, progress."""

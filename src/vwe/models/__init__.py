@@ -1,0 +1,1 @@
+"""Networks: tensors in, tensors out; no file I/O except weight loading."""

@@ -1,0 +1,236 @@
+"""ResNet backbones with frozen batch-norm statistics (specs/vwe-authors-code.md §1.1).
+
+Parameter names follow torchvision (`conv1, bn1, layer1..layer4`, blocks with `conv1, bn1, …,
+downsample.0/1`) so torchvision state dicts load key for key; there is no `fc`.
+The stem (7×7 conv stride 2 + 3×3 max-pool stride 2) always gives stride 4; `strides` and
+`dilations` set layer1..layer4. Every downsampling rounds up: a side H becomes ⌈H/2⌉.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vwe.errors import VweError
+
+log = logging.getLogger(__name__)
+
+CAM_STRIDES = (1, 2, 2, 1)  # authors' CAM net: output stride 16, no dilation (§1.1)
+CAM_DILATIONS = (1, 1, 1, 1)
+
+
+class FixedBatchNorm2d(nn.BatchNorm2d):
+    """Batch norm that always uses its running statistics and never updates them (§1.1).
+
+    The affine weight and bias stay trainable parameters; the `training` flag has no effect.
+    """
+
+    def forward(self, x: Tensor) -> Tensor:
+        return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias,
+                            training=False, momentum=0.0, eps=self.eps)
+
+
+def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
+    """1×1 strided conv + BN on the residual path when the shape changes (torchvision layout)."""
+    if stride == 1 and in_ch == out_ch:
+        return None
+    return nn.Sequential(nn.Conv2d(in_ch, out_ch, 1, stride=stride, bias=False),
+                         FixedBatchNorm2d(out_ch))
+
+
+class BasicBlock(nn.Module):
+    """Two 3×3 convs with a residual (ResNet-18/34)."""
+
+    expansion = 1
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn1 = FixedBatchNorm2d(planes)
+        self.relu = nn.ReLU(inplace=True)
+        self.conv2 = nn.Conv2d(planes, planes, 3, padding=dilation, dilation=dilation, bias=False)
+        self.bn2 = FixedBatchNorm2d(planes)
+        self.downsample = _downsample(in_ch, out_ch, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + identity)
+
+
+class Bottleneck(nn.Module):
+    """1×1 → 3×3 (strided, "v1.5") → 1×1 ×4 with a residual (ResNet-50/101, §1.1)."""
+
+    expansion = 4
+
+    def __init__(self, in_ch: int, planes: int, stride: int = 1, dilation: int = 1) -> None:
+        super().__init__()
+        out_ch = planes * self.expansion
+        self.conv1 = nn.Conv2d(in_ch, planes, 1, bias=False)
+        self.bn1 = FixedBatchNorm2d(planes)
+        self.conv2 = nn.Conv2d(planes, planes, 3, stride=stride, padding=dilation,
+                               dilation=dilation, bias=False)
+        self.bn2 = FixedBatchNorm2d(planes)
+        self.conv3 = nn.Conv2d(planes, out_ch, 1, bias=False)
+        self.bn3 = FixedBatchNorm2d(out_ch)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _downsample(in_ch, out_ch, stride)
+
+    def forward(self, x: Tensor) -> Tensor:
+        identity = x if self.downsample is None else self.downsample(x)
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + identity)
+
+
+class ResNet(nn.Module):
+    """ResNet trunk returning the stem and every layer's output.
+
+    `strides`/`dilations` are per layer (layer1, layer2, layer3, layer4); each dilation applies
+    to every block of its layer. The stem is always stride 4. CAM net: strides (1, 2, 2, 1),
+    dilations (1, 1, 1, 1) → output stride 16 (§1.1). DeepLab: (1, 2, 1, 1), (1, 1, 2, 4) → 8.
+    """
+
+    def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
+                 strides: tuple[int, int, int, int] = CAM_STRIDES,
+                 dilations: tuple[int, int, int, int] = CAM_DILATIONS, width: int = 64) -> None:
+        super().__init__()
+        if len(layers) != 4 or len(strides) != 4 or len(dilations) != 4:
+            raise ValueError("layers, strides and dilations need one entry per layer (4)")
+        self.conv1 = nn.Conv2d(3, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = FixedBatchNorm2d(width)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, stride=2, padding=1)
+        self.out_channels = [width]
+        in_ch = width
+        for i, (blocks, stride, dilation) in enumerate(zip(layers, strides, dilations)):
+            planes = width * 2**i
+            layer = [block(in_ch, planes, stride, dilation)]
+            in_ch = planes * block.expansion
+            layer += [block(in_ch, planes, 1, dilation) for _ in range(blocks - 1)]
+            self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
+            self.out_channels.append(in_ch)
+        self._init_weights()
+
+    def _init_weights(self) -> None:
+        """torchvision's init: kaiming-normal (fan_out) convs, BN weight 1 and bias 0."""
+        for m in self.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.BatchNorm2d):
+                nn.init.ones_(m.weight)
+                nn.init.zeros_(m.bias)
+
+    def stem(self, x: Tensor) -> Tensor:
+        """conv1 + bn1 + relu + maxpool: stride 4."""
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+    def forward(self, x: Tensor) -> list[Tensor]:
+        """Outputs of [stem, layer1, layer2, layer3, layer4]."""
+        outs = [self.stem(x)]
+        for layer in (self.layer1, self.layer2, self.layer3, self.layer4):
+            outs.append(layer(outs[-1]))
+        return outs
+
+
+# name → (block, blocks per layer, base width)
+ARCHITECTURES: dict[str, tuple[type[BasicBlock | Bottleneck], list[int], int]] = {
+    "resnet18": (BasicBlock, [2, 2, 2, 2], 64),
+    "resnet34": (BasicBlock, [3, 4, 6, 3], 64),
+    "resnet50": (Bottleneck, [3, 4, 6, 3], 64),
+    "resnet101": (Bottleneck, [3, 4, 23, 3], 64),
+    "resnet_tiny": (BasicBlock, [1, 1, 1, 1], 16),  # CPU demo; no ImageNet weights exist
+}
+
+
+def build_backbone(name: str, strides: tuple[int, int, int, int] = CAM_STRIDES,
+                   dilations: tuple[int, int, int, int] = CAM_DILATIONS,
+                   pretrained: str = "none") -> ResNet:
+    """A named ResNet; `strides`/`dilations` are per layer1..layer4 (the stem is always /4).
+
+    `pretrained`: "none", "imagenet" (torchvision weights API) or a path to a local file.
+    """
+    if name not in ARCHITECTURES:
+        raise VweError(f"unknown backbone '{name}' (model.backbone); choose one of "
+                       f"{', '.join(ARCHITECTURES)}")
+    block, layers, width = ARCHITECTURES[name]
+    model = ResNet(block, layers, tuple(strides), tuple(dilations), width)
+    load_pretrained(model, name, pretrained)
+    return model
+
+
+def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
+    """torchvision's IMAGENET1K_V1 weights (the authors' resnet50-19c8e357 / resnet101-5d3b4d8f)."""
+    if name not in ("resnet18", "resnet34", "resnet50", "resnet101"):
+        raise VweError(f"no ImageNet weights exist for backbone '{name}'; "
+                       "set model.pretrained=none or a local .pth file")
+    import torchvision
+
+    try:
+        weights = torchvision.models.get_model_weights(name).IMAGENET1K_V1
+        return weights.get_state_dict(progress=True)
+    except (OSError, RuntimeError, ValueError) as err:
+        raise VweError(f"could not download ImageNet weights for {name} ({err}); offline? pass "
+                       f"model.pretrained=/path/to/{name}-*.pth or model.pretrained=none") from None
+
+
+def _file_state_dict(path: str) -> dict[str, Tensor]:
+    """A state dict from a local file: bare, or under "state_dict"/"model"."""
+    if not Path(path).is_file():
+        raise VweError(f"pretrained weights file {path} not found (model.pretrained); "
+                       "pass an existing .pth file, imagenet or none")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is the user's to fix
+        raise VweError(f"cannot read pretrained weights {path}: {err}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise VweError(f"{path} does not hold a state dict (a mapping of tensors)")
+    return dict(obj)
+
+
+def clean_backbone_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
+    """Drop a DataParallel `module.` prefix and the classifier `fc.*` (§1.1)."""
+    out = {}
+    for key, value in state.items():
+        key = key.removeprefix("module.")
+        if not key.startswith("fc."):
+            out[key] = value
+    return out
+
+
+def load_pretrained(model: ResNet, name: str, spec: str) -> None:
+    """Load `spec` ("none" | "imagenet" | path) into `model` with a strict key check."""
+    if spec in ("none", "", None):
+        return
+    source = f"ImageNet weights of {name}" if spec == "imagenet" else str(spec)
+    state = _imagenet_state_dict(name) if spec == "imagenet" else _file_state_dict(spec)
+    state = clean_backbone_keys(state)
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        raise VweError(f"{source} does not fit backbone {name}: missing {_head(missing)}, "
+                       f"unexpected {_head(unexpected)}, wrong shape {_head(shapes)}")
+    model.load_state_dict(state, strict=True)
+    log.info("loaded backbone weights from %s", source)
+
+
+def _head(keys: list[str], n: int = 5) -> str:
+    """A short list of keys for an error message."""
+    if not keys:
+        return "none"
+    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
+    return "[" + ", ".join(keys[:n]) + "]" + more

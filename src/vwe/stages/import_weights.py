@@ -1,0 +1,45 @@
+"""`vwe import-weights`: the authors' released checkpoints into this project's format.
+
+Their files come from `nn.DataParallel` (`module.` prefix) and store every tensor under several
+aliases (specs/vwe-authors-code.md §1.10); `vwe.models.authors_weights` checks and maps them.
+The result records its preset, so `make-cam preset=<format> cam.checkpoint=DST` reproduces the
+authors' CAM inference.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from omegaconf import OmegaConf
+
+from vwe.config import Config, load_config
+from vwe.data.voc import VOC_CLASSES
+from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
+from vwe.errors import VweError
+from vwe.models.authors_weights import convert_authors_state_dict
+
+log = logging.getLogger(__name__)
+
+
+def run(cfg: Config) -> dict:
+    spec = cfg.import_weights
+    if not spec.src or not spec.dst:
+        raise VweError("import-weights needs SRC and DST: vwe import-weights --format "
+                       "ijcai-code resnet_cam_final.pth weights/ijcai.pt")
+    src, dst = Path(spec.src), Path(spec.dst)
+    state = load_checkpoint(src)
+    state = state.get("state_dict", state)
+    ours, preset = convert_authors_state_dict(state, spec.format, source=str(src))
+    preset_cfg = load_config(None, [f"preset={preset}"])
+    num_classes = int(ours["classifier.weight"].shape[0])
+    class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else \
+        [f"class{i}" for i in range(num_classes)]
+    save_checkpoint(dst, {
+        "model": ours, "preset": preset, "step": 0, "source": str(src),
+        "model_config": OmegaConf.to_container(OmegaConf.structured(preset_cfg.model)),
+        "num_classes": num_classes, "class_names": class_names,
+    })
+    log.info("import-weights: %s (%s, %d tensors) → %s; use it with `vwe make-cam preset=%s "
+             "cam.checkpoint=%s`", src, spec.format, len(ours), dst, preset, dst)
+    return {"checkpoint": str(dst), "preset": preset, "tensors": len(ours)}

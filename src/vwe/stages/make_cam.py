@@ -1,0 +1,158 @@
+"""`vwe make-cam`: multi-scale + flip CAMs, one `.npz` per image (specs/vwe-authors-code.md §3).
+
+Per scale: PIL-bicubic rescale, the image and its mirror in one batch, ReLU CAMs, flip fusion
+(max, or IRNet's sum); then each scale is resized bilinearly to stride 4 and to full resolution
+and summed over scales; the labelled channels are divided by their max + 1e-5. With
+`cam.fuse_word_cam` the word CAMs go through the same steps and the stored CAM is the
+element-wise max of the two normalised maps (our reading of the paper, specs/vwe.md).
+Images already done are skipped, so an interrupted run resumes; ranks take strided shares.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from vwe.config import CamConfig, Config
+from vwe.data.io import read_image, save_npz
+from vwe.data.transforms import normalize, rescale
+from vwe.data.voc import VocLayout
+from vwe.engine import distributed as dist_utils
+from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.distributed import DistContext
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.models.cam_net import CamNet
+
+log = logging.getLogger(__name__)
+
+NORM_EPS = 1e-5  # authors: divide by max + 1e-5
+
+
+def cam_checkpoint_path(cfg: Config) -> Path:
+    return Path(cfg.cam.checkpoint) if cfg.cam.checkpoint else \
+        Path(cfg.run_dir) / "train_cam" / "final.pt"
+
+
+def load_cam_net(cfg: Config, num_classes: int, device: torch.device
+                 ) -> tuple[CamNet, torch.Tensor | None]:
+    """The trained network (strictly checked against the config) and its memory-bank codebook."""
+    path = cam_checkpoint_path(cfg)
+    state = load_checkpoint(path)
+    if "model" not in state:
+        raise VweError(f"checkpoint {path} has no 'model' entry; convert the authors' files "
+                       "with `vwe import-weights` first")
+    saved_classes = int(state.get("num_classes", num_classes))
+    if saved_classes != num_classes:
+        raise VweError(f"checkpoint {path} was trained for {saved_classes} classes but the "
+                       f"dataset at {cfg.data.root} has {num_classes}")
+    model = CamNet(cfg.model, num_classes, pretrained="none")
+    load_model_state(model, state["model"], path)
+    codebook = state.get("codebook")
+    return model.to(device).eval(), (codebook.to(device) if codebook is not None else None)
+
+
+def fuse_flips(maps: torch.Tensor, how: str) -> torch.Tensor:
+    """(2, C, h, w) maps of an image and its mirror → (C, h, w)."""
+    mirrored = maps[1].flip(-1)
+    if how == "max":
+        return torch.maximum(maps[0], mirrored)
+    if how == "sum":
+        return maps[0] + mirrored
+    raise VweError(f"cam.flip_fusion must be max or sum, not '{how}'")
+
+
+def resize_maps(maps: torch.Tensor, size: tuple[int, int], how: str = "direct") -> torch.Tensor:
+    """Bilinear (align_corners=False) to `size`; `irnet_crop` resizes to the stride-16-rounded
+    size and crops, as IRNet's make_cam does (irn.md §2.3)."""
+    if how == "direct":
+        return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
+    if how == "irnet_crop":
+        padded = (16 * -(-size[0] // 16), 16 * -(-size[1] // 16))
+        up = F.interpolate(maps[None], size=padded, mode="bilinear", align_corners=False)[0]
+        return up[:, : size[0], : size[1]]
+    raise VweError(f"cam.high_res_resize must be direct or irnet_crop, not '{how}'")
+
+
+def normalise_channels(maps: torch.Tensor) -> torch.Tensor:
+    """Each channel divided by its own max + 1e-5 (maps are already ≥ 0)."""
+    peak = maps.flatten(1).max(dim=1).values
+    return maps / (peak[:, None, None] + NORM_EPS)
+
+
+@torch.no_grad()
+def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg: CamConfig,
+                    codebook: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """CAMs of one uint8 (H, W, 3) image for the classes `keys` (0-based).
+
+    Returns `cam` (K, ⌈H/4⌉, ⌈W/4⌉) and `high_res` (K, H, W), plus `*_img` / `*_word` parts
+    when the word CAM is fused.
+    """
+    height, width = image.shape[:2]
+    strided_size = ((height - 1) // 4 + 1, (width - 1) // 4 + 1)
+    device = next(model.parameters()).device
+    branches = ("img", "word") if cam_cfg.fuse_word_cam else ("img",)
+    sums = {(b, r): None for b in branches for r in ("cam", "high_res")}
+    for scale in cam_cfg.scales:
+        scaled = normalize(rescale(image, scale))  # (h, w, 3) float32
+        pair = torch.from_numpy(np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2).copy())
+        img_cam, word_cam = model.cam_maps(pair.to(device), codebook=codebook,
+                                           with_word=cam_cfg.fuse_word_cam)
+        for branch, maps in zip(branches, (img_cam, word_cam)):
+            fused = fuse_flips(maps.float(), cam_cfg.flip_fusion)
+            for res, size, how in (("cam", strided_size, "direct"),
+                                   ("high_res", (height, width), cam_cfg.high_res_resize)):
+                resized = resize_maps(fused, size, how)
+                prev = sums[(branch, res)]
+                sums[(branch, res)] = resized if prev is None else prev + resized
+    index = torch.as_tensor(keys, dtype=torch.long, device=device)
+    out: dict[str, np.ndarray] = {"keys": np.asarray(keys, dtype=np.int64)}
+    for res in ("cam", "high_res"):
+        parts = {b: normalise_channels(sums[(b, res)][index]) for b in branches}
+        if cam_cfg.fuse_word_cam:
+            out[res] = torch.maximum(parts["img"], parts["word"]).cpu().numpy()
+            out[f"{res}_img"] = parts["img"].cpu().numpy()
+            out[f"{res}_word"] = parts["word"].cpu().numpy()
+        else:
+            out[res] = parts["img"].cpu().numpy()
+    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
+
+
+def check_scales(cam_cfg: CamConfig) -> None:
+    if not cam_cfg.scales or any(s <= 0 for s in cam_cfg.scales):
+        raise VweError(f"cam.scales must be positive numbers, got {list(cam_cfg.scales)}")
+
+
+def run(cfg: Config) -> dict:
+    ctx = dist_utils.setup(cfg.device)
+    try:
+        return make_cams(cfg, ctx)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def make_cams(cfg: Config, ctx: DistContext) -> dict:
+    check_scales(cfg.cam)
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(cfg.cam.split)
+    labels = layout.image_labels(cfg.cam.split)
+    model, codebook = load_cam_net(cfg, len(layout.class_names), ctx.device)
+    out_dir = Path(cfg.run_dir) / "cams"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    mine = dist_utils.shard(names, ctx)
+    todo = [n for n in mine if not (out_dir / f"{n}.npz").exists()]
+    if len(todo) < len(mine):
+        log.info("make-cam: %d of %d images already done, resuming", len(mine) - len(todo),
+                 len(mine))
+    for name in progress(todo, desc="make-cam", enabled=ctx.is_main):
+        image = read_image(layout.image_path(name))
+        keys = np.flatnonzero(labels[name])
+        arrays = multiscale_cams(model, image, keys, cfg.cam, codebook)
+        save_npz(out_dir / f"{name}.npz", **arrays)
+    dist_utils.barrier(ctx)
+    log.info("make-cam: %d CAM files in %s", len(names), out_dir)
+    return {"cam_dir": str(out_dir), "images": len(names), "computed": len(todo)}

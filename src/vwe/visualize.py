@@ -1,0 +1,83 @@
+"""Pictures of CAMs: jet overlays and one PNG strip per image (numpy + PIL, no matplotlib).
+
+The maths (CAMs) lives elsewhere; this module only turns arrays into images, in the spirit of
+pytorch-grad-cam's `show_cam_on_image`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageDraw
+
+from vwe.data.io import atomic_path, voc_palette
+
+TITLE_HEIGHT = 14  # pixels of the caption band above each panel
+
+
+def jet(values: np.ndarray) -> np.ndarray:
+    """(…, 3) floats in [0, 1]: the jet colour map (blue → cyan → yellow → red) of [0, 1]."""
+    x = np.clip(np.asarray(values, dtype=np.float32), 0.0, 1.0)[..., None]
+    centres = np.array([3.0, 2.0, 1.0], dtype=np.float32)  # red, green, blue peaks at 4x
+    return np.clip(1.5 - np.abs(4.0 * x - centres), 0.0, 1.0)
+
+
+def cam_overlay(image: np.ndarray, cam: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image blended with the jet-coloured CAM, (1-alpha)·image + alpha·jet."""
+    if image.ndim != 3 or image.shape[2] != 3 or image.shape[:2] != cam.shape:
+        raise ValueError(f"image {image.shape} and cam {cam.shape} must be (H, W, 3) and (H, W)")
+    heat = jet(cam) * 255.0
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * heat
+    return np.clip(np.rint(blended), 0, 255).astype(np.uint8)
+
+
+def label_to_color(label: np.ndarray, palette: np.ndarray | Sequence[int] | None = None
+                   ) -> np.ndarray:
+    """(H, W, 3) uint8 colours of a label map (255 = ignore gets the palette's entry 255)."""
+    colours = voc_palette() if palette is None else np.asarray(palette, dtype=np.uint8)
+    colours = colours.reshape(-1, 3)
+    if label.size and int(label.max()) >= len(colours):
+        raise ValueError(f"label {int(label.max())} is outside a {len(colours)}-colour palette")
+    return colours[label.astype(np.int64)]
+
+
+def _titled(panel: np.ndarray, title: str) -> Image.Image:
+    height, width = panel.shape[:2]
+    canvas = Image.new("RGB", (width, height + TITLE_HEIGHT), (255, 255, 255))
+    canvas.paste(Image.fromarray(panel), (0, TITLE_HEIGHT))
+    ImageDraw.Draw(canvas).text((2, 1), title, fill=(0, 0, 0))
+    return canvas
+
+
+def cam_panel(image: np.ndarray, gt_label: np.ndarray | None, cams: np.ndarray,
+              keys: Sequence[int], class_names: Sequence[str]) -> np.ndarray:
+    """(H + title, W·panels, 3) uint8 strip: image | GT colours | one CAM overlay per class.
+
+    keys are 0-based foreground indices; class_names lists every class with background first,
+    so class key k is named class_names[k + 1].
+    """
+    if len(cams) != len(keys):
+        raise ValueError(f"{len(cams)} CAMs but {len(keys)} keys")
+    panels = [_titled(image, "image")]
+    if gt_label is not None:
+        panels.append(_titled(label_to_color(gt_label), "ground truth"))
+    for cam, key in zip(cams, keys):
+        panels.append(_titled(cam_overlay(image, cam), class_names[int(key) + 1]))
+    strip = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), (255, 255, 255))
+    left = 0
+    for panel in panels:
+        strip.paste(panel, (left, 0))
+        left += panel.width
+    return np.asarray(strip)
+
+
+def save_cam_panel(path: str | Path, image: np.ndarray, gt_label: np.ndarray | None,
+                   cams: np.ndarray, keys: Sequence[int], class_names: Sequence[str]) -> Path:
+    """Write `cam_panel(...)` as one PNG, through a temporary file renamed into place."""
+    path = Path(path)
+    strip = cam_panel(image, gt_label, cams, keys, class_names)
+    with atomic_path(path) as tmp:
+        Image.fromarray(strip).save(tmp, format="PNG")
+    return path
