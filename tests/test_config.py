@@ -29,14 +29,15 @@ def test_preset_is_one_override(preset):
             assert node == value
 
 
-def test_order_yaml_then_preset_then_cli(tmp_path):
+def test_resolution_order(tmp_path):
     path = tmp_path / "c.yaml"
     path.write_text("preset: vwl-l\nmodel:\n  backbone: resnet18\n  num_words: 32\n")
     cfg = load_config(path, ["model.num_words=16"])
-    assert cfg.model.backbone == "resnet101"  # the preset wins over the file
+    assert cfg.model.backbone == "resnet18"  # the file's own values beat its preset
     assert cfg.model.num_words == 16  # the command line wins over both
-    assert cfg.train_cam.losses.decov == 1.0
-    assert load_config(path, ["preset=paper"]).model.backbone == "resnet50"
+    assert cfg.train_cam.losses.decov == 1.0  # the rest of the preset applies
+    switched = load_config(path, ["preset=paper"])  # a preset on the command line beats the file
+    assert switched.model.backbone == "resnet50" and switched.model.num_words == 32
 
 
 def test_values_are_parsed_as_yaml():

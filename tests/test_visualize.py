@@ -45,7 +45,7 @@ def test_save_cam_panel_strip(tmp_path):
     gt = np.zeros((6, 8), dtype=np.uint8)
     gt[2:4, 2:6] = 3
     cams = np.random.default_rng(1).random((2, 6, 8)).astype(np.float32)
-    names = ["background", "a", "b", "c", "d"]
+    names = ["a", "b", "c", "d"]
     path = save_cam_panel(tmp_path / "sub" / "x.png", image, gt, cams, np.array([0, 2]), names)
     strip = np.asarray(Image.open(path).convert("RGB"))
     assert strip.shape == (6 + TITLE_HEIGHT, 8 * 4, 3)  # image | GT | 2 CAMs

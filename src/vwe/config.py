@@ -1,7 +1,8 @@
-"""Typed configuration for every stage: dataclass defaults, YAML files, presets, key=value overrides.
+"""Typed configuration for every stage: dataclass defaults, YAML, presets, key=value overrides.
 
-Resolution order (later wins): dataclass defaults (the paper's VOC settings) → the YAML file →
-the method preset (`preset=…`, see `PRESETS`) → command-line `key=value` overrides.
+Resolution order (later wins): dataclass defaults (the paper's VOC settings) → the method preset
+→ the YAML file → command-line `key=value` overrides. A preset named on the command line is
+applied after the YAML file instead, so `preset=vwl-l` switches a full VOC config in one override.
 An unknown key is a `VweError` that names the key and suggests the closest ones.
 """
 
@@ -28,6 +29,7 @@ class DataConfig:
     train_list: str = "train_aug"  # CAM and IRN training split
     mask_dir: str = "SegmentationClassAug"  # falls back to SegmentationClass when absent
     num_workers: int = 2  # DataLoader worker processes per rank
+    sbd_root: str = ""  # SBD 'dataset' folder (train.txt, val.txt) for `vwe prepare-voc`
 
 
 @dataclass
@@ -58,6 +60,8 @@ class ModelConfig:
 
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
     pretrained: str = "imagenet"  # imagenet (torchvision weights API) | none | /path/to/file.pth
+    frozen_bn: bool = True  # BN statistics fixed (affine trained); false: batch statistics,
+    # for training from random initialisation
     freeze_stem: bool = True
     detach_after_stage2: bool = True  # stem..layer2 get no gradient (root, VWL-L)
     num_words: int = 256  # k
@@ -100,7 +104,7 @@ class TrainCamConfig:
     crop_size: int = 512
     resize_long: list[int] = field(default_factory=lambda: [320, 640])
     flip_prob: float = 0.5
-    checkpoint_every: int = 500  # steps; a checkpoint is also written at every epoch end and at the end
+    checkpoint_every: int = 500  # steps; also at every epoch end and at the end
     log_every: int = 10  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16/float16 autocast on CUDA only
     losses: LossWeights = field(default_factory=LossWeights)
@@ -244,7 +248,8 @@ def _merge(base: DictConfig, update: Mapping[str, Any], source: str) -> DictConf
         return OmegaConf.merge(base, OmegaConf.create(dict(update)))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        raise VweError(f"bad value for config key '{key}' in {source}: {err.msg.splitlines()[0]}") from None
+        first_line = err.msg.splitlines()[0]
+        raise VweError(f"bad value for config key '{key}' in {source}: {first_line}") from None
 
 
 def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
@@ -299,9 +304,14 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     preset = cli_tree.get("preset", file_tree.get("preset", schema.preset))
     if preset not in PRESETS:
         raise VweError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
-    merged = _merge(schema, file_tree, str(path))
-    merged = _merge(merged, _nest(PRESETS[preset]), f"preset '{preset}'")
-    merged = _merge(merged, cli_tree, "the command line")
+    preset_tree = _nest(PRESETS[preset])
+    if "preset" in cli_tree:  # an explicit choice on the command line beats the file
+        layers = [(file_tree, str(path)), (preset_tree, f"preset '{preset}'")]
+    else:
+        layers = [(preset_tree, f"preset '{preset}'"), (file_tree, str(path))]
+    merged = schema
+    for tree, source in [*layers, (cli_tree, "the command line")]:
+        merged = _merge(merged, tree, source)
     return OmegaConf.to_object(merged)  # type: ignore[return-value]
 
 

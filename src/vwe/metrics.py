@@ -148,11 +148,12 @@ def format_table(scores: dict[str, Any], title: str = "") -> str:
     return "\n".join(lines)
 
 
-def _plain(value: Any) -> Any:
+def json_ready(value: Any) -> Any:
+    """Arrays and numpy scalars as plain lists and numbers, NaN/inf as None (JSON null)."""
     if isinstance(value, np.ndarray):
-        return [_plain(item) for item in value.tolist()]
+        return [json_ready(item) for item in value.tolist()]
     if isinstance(value, list | tuple):
-        return [_plain(item) for item in value]
+        return [json_ready(item) for item in value]
     if isinstance(value, np.generic):
         value = value.item()
     if isinstance(value, float) and not math.isfinite(value):
@@ -162,4 +163,4 @@ def _plain(value: Any) -> Any:
 
 def scores_to_json(scores: dict[str, Any]) -> dict[str, Any]:
     """Scores with plain Python numbers and lists (NaN → null), ready for `json.dump`."""
-    return {key: _plain(value) for key, value in scores.items()}
+    return {key: json_ready(value) for key, value in scores.items()}

@@ -55,8 +55,8 @@ def cam_panel(image: np.ndarray, gt_label: np.ndarray | None, cams: np.ndarray,
               keys: Sequence[int], class_names: Sequence[str]) -> np.ndarray:
     """(H + title, W·panels, 3) uint8 strip: image | GT colours | one CAM overlay per class.
 
-    keys are 0-based foreground indices; class_names lists every class with background first,
-    so class key k is named class_names[k + 1].
+    keys are 0-based foreground indices and class_names the foreground names (the dataset's
+    `class_names`), so the CAM of key k is captioned class_names[k].
     """
     if len(cams) != len(keys):
         raise ValueError(f"{len(cams)} CAMs but {len(keys)} keys")
@@ -64,7 +64,7 @@ def cam_panel(image: np.ndarray, gt_label: np.ndarray | None, cams: np.ndarray,
     if gt_label is not None:
         panels.append(_titled(label_to_color(gt_label), "ground truth"))
     for cam, key in zip(cams, keys):
-        panels.append(_titled(cam_overlay(image, cam), class_names[int(key) + 1]))
+        panels.append(_titled(cam_overlay(image, cam), class_names[int(key)]))
     strip = Image.new("RGB", (sum(p.width for p in panels), panels[0].height), (255, 255, 255))
     left = 0
     for panel in panels:

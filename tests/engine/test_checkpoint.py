@@ -21,7 +21,7 @@ def test_round_trip_and_no_temp_left(tmp_path):
 
 def test_failed_save_keeps_previous(tmp_path):
     path = save_checkpoint(tmp_path / "last.pt", {"step": 1})
-    with pytest.raises(Exception):
+    with pytest.raises((AttributeError, TypeError)):  # lambdas cannot be saved
         save_checkpoint(path, {"step": 2, "bad": Evil()} | {"x": lambda: 0})
     assert load_checkpoint(path)["step"] == 1
     assert [p.name for p in tmp_path.iterdir()] == ["last.pt"]

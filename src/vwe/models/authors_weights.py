@@ -132,14 +132,16 @@ def _short(keys: list[str], n: int = 8) -> str:
     return ", ".join(keys[:n]) + more
 
 
-def _check_keys(state: Mapping[str, Tensor], expected: set[str], version: str) -> None:
+def _check_keys(state: Mapping[str, Tensor], expected: set[str], version: str,
+                source: str) -> None:
     """Every alias present, nothing unknown: otherwise a VweError naming the keys."""
     missing = sorted(expected - set(state))
     unknown = sorted(set(state) - expected)
     if missing or unknown:
         parts = [f"{len(missing)} missing: {_short(missing)}"] if missing else []
         parts += [f"{len(unknown)} unknown: {_short(unknown)}"] if unknown else []
-        raise VweError(f"not a '{version}' checkpoint of the authors ({'; '.join(parts)}); "
+        raise VweError(f"{source} is not a '{version}' checkpoint of the authors "
+                       f"({'; '.join(parts)}); "
                        "check --format (ijcai-code: resnet50, vwl-l/vwl-m: resnet101)")
 
 
@@ -152,17 +154,18 @@ def _pick(state: Mapping[str, Tensor], our_key: str, aliases: list[str]) -> tupl
 
 
 def convert_authors_state_dict(state: Mapping[str, Tensor], version: str,
-                               backbone: str | None = None, num_classes: int | None = None
-                               ) -> tuple[dict[str, Tensor], str]:
+                               backbone: str | None = None, num_classes: int | None = None,
+                               source: str = "the checkpoint") -> tuple[dict[str, Tensor], str]:
     """The authors' checkpoint → (`CamNet` state dict, preset name); strict key check (§1.10).
 
-    `backbone` overrides the version's network (tests use small ones).
+    `backbone` overrides the version's network (tests use small ones); `source` names the file
+    in error messages.
     """
     info = _version(version)
     state = {k.removeprefix("module."): v for k, v in state.items()}
     shapes = _backbone_shapes(backbone or info.backbone)
     mapping = _alias_map(list(shapes), info.has_codebook)
-    _check_keys(state, {a for aliases in mapping.values() for a in aliases}, version)
+    _check_keys(state, {a for aliases in mapping.values() for a in aliases}, version, source)
     ours, conflicts = {}, []
     for our_key, aliases in mapping.items():
         value, differs = _pick(state, our_key, aliases)
@@ -171,10 +174,10 @@ def convert_authors_state_dict(state: Mapping[str, Tensor], version: str,
         ours[our_key] = value.flatten(1) if our_key == "codebook.weight" else value
     bad = [k for k, s in shapes.items() if ours[f"backbone.{k}"].shape != s]
     if bad:
-        raise VweError(f"backbone tensors of the wrong shape for {backbone or info.backbone}: "
-                       f"{_short(bad)}")
+        raise VweError(f"{source}: backbone tensors of the wrong shape for "
+                       f"{backbone or info.backbone}: {_short(bad)}")
     if num_classes is not None and ours["classifier.weight"].shape[0] != num_classes:
-        raise VweError(f"checkpoint has {ours['classifier.weight'].shape[0]} classes, "
+        raise VweError(f"{source} has {ours['classifier.weight'].shape[0]} classes, "
                        f"expected {num_classes}")
     if conflicts:
         log.warning("%d tensors differ between aliases; kept the backbone.*/newly_added.* copies "

@@ -35,6 +35,22 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
                             training=False, momentum=0.0, eps=self.eps)
 
 
+def use_batch_statistics(module: nn.Module) -> nn.Module:
+    """Swap every FixedBatchNorm2d for an ordinary BatchNorm2d (same parameters and buffers).
+
+    For training from random initialisation (the CPU demo): with no ImageNet statistics to
+    freeze, batch statistics are what keeps activations in range.
+    """
+    for name, child in module.named_children():
+        if isinstance(child, FixedBatchNorm2d):
+            plain = nn.BatchNorm2d(child.num_features, eps=child.eps)
+            plain.load_state_dict(child.state_dict())
+            setattr(module, name, plain)
+        else:
+            use_batch_statistics(child)
+    return module
+
+
 def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
     """1×1 strided conv + BN on the residual path when the shape changes (torchvision layout)."""
     if stride == 1 and in_ch == out_ch:

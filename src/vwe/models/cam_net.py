@@ -16,7 +16,12 @@ from torch import Tensor, nn
 
 from vwe.config import LossWeights, ModelConfig
 from vwe.errors import VweError
-from vwe.models.backbone import CAM_DILATIONS, CAM_STRIDES, build_backbone
+from vwe.models.backbone import (
+    CAM_DILATIONS,
+    CAM_STRIDES,
+    build_backbone,
+    use_batch_statistics,
+)
 from vwe.models.hybrid_pool import hybrid_pool
 from vwe.models.visual_words import (
     LearnedCodebook,
@@ -69,6 +74,8 @@ class CamNet(nn.Module):
         self.num_classes = num_classes
         self.num_words = cfg.num_words
         self.backbone = build_backbone(cfg.backbone, CAM_STRIDES, CAM_DILATIONS, cfg.pretrained)
+        if not cfg.frozen_bn:
+            use_batch_statistics(self.backbone)
         dim = self.backbone.out_channels[-1]
         self.feature_dim = dim
         self.classifier = nn.Conv2d(dim, num_classes, 1, bias=False)  # W_img

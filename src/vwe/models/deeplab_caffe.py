@@ -1,4 +1,4 @@
-"""Caffe/MSRA-layout ResNet for DeepLabV2 and the map from converted Caffe weights (specs/seg.md §1.1).
+"""Caffe/MSRA-layout ResNet for DeepLabV2 and the converted Caffe weights' key map (seg.md §1.1).
 
 Parameter names are those of the converted files (`deeplabv1_resnet101-coco.pth`,
 `deeplabv1_resnet101-imagenet.pth`): stem `layer1.conv1.{conv,bn}.*`, stages

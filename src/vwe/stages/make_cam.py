@@ -10,6 +10,7 @@ Images already done are skipped, so an interrupted run resumes; ranks take strid
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 
@@ -50,7 +51,7 @@ def load_cam_net(cfg: Config, num_classes: int, device: torch.device
     if saved_classes != num_classes:
         raise VweError(f"checkpoint {path} was trained for {saved_classes} classes but the "
                        f"dataset at {cfg.data.root} has {num_classes}")
-    model = CamNet(cfg.model, num_classes, pretrained="none")
+    model = CamNet(dataclasses.replace(cfg.model, pretrained="none"), num_classes)
     load_model_state(model, state["model"], path)
     codebook = state.get("codebook")
     return model.to(device).eval(), (codebook.to(device) if codebook is not None else None)
@@ -101,7 +102,7 @@ def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg:
         scaled = normalize(rescale(image, scale))  # (h, w, 3) float32
         pair = torch.from_numpy(np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2).copy())
         img_cam, word_cam = model.cam_maps(pair.to(device), codebook=codebook,
-                                           with_word=cam_cfg.fuse_word_cam)
+                                           with_word_cam=cam_cfg.fuse_word_cam)
         for branch, maps in zip(branches, (img_cam, word_cam)):
             fused = fuse_flips(maps.float(), cam_cfg.flip_fusion)
             for res, size, how in (("cam", strided_size, "direct"),

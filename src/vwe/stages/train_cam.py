@@ -30,7 +30,7 @@ from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
-from vwe.models.visual_words import memory_bank_ema, word_feature_sums
+from vwe.models.visual_words import init_codebook, memory_bank_ema, word_feature_sums
 
 log = logging.getLogger(__name__)
 
@@ -144,15 +144,14 @@ def train(cfg: Config, ctx: DistContext) -> dict:
                        "or set run_dir to a new folder")
     check_batch(cfg, ctx)
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    dataset = ClassificationDataset(layout, cfg.data.train_list, crop_size=tc.crop_size,
-                                    resize_long=tuple(tc.resize_long), flip_prob=tc.flip_prob,
-                                    seed=cfg.seed)
+    dataset = ClassificationDataset(layout, cfg.data.train_list, tc, seed=cfg.seed)
     class_names = layout.class_names
     max_steps = total_steps(len(dataset), cfg)
     torch.manual_seed(cfg.seed)
     model = CamNet(cfg.model, len(class_names)).to(ctx.device)
-    codebook = model.initial_codebook().to(ctx.device) if cfg.model.codebook == "memory_bank" \
-        else None
+    codebook = None
+    if cfg.model.codebook == "memory_bank":  # held outside the model, like the authors' script
+        codebook = init_codebook(cfg.model.num_words, model.feature_dim).to(ctx.device)
     optimizer = build_sgd(model.param_groups(tc.lr, tc.new_lr_mult, tc.weight_decay),
                           momentum=tc.momentum, weight_decay=tc.weight_decay)
     step = 0
@@ -247,7 +246,7 @@ def train_step(cfg: Config, ctx: DistContext, net: torch.nn.Module,
     use_amp = tc.amp and ctx.device.type == "cuda"
     with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
         output = net(images, codebook=codebook)
-        terms = cam_losses(output, labels, tc.losses, _unwrap(net).codebook_weight())
+        terms = cam_losses(output, labels, tc.losses, learned_codebook(net))
     values = torch.stack([terms[k].detach().float() for k in sorted(terms)])
     dist_utils.all_reduce_sum(values, ctx)
     values /= ctx.world_size
@@ -265,5 +264,7 @@ def train_step(cfg: Config, ctx: DistContext, net: torch.nn.Module,
     return logged, codebook
 
 
-def _unwrap(net: torch.nn.Module) -> CamNet:
-    return net.module if isinstance(net, DistributedDataParallel) else net  # type: ignore
+def learned_codebook(net: torch.nn.Module) -> torch.Tensor | None:
+    """The learned codebook parameter (for the decov term), through a DDP wrapper."""
+    model = net.module if isinstance(net, DistributedDataParallel) else net
+    return model.codebook.weight if model.codebook is not None else None

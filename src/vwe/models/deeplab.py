@@ -1,0 +1,377 @@
+"""DeepLabV2 (ResNet, output stride 8, ASPP-V2, MSC) as trained on pseudo labels (specs/seg.md §1).
+
+`build_deeplab` gives an `MSC` wrapper around a `DeepLabV2` base net whose backbone is either the
+Caffe/MSRA layout (`deeplab_caffe.CaffeResNet`, loads the converted Caffe files) or the torchvision
+layout (`backbone.build_backbone`, loads torchvision weights). Every batch norm is a
+`FixedBatchNorm2d`: running statistics are always used, whatever `train()`/`eval()` says (§1.4).
+Also here: the multi-scale loss of both recipes (§1.3, §1.7), the poly-schedule parameter groups
+(§1.6) and the initialisation rules (§1.5).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from vwe.errors import VweError
+from vwe.models.backbone import ResNet, build_backbone, load_pretrained
+from vwe.models.deeplab_caffe import (
+    CAFFE_BLOCKS,
+    DEEPLAB_DILATIONS,
+    DEEPLAB_STRIDES,
+    CaffeResNet,
+    map_caffe_state_dict,
+)
+
+log = logging.getLogger(__name__)
+
+ASPP_RATES = (6, 12, 18, 24)  # §1.2
+MSC_SCALES = (0.5, 0.75)  # §1.3
+LAYOUTS = ("caffe", "torchvision")
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)  # §1.5, pixel values 0–255, std 1
+TORCHVISION_MEAN_RGB = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) × 255
+TORCHVISION_STD_RGB = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) × 255
+CAFFE_IMAGENET_FILE = ("deeplabv1_resnet101-imagenet.pth "
+                       "(Google Drive id 14soMKDnIZ_crXQTlol9sNHVPozcQQpMn)")
+# Per-recipe optimiser/loss settings (§1.6, §6); the batch (10), crop (321) and iterations
+# (20k) are shared.
+RECIPES: dict[str, dict[str, Any]] = {
+    "deeplab": {"lr": 2.5e-4, "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9,
+                "update_every": 10, "msc_reduce": "sum"},
+    "vwe_author": {"lr": 1e-3, "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9,
+                   "update_every": 1, "msc_reduce": "mean"},
+}
+
+
+class ASPP(nn.Module):
+    """ASPP-V2: four 3×3 convs with bias, dilation = padding = rate, summed into logits (§1.2)."""
+
+    def __init__(self, in_ch: int, num_classes: int, rates: Sequence[int] = ASPP_RATES) -> None:
+        super().__init__()
+        self.branches = nn.ModuleList(
+            nn.Conv2d(in_ch, num_classes, 3, padding=rate, dilation=rate, bias=True)
+            for rate in rates)
+        for conv in self.branches:
+            nn.init.normal_(conv.weight, mean=0.0, std=0.01)
+            nn.init.zeros_(conv.bias)
+
+    def forward(self, features: Tensor) -> Tensor:
+        logits = self.branches[0](features)
+        for conv in self.branches[1:]:
+            logits = logits + conv(features)
+        return logits  # (N, C, h, w) at stride 8
+
+
+class DeepLabV2(nn.Module):
+    """Backbone (output stride 8) + ASPP-V2; logits at stride 8, never upsampled here (§1.2)."""
+
+    def __init__(self, backbone: CaffeResNet | ResNet, num_classes: int,
+                 rates: Sequence[int] = ASPP_RATES, backbone_name: str = "resnet101",
+                 layout: str = "caffe") -> None:
+        super().__init__()
+        self.backbone = backbone
+        self.aspp = ASPP(backbone.out_channels[-1], num_classes, rates)
+        self.num_classes = num_classes
+        self.backbone_name = backbone_name
+        self.layout = layout
+
+    def forward(self, images: Tensor) -> Tensor:
+        return self.aspp(self.backbone(images)[-1])
+
+
+class MSC(nn.Module):
+    """Multi-scale inputs with max fusion (§1.3).
+
+    Training returns [L1, L_s for each scale at its own size, L_max]; eval returns L_max, the
+    element-wise max of L1 and the bilinearly upsampled L_s at L1's size. No scales: L1 alone
+    (as a one-element list in training).
+    """
+
+    def __init__(self, base: DeepLabV2, scales: Sequence[float] = MSC_SCALES) -> None:
+        super().__init__()
+        self.base = base
+        self.scales = tuple(scales)
+
+    def forward(self, images: Tensor) -> Tensor | list[Tensor]:
+        logits = self.base(images)
+        if not self.scales:
+            return [logits] if self.training else logits
+        # scale_factor (not a size) as in KZ: size ⌊s·p⌋, sampling grid at exactly 1/p
+        pyramid = [self.base(F.interpolate(images, scale_factor=p, mode="bilinear",
+                                           align_corners=False)) for p in self.scales]
+        size = logits.shape[-2:]
+        upsampled = [F.interpolate(lp, size=size, mode="bilinear", align_corners=False)
+                     for lp in pyramid]
+        fused = torch.stack([logits, *upsampled]).amax(dim=0)
+        return [logits, *pyramid, fused] if self.training else fused
+
+
+def _base(model: nn.Module) -> DeepLabV2:
+    """The DeepLabV2 inside an MSC wrapper (or the model itself)."""
+    base = model.base if isinstance(model, MSC) else model
+    if not isinstance(base, DeepLabV2):
+        raise TypeError(f"expected DeepLabV2 or MSC, got {type(model).__name__}")
+    return base
+
+
+def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
+    """Output-stride-8 trunk: res4 all dilation 2, res5 all dilation 4, stride 1 (§1.1)."""
+    if layout == "caffe":
+        if name not in CAFFE_BLOCKS:
+            raise VweError(f"model.backbone={name} has no Caffe layout; use one of "
+                           f"{', '.join(CAFFE_BLOCKS)} or model.layout=torchvision")
+        return CaffeResNet(CAFFE_BLOCKS[name], DEEPLAB_STRIDES, DEEPLAB_DILATIONS)
+    if layout == "torchvision":
+        # torchvision's replace_stride_with_dilation would give the first blocks the previous
+        # dilation; build_backbone sets every block of a layer to the same dilation.
+        return build_backbone(name, strides=DEEPLAB_STRIDES, dilations=DEEPLAB_DILATIONS)
+    raise VweError(f"model.layout={layout} is unknown; choose caffe or torchvision")
+
+
+def _freeze_stem(trunk: CaffeResNet | ResNet) -> None:
+    """Stop gradients into conv1 + bn1 (IRN's choice, irn#21; option freeze_stem, §1.4)."""
+    stem = [trunk.layer1] if isinstance(trunk, CaffeResNet) else [trunk.conv1, trunk.bn1]
+    for module in stem:
+        module.requires_grad_(False)
+
+
+def build_deeplab(num_classes: int, backbone: str = "resnet101", layout: str = "torchvision",
+                  pretrained: str = "none", msc_scales: Sequence[float] = MSC_SCALES,
+                  freeze_stem: bool = False, dataset: str = "voc",
+                  coco_init: bool | None = None) -> MSC:
+    """DeepLabV2 wrapped in MSC; `pretrained` and `coco_init` as in `load_deeplab_init`."""
+    base = DeepLabV2(_build_trunk(backbone, layout), num_classes, backbone_name=backbone,
+                     layout=layout)
+    load_deeplab_init(base, pretrained, layout, dataset, coco_init)
+    if freeze_stem:
+        _freeze_stem(base.backbone)
+    return MSC(base, msc_scales)
+
+
+def input_normalization(layout: str) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
+    """(mean, std, bgr) for `(pixels_0_255[..., order] − mean) / std`, tied to the weights (§1.5).
+
+    caffe: BGR, mean (104.008, 116.669, 122.675), std 1; torchvision: RGB, ImageNet mean/std ×255.
+    """
+    if layout == "caffe":
+        return CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), True
+    if layout == "torchvision":
+        return TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB, False
+    raise VweError(f"model.layout={layout} is unknown; choose caffe or torchvision")
+
+
+# ---------------------------------------------------------------- losses (§1.3, §1.7)
+
+def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
+    """(N, H, W) ids → `size` with nearest-exact, which equals PIL NEAREST used by KZ/RL (§1.3)."""
+    if tuple(labels.shape[-2:]) == tuple(size):
+        return labels
+    resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
+    return resized[:, 0].to(labels.dtype)
+
+
+def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """Mean CE over pixels ≠ ignore_index (§1.7); 0, not NaN, when every pixel is ignored."""
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    valid = (labels != ignore_index).sum()
+    return per_pixel.sum() / valid.clamp(min=1)
+
+
+def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
+    """½(Σ_B ℓ/|B| + Σ_F ℓ/|F|) (CL, §1.7); an empty B or F is dropped and the other kept alone."""
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
+    background = labels == 0
+    foreground = (labels != 0) & (labels != ignore_index)
+    counts = torch.stack([background.sum(), foreground.sum()])
+    sums = torch.stack([per_pixel[background].sum(), per_pixel[foreground].sum()])
+    present = (counts > 0).to(per_pixel.dtype)
+    terms = sums / counts.clamp(min=1)
+    return (terms * present).sum() / present.sum().clamp(min=1)  # no sync, no NaN
+
+
+LOSSES = {"ce": cross_entropy, "balanced_ce": balanced_cross_entropy}
+
+
+def _check_recipe(recipe: str) -> str:
+    """Accept `deeplab` | `vwe_author` (or `vwe-author`)."""
+    name = recipe.replace("-", "_")
+    if name not in RECIPES:
+        raise VweError(f"recipe={recipe} is unknown; choose deeplab or vwe_author (seg.md §1.6)")
+    return name
+
+
+def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "deeplab",
+             loss: str = "ce", ignore_index: int = 255) -> Tensor:
+    """Loss over the MSC training outputs (§1.3).
+
+    deeplab (KZ): each output at its own size, the label resized to it (nearest-exact), CE summed.
+    vwe_author (RL): outputs upsampled bilinearly to L1's size, label resized to it, CE averaged.
+    """
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    recipe = _check_recipe(recipe)
+    if loss not in LOSSES:
+        raise VweError(f"loss.type={loss} is unknown; choose one of {', '.join(LOSSES)}")
+    if recipe == "vwe_author":
+        size = outputs[0].shape[-2:]
+        outputs = [out if out.shape[-2:] == size else
+                   F.interpolate(out, size=size, mode="bilinear", align_corners=False)
+                   for out in outputs]
+    terms = [LOSSES[loss](out, resize_labels(labels, out.shape[-2:]), ignore_index)
+             for out in outputs]
+    total = torch.stack(terms).sum()
+    return total / len(terms) if recipe == "vwe_author" else total
+
+
+# ------------------------------------------------------------ optimiser (§1.6, §1.7)
+
+def _conv_params(base: DeepLabV2) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
+    """Trainable (backbone conv params, ASPP weights, ASPP biases); BN affine left out (§1.4)."""
+    backbone, head_weights, head_biases = [], [], []
+    for name, module in base.named_modules():
+        if not isinstance(module, nn.Conv2d):
+            continue
+        in_head = name.startswith("aspp.")
+        if module.weight.requires_grad:
+            (head_weights if in_head else backbone).append(module.weight)
+        if module.bias is not None and module.bias.requires_grad:
+            (head_biases if in_head else backbone).append(module.bias)
+    return backbone, head_weights, head_biases
+
+
+def param_groups(model: nn.Module, lr: float, weight_decay: float = 5e-4,
+                 recipe: str = "deeplab") -> list[dict[str, Any]]:
+    """SGD parameter groups with `lr_mult` for the poly schedule (§1.6).
+
+    deeplab: backbone convs 1× (wd), ASPP weights 10× (wd), ASPP biases 20× (wd 0).
+    vwe_author: every conv weight 1× (wd); ASPP biases never trained (stay 0).
+    Frozen-BN affine parameters and a frozen stem are in no group.
+    """
+    recipe = _check_recipe(recipe)
+    backbone, head_weights, head_biases = _conv_params(_base(model))
+
+    def group(name: str, params: list[Tensor], mult: float, wd: float) -> dict[str, Any]:
+        return {"name": name, "params": params, "lr": lr * mult, "lr_mult": mult,
+                "weight_decay": wd}
+
+    if recipe == "deeplab":
+        groups = [group("backbone", backbone, 1.0, weight_decay),
+                  group("aspp_weight", head_weights, 10.0, weight_decay),
+                  group("aspp_bias", head_biases, 20.0, 0.0)]
+    else:
+        groups = [group("conv_weight", backbone + head_weights, 1.0, weight_decay)]
+    return [g for g in groups if g["params"]]
+
+
+def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9,
+            update_every: int = 1) -> float:
+    """base·(1 − t/T)^power with t = finished iterations rounded down to `update_every` (§1.7).
+
+    update_every=10 is KZ's staircase (the first 10 steps use the base lr); 1 is RL's.
+    """
+    t = step - step % update_every
+    return base_lr * max(0.0, 1.0 - t / max_steps) ** power
+
+
+def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, max_steps: int,
+                power: float = 0.9, update_every: int = 1) -> float:
+    """Set every group's lr to poly_lr × its `lr_mult`; returns the 1× lr."""
+    lr = poly_lr(base_lr, step, max_steps, power, update_every)
+    for group in optimizer.param_groups:
+        group["lr"] = lr * group.get("lr_mult", 1.0)
+    return lr
+
+
+# ------------------------------------------------------------ initialisation (§1.5)
+
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """A state dict from a local file (bare or under state_dict/model), weights_only always."""
+    path = Path(path)
+    if not path.is_file():
+        raise VweError(f"initial weights {path} not found (model.pretrained); pass an existing "
+                       ".pth file, imagenet or none")
+    try:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as err:  # any unreadable file is the user's to fix
+        raise VweError(f"cannot read initial weights {path} as a plain state dict: {err}") from None
+    for key in ("state_dict", "model"):
+        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
+            obj = obj[key]
+    if not isinstance(obj, Mapping):
+        raise VweError(f"{path} does not hold a state dict (a mapping of tensors)")
+    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def looks_like_coco(path: str | Path, state: Mapping[str, Tensor]) -> bool:
+    """A COCO init: "coco" in the file name or a 91-class head (KZ's converted init, §1.5)."""
+    if "coco" in Path(path).name.lower():
+        return True
+    return any(key.endswith(("fc.weight", "aspp.c0.weight")) and value.ndim > 0
+               and value.shape[0] == 91 for key, value in state.items())
+
+
+def _refuse_coco(source: str, dataset_name: str) -> None:
+    """COCO-pretrained DeepLab weights saw COCO pixel labels: never for COCO runs (§1.5, §3)."""
+    if "coco" in dataset_name.lower():
+        raise VweError(f"{source} is a COCO-pretrained initialisation, refused for the COCO "
+                       f"dataset ({dataset_name}): it was trained on COCO segmentation masks. Use "
+                       f"an ImageNet init: model.pretrained=imagenet (torchvision layout) or "
+                       f"{CAFFE_IMAGENET_FILE} (caffe layout)")
+
+
+def _load_caffe_file(base: DeepLabV2, state: Mapping[str, Tensor], source: str) -> None:
+    """Explicit key map; any missing backbone tensor or wrong shape is an error (§1.5)."""
+    mapped = map_caffe_state_dict(state, base.num_classes, source, base.backbone.blocks)
+    expected = base.state_dict()
+    misfit = sorted(k for k in mapped if k not in expected or mapped[k].shape != expected[k].shape)
+    if misfit:
+        raise VweError(f"{source} does not fit {base.backbone_name} (caffe layout): wrong shape "
+                       f"or unknown key {', '.join(misfit[:6])}")
+    absent = sorted(set(expected) - set(mapped))
+    if any(not key.startswith("aspp.") for key in absent):
+        raise ValueError(f"caffe key map incomplete: {absent[:6]}")  # a bug, not the user's
+    base.load_state_dict(mapped, strict=False)
+    log.info("loaded %s (%s)", source, "ASPP random" if absent else "with ASPP")
+
+
+def load_deeplab_init(model: nn.Module, spec: str | None, layout: str | None = None,
+                      dataset_name: str = "voc", coco_init: bool | None = None) -> None:
+    """Initialise from `spec`: none | imagenet | coco | a local file (§1.5).
+
+    A file loads in the model's layout: caffe = KZ-converted keys, torchvision = torchvision keys.
+    `coco_init` says whether the file is COCO-pretrained (None: guessed by `looks_like_coco`);
+    COCO-pretrained weights are refused when `dataset_name` is a COCO dataset.
+    """
+    base = _base(model)
+    if layout is not None and layout != base.layout:
+        raise ValueError(f"model is {base.layout} layout, asked to load {layout} weights")
+    if spec in (None, "", "none"):
+        return
+    if spec == "coco":
+        _refuse_coco("model.pretrained=coco", dataset_name)
+        raise VweError("model.pretrained=coco needs the converted file: convert the DeepLab "
+                       "authors' init.caffemodel with KZ's convert.py --dataset coco and pass "
+                       "model.pretrained=/path/to/deeplabv1_resnet101-coco.pth (layout caffe)")
+    if spec == "imagenet":
+        if base.layout == "torchvision":
+            load_pretrained(base.backbone, base.backbone_name, "imagenet")
+            return
+        raise VweError("the Caffe ImageNet init cannot be downloaded automatically: get "
+                       f"{CAFFE_IMAGENET_FILE} and pass model.pretrained=/path/to/it, or set "
+                       "model.layout=torchvision")
+    state = read_state_dict(spec)
+    if coco_init is None:
+        coco_init = looks_like_coco(spec, state)
+    if coco_init:
+        _refuse_coco(str(spec), dataset_name)
+    if base.layout == "caffe":
+        _load_caffe_file(base, state, str(spec))
+    elif any(key.removeprefix("module.").startswith("layer1.conv1.conv") for key in state):
+        raise VweError(f"{spec} is in the Caffe (KZ) layout; set model.layout=caffe")
+    else:
+        load_pretrained(base.backbone, base.backbone_name, str(spec))

@@ -1,0 +1,193 @@
+"""`vwe eval-cam`: CAM mIoU per class, at the background score and over a threshold sweep.
+
+For every image of `eval_cam.split`, the prediction is the argmax over [bkg plane; high_res]
+mapped through [0] + (keys + 1), ties to the background; one confusion matrix over all pixels,
+255 ignored; mIoU over the classes present in the ground truth (specs/vwe-authors-code.md §4,
+specs/vwe.md "Interfaces"). Every CAM variant the files hold is scored: "fused" is the
+`high_res` array (M_img alone when `cam.fuse_word_cam` is off), "img" and "word" its parts.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vwe.config import Config, EvalCamConfig
+from vwe.data.io import load_npz, write_json_atomic
+from vwe.data.voc import VocLayout
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.metrics import (
+    format_table,
+    json_ready,
+    scores_to_json,
+    segmentation_scores,
+    sweep_confusions,
+)
+
+log = logging.getLogger(__name__)
+
+# Variant name → array in the CAM file (written by `vwe make-cam`).
+VARIANTS = {"fused": "high_res", "img": "high_res_img", "word": "high_res_word"}
+
+
+def sweep_thresholds(eval_cfg: EvalCamConfig) -> np.ndarray:
+    """Background scores sweep_start, +step, …, up to sweep_stop inclusive (rounded to 1e-6)."""
+    if eval_cfg.sweep_step <= 0 or eval_cfg.sweep_stop < eval_cfg.sweep_start:
+        raise VweError("eval_cam.sweep_step must be > 0 and eval_cam.sweep_stop >= "
+                       f"eval_cam.sweep_start (got start={eval_cfg.sweep_start}, "
+                       f"stop={eval_cfg.sweep_stop}, step={eval_cfg.sweep_step})")
+    count = int(np.floor((eval_cfg.sweep_stop - eval_cfg.sweep_start) / eval_cfg.sweep_step
+                         + 1e-6)) + 1
+    return np.round(eval_cfg.sweep_start + eval_cfg.sweep_step * np.arange(count), 6)
+
+
+def _cam_paths(cam_dir: Path, names: list[str]) -> list[Path]:
+    """The CAM file of every listed image; VweError naming the first missing one."""
+    paths = [cam_dir / f"{name}.npz" for name in names]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise VweError(f"CAM file {missing[0]} not found ({len(missing)} of {len(paths)} missing); "
+                       "run `vwe make-cam` with the same config first (it resumes)")
+    return paths
+
+
+def _variants_in(arrays: dict[str, np.ndarray], path: Path) -> list[str]:
+    """Which variants a CAM file holds; `high_res` (the fused CAM) must be there."""
+    if "keys" not in arrays or "high_res" not in arrays:
+        raise VweError(f"CAM file {path} lacks 'keys' or 'high_res' (has {sorted(arrays)}); "
+                       "delete it and rerun `vwe make-cam`")
+    return [name for name, key in VARIANTS.items() if key in arrays]
+
+
+def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path,
+                  mask_path: Path, mask_shape: tuple[int, ...], num_classes: int
+                  ) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """keys (K,) and each variant's (K, H, W) CAMs, checked against the mask and class count."""
+    keys = np.asarray(arrays["keys"]).reshape(-1)
+    if keys.size and (not np.issubdtype(keys.dtype, np.integer)
+                      or keys.min() < 0 or keys.max() >= num_classes - 1):
+        raise VweError(f"CAM file {path} has keys {keys.tolist()} outside the {num_classes - 1} "
+                       "foreground classes of the dataset; make the CAMs with this dataset")
+    cams = {}
+    for variant in variants:
+        key = VARIANTS[variant]
+        if key not in arrays:
+            raise VweError(f"CAM file {path} lacks '{key}' that other CAM files hold; the CAM "
+                           "folder mixes runs: delete it and rerun `vwe make-cam`")
+        cam = arrays[key]
+        if cam.ndim != 3 or cam.shape[0] != keys.size:
+            raise VweError(f"CAM file {path}: '{key}' has shape {cam.shape}, expected "
+                           f"({keys.size}, H, W) for {keys.size} keys; rerun `vwe make-cam`")
+        if cam.shape[1:] != mask_shape:
+            raise VweError(f"CAM file {path}: '{key}' is {cam.shape[1]}x{cam.shape[2]} but the "
+                           f"mask {mask_path} is {mask_shape[0]}x{mask_shape[1]}; the CAMs were "
+                           "made from other images: delete the CAM folder and rerun make-cam")
+        cams[variant] = cam
+    return keys.astype(np.int64), cams
+
+
+def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np.ndarray
+                ) -> tuple[list[str], dict[str, np.ndarray]]:
+    """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time."""
+    num_classes = layout.num_classes + 1  # background first
+    paths = _cam_paths(Path(cfg.run_dir) / "cams", names)
+    variants: list[str] = []
+    totals: dict[str, np.ndarray] = {}
+    for name, path in progress(zip(names, paths), total=len(names), desc="eval-cam"):
+        arrays = load_npz(path)
+        if not variants:
+            variants = _variants_in(arrays, path)
+            totals = {v: np.zeros((len(thresholds), num_classes, num_classes), np.int64)
+                      for v in variants}
+        gt = layout.read_mask(name)
+        keys, cams = _checked_cams(arrays, variants, path, layout.mask_path(name), gt.shape,
+                                   num_classes)
+        for variant, cam in cams.items():
+            totals[variant] += sweep_confusions(gt, cam, keys, thresholds, num_classes)
+    return variants, totals
+
+
+def _scores_entry(conf: np.ndarray, threshold: float, class_names: list[str]
+                  ) -> dict[str, Any]:
+    """JSON-ready scores of one confusion matrix (class names are listed once, at the top)."""
+    scores = scores_to_json(segmentation_scores(conf, class_names))
+    scores.pop("class_names")
+    return {"threshold": float(threshold), **scores, "confusion": conf.tolist()}
+
+
+def _variant_report(confusions: np.ndarray, thresholds: np.ndarray, class_names: list[str],
+                    with_sweep: bool) -> dict[str, Any]:
+    """Scores at the configured background score (index 0) and, if swept, the whole curve."""
+    report: dict[str, Any] = {
+        "at_bkg_score": _scores_entry(confusions[0], thresholds[0], class_names), "sweep": None}
+    if with_sweep:
+        curve = [segmentation_scores(conf, class_names) for conf in confusions[1:]]
+        mious = np.array([scores["miou"] for scores in curve])
+        best = int(np.nanargmax(mious)) if np.isfinite(mious).any() else 0  # lowest on ties
+        report["sweep"] = {
+            "thresholds": json_ready(thresholds[1:]),
+            "miou": json_ready(mious),
+            "pixel_accuracy": json_ready(np.array([scores["pixel_accuracy"] for scores in curve])),
+            "best_threshold": float(thresholds[1 + best]),
+            "best": _scores_entry(confusions[1 + best], thresholds[1 + best], class_names),
+        }
+    return report
+
+
+def _summary_table(report: dict[str, Any], fused: np.ndarray, bkg_score: float) -> str:
+    """The fused CAM's per-class table at the background score, then one line per variant."""
+    title = (f"CAM (fused) on {report['split']}, {report['num_images']} images, "
+             f"bkg score {bkg_score:g}")
+    lines = [format_table(segmentation_scores(fused, report["class_names"]), title), ""]
+    for variant, result in report["variants"].items():
+        line = f"{variant:<6} mIoU {_pct(result['at_bkg_score']['miou'])} at bkg {bkg_score:g}"
+        if result["sweep"] is not None:
+            line += (f"; sweep best {_pct(result['sweep']['best']['miou'])} at bkg "
+                     f"{result['sweep']['best_threshold']:g}")
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}"
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Score the CAM files of `eval_cam.split`; write <run_dir>/eval_cam.json; return a summary."""
+    eval_cfg = cfg.eval_cam
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(eval_cfg.split)
+    sweep = sweep_thresholds(eval_cfg) if eval_cfg.sweep else np.zeros(0)
+    thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
+    class_names = ["background", *layout.class_names]
+    variants, totals = _accumulate(cfg, layout, names, thresholds)
+    report: dict[str, Any] = {
+        "split": eval_cfg.split, "num_images": len(names), "class_names": class_names,
+        "bkg_score": float(eval_cfg.bkg_score),
+        "variants": {v: _variant_report(totals[v], thresholds, class_names, eval_cfg.sweep)
+                     for v in variants},
+    }
+    json_path = Path(cfg.run_dir) / "eval_cam.json"
+    write_json_atomic(json_path, report)
+    table = _summary_table(report, totals["fused"][0], eval_cfg.bkg_score)
+    log.debug("%s", table)
+    primary = report["variants"][variants[0]]
+    summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(names),
+               "miou": primary["at_bkg_score"]["miou"], "table": table,
+               "variants": {v: _short(r) for v, r in report["variants"].items()}}
+    log.info("eval-cam: %s mIoU %s at bkg %g; written %s", variants[0], _pct(summary["miou"]),
+             eval_cfg.bkg_score, json_path)
+    return summary
+
+
+def _short(result: dict[str, Any]) -> dict[str, Any]:
+    """mIoU at the background score and the sweep's best, for the returned summary."""
+    short = {"miou": result["at_bkg_score"]["miou"]}
+    if result["sweep"] is not None:
+        short["best_miou"] = result["sweep"]["best"]["miou"]
+        short["best_threshold"] = result["sweep"]["best_threshold"]
+    return short

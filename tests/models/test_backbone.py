@@ -1,0 +1,109 @@
+"""Backbone: frozen batch norm, output sizes, torchvision compatibility, weight loading."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torchvision
+
+from vwe.errors import VweError
+from vwe.models.backbone import FixedBatchNorm2d, build_backbone, load_pretrained
+
+
+def test_fixed_batchnorm_uses_running_stats_in_train_mode() -> None:
+    bn = FixedBatchNorm2d(2)
+    bn.running_mean.copy_(torch.tensor([1.0, -2.0]))
+    bn.running_var.copy_(torch.tensor([4.0, 0.25]))
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([2.0, 1.0]))
+        bn.bias.copy_(torch.tensor([0.5, 0.0]))
+    bn.train()
+    x = torch.tensor([3.0, -1.0]).view(1, 2, 1, 1).expand(3, 2, 2, 2).clone()
+    out = bn(x)
+    # (3 - 1)/sqrt(4 + 1e-5)*2 + 0.5 and (-1 + 2)/sqrt(0.25 + 1e-5)
+    expected = torch.tensor([2.0 / (4 + 1e-5) ** 0.5 * 2 + 0.5, 1.0 / (0.25 + 1e-5) ** 0.5])
+    assert torch.allclose(out[0, :, 0, 0], expected, atol=1e-6)
+    assert torch.equal(bn.running_mean, torch.tensor([1.0, -2.0]))
+    assert torch.equal(bn.running_var, torch.tensor([4.0, 0.25]))
+    assert int(bn.num_batches_tracked) == 0
+    out.sum().backward()
+    assert bn.weight.grad is not None and bn.bias.grad is not None
+    bn.eval()
+    assert torch.equal(bn(x), out.detach())
+
+
+@pytest.mark.parametrize(("height", "width", "expected"),
+                         [(97, 100, (7, 7)), (129, 64, (9, 4)), (1, 17, (1, 2))])
+def test_cam_strides_round_up(height: int, width: int, expected: tuple[int, int]) -> None:
+    net = build_backbone("resnet_tiny")
+    outs = net(torch.randn(1, 3, height, width))
+    assert len(outs) == 5
+    assert tuple(outs[-1].shape[-2:]) == expected  # ⌈H/16⌉, ⌈W/16⌉
+    assert tuple(outs[0].shape[-2:]) == (-(-height // 4), -(-width // 4))
+    assert [o.shape[1] for o in outs] == net.out_channels
+
+
+def test_deeplab_strides_and_dilations() -> None:
+    net = build_backbone("resnet_tiny", strides=(1, 2, 1, 1), dilations=(1, 1, 2, 4))
+    outs = net(torch.randn(1, 3, 65, 40))
+    assert [tuple(o.shape[-2:]) for o in outs] == [(17, 10), (17, 10), (9, 5), (9, 5), (9, 5)]
+    assert net.layer4[0].conv1.dilation == (4, 4) and net.layer4[0].conv1.padding == (4, 4)
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_torchvision_state_dict_loads_and_matches(name: str) -> None:
+    torch.manual_seed(0)
+    reference = torchvision.models.get_model(name, weights=None).eval()
+    state = {k: v for k, v in reference.state_dict().items() if not k.startswith("fc.")}
+    ours = build_backbone(name, strides=(1, 2, 2, 2))  # torchvision's strides
+    ours.load_state_dict(state, strict=True)
+    x = torch.randn(1, 3, 45, 38)
+    with torch.no_grad():
+        outs = ours.train()(x)  # the training flag must not matter
+        ref = reference.maxpool(reference.relu(reference.bn1(reference.conv1(x))))
+        for i, layer in enumerate([None, reference.layer1, reference.layer2, reference.layer3,
+                                   reference.layer4]):
+            ref = ref if layer is None else layer(ref)
+            assert torch.allclose(outs[i], ref, rtol=1e-4, atol=1e-5), i
+
+
+def test_load_local_file_strips_prefix_and_fc(tmp_path) -> None:
+    source = build_backbone("resnet_tiny")
+    state = {f"module.{k}": v for k, v in source.state_dict().items()}
+    state["module.fc.weight"] = torch.zeros(3, 128)
+    path = tmp_path / "tiny.pth"
+    torch.save({"state_dict": state}, path)
+    target = build_backbone("resnet_tiny", pretrained=str(path))
+    for key, value in source.state_dict().items():
+        assert torch.equal(target.state_dict()[key], value)
+
+
+def test_load_local_file_key_errors_name_the_file(tmp_path) -> None:
+    state = build_backbone("resnet_tiny").state_dict()
+    del state["layer4.0.conv2.weight"]
+    state["extra.weight"] = torch.zeros(1)
+    path = tmp_path / "broken.pth"
+    torch.save(state, path)
+    with pytest.raises(VweError, match="broken.pth.*layer4.0.conv2.weight.*extra.weight"):
+        build_backbone("resnet_tiny", pretrained=str(path))
+    with pytest.raises(VweError, match="not found"):
+        build_backbone("resnet_tiny", pretrained=str(tmp_path / "absent.pth"))
+
+
+def test_imagenet_errors(monkeypatch) -> None:
+    with pytest.raises(VweError, match="no ImageNet weights"):
+        build_backbone("resnet_tiny", pretrained="imagenet")
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    weights = torchvision.models.get_model_weights("resnet18").IMAGENET1K_V1
+    monkeypatch.setattr(type(weights), "get_state_dict", offline)
+    net = build_backbone("resnet18")
+    with pytest.raises(VweError, match="model.pretrained=/path/to/resnet18"):
+        load_pretrained(net, "resnet18", "imagenet")
+
+
+def test_unknown_backbone() -> None:
+    with pytest.raises(VweError, match="resnet_tiny"):
+        build_backbone("vgg16")

@@ -1,0 +1,119 @@
+"""`vwe eval-cam` on hand-made CAM files and masks, checked against hand-computed mIoU.
+
+Classes (classes.txt): cat, dog, cow → ids 1, 2, 3. cow is predicted but absent from the GT.
+
+Image a (2×3), keys [cat, cow]:      Image b (2×2), keys [dog]:
+  GT  0 1 1     cat .1 .9 .5           GT 2 2    dog .6  .25
+      0 ∅ 2         .3 .8 .2              0 0        .25 .1
+  (∅ = 255)     cow  0  0 .7
+                     0 .9  0
+At bkg 0.25 (ties → background) the confusion (rows GT 0..3) is
+  [3 1 0 0] [0 1 0 1] [2 0 1 0] [0 0 0 0]
+so IoU bg 3/6, cat 1/3, dog 1/3 and mIoU = (1/2 + 1/3 + 1/3) / 3 = 7/18 (cow excluded).
+At 0.2: IoU 2/5, 1/3, 2/4 → 37/90; at 0.3: 4/6, 1/2, 1/3 → 1/2 (the sweep's best).
+"""
+
+import json
+
+import numpy as np
+import pytest
+
+from vwe.config import Config, DataConfig, EvalCamConfig
+from vwe.data.io import save_label_png, save_npz
+from vwe.errors import VweError
+from vwe.stages import eval_cam
+
+GT = {
+    "a": np.array([[0, 1, 1], [0, 255, 2]], dtype=np.uint8),
+    "b": np.array([[2, 2], [0, 0]], dtype=np.uint8),
+}
+CAMS = {
+    "a": (np.array([0, 2]), np.array([[[0.1, 0.9, 0.5], [0.3, 0.8, 0.2]],
+                                      [[0.0, 0.0, 0.7], [0.0, 0.9, 0.0]]], dtype=np.float32)),
+    "b": (np.array([1]), np.array([[[0.6, 0.25], [0.25, 0.1]]], dtype=np.float32)),
+}
+
+
+def _write_voc(root, names=("a", "b")):
+    (root / "ImageSets" / "Segmentation").mkdir(parents=True)
+    (root / "JPEGImages").mkdir()
+    (root / "Annotations").mkdir()
+    (root / "classes.txt").write_text("cat\ndog\ncow\n")
+    (root / "ImageSets" / "Segmentation" / "train.txt").write_text("".join(f"{n}\n" for n in names))
+    classes = ["cat", "dog", "cow"]
+    for name in names:
+        save_label_png(root / "SegmentationClassAug" / f"{name}.png", GT[name])
+        objects = "".join(f"<object><name>{classes[k]}</name></object>" for k in CAMS[name][0])
+        (root / "Annotations" / f"{name}.xml").write_text(f"<annotation>{objects}</annotation>")
+
+
+def _write_cams(run_dir, with_parts=True):
+    for name, (keys, high_res) in CAMS.items():
+        parts = {"high_res_img": high_res, "high_res_word": np.zeros_like(high_res)}
+        save_npz(run_dir / "cams" / f"{name}.npz", keys=keys, cam=high_res[:, ::4, ::4],
+                 high_res=high_res, **(parts if with_parts else {}))
+
+
+@pytest.fixture()
+def cfg(tmp_path):
+    _write_voc(tmp_path / "voc")
+    _write_cams(tmp_path / "run")
+    return Config(run_dir=str(tmp_path / "run"), data=DataConfig(root=str(tmp_path / "voc")),
+                  eval_cam=EvalCamConfig(split="train", bkg_score=0.25, sweep=True,
+                                         sweep_start=0.2, sweep_stop=0.3, sweep_step=0.05))
+
+
+def test_hand_computed_miou_sweep_and_json(cfg, tmp_path):
+    summary = eval_cam.run(cfg)
+    assert summary["miou"] == pytest.approx(7 / 18)
+    report = json.loads((tmp_path / "run" / "eval_cam.json").read_text())
+    assert report["class_names"] == ["background", "cat", "dog", "cow"]
+    assert list(report["variants"]) == ["fused", "img", "word"]
+    fused = report["variants"]["fused"]
+    assert fused["at_bkg_score"]["confusion"] == [[3, 1, 0, 0], [0, 1, 0, 1], [2, 0, 1, 0],
+                                                  [0, 0, 0, 0]]
+    assert fused["at_bkg_score"]["iou"][:3] == pytest.approx([1 / 2, 1 / 3, 1 / 3])
+    assert fused["at_bkg_score"]["iou"][3] == 0.0  # predicted, not in GT: shown, not averaged
+    assert fused["at_bkg_score"]["pixel_accuracy"] == pytest.approx(5 / 9)
+    assert fused["sweep"]["thresholds"] == pytest.approx([0.2, 0.25, 0.3])
+    assert fused["sweep"]["miou"] == pytest.approx([37 / 90, 7 / 18, 1 / 2])
+    assert fused["sweep"]["best_threshold"] == pytest.approx(0.3)
+    assert fused["sweep"]["best"]["miou"] == pytest.approx(1 / 2)
+    assert report["variants"]["img"]["at_bkg_score"]["miou"] == pytest.approx(7 / 18)
+    # A zero word CAM predicts background everywhere: IoU bg 4/9, cat 0, dog 0.
+    assert report["variants"]["word"]["at_bkg_score"]["miou"] == pytest.approx(4 / 27)
+    assert summary["variants"]["fused"] == {"miou": pytest.approx(7 / 18),
+                                            "best_miou": pytest.approx(0.5),
+                                            "best_threshold": pytest.approx(0.3)}
+    assert "mIoU" in summary["table"] and "38.9" in summary["table"]
+
+
+def test_without_sweep_or_parts(tmp_path):
+    _write_voc(tmp_path / "voc")
+    _write_cams(tmp_path / "run", with_parts=False)
+    cfg = Config(run_dir=str(tmp_path / "run"), data=DataConfig(root=str(tmp_path / "voc")),
+                 eval_cam=EvalCamConfig(split="train", bkg_score=0.3, sweep=False))
+    summary = eval_cam.run(cfg)
+    assert summary["miou"] == pytest.approx(0.5)
+    assert summary["variants"] == {"fused": {"miou": pytest.approx(0.5)}}
+    report = json.loads((tmp_path / "run" / "eval_cam.json").read_text())
+    assert report["variants"]["fused"]["sweep"] is None
+
+
+def test_missing_cam_file_says_run_make_cam(cfg, tmp_path):
+    (tmp_path / "run" / "cams" / "b.npz").unlink()
+    with pytest.raises(VweError, match=r"b\.npz.*vwe make-cam"):
+        eval_cam.run(cfg)
+
+
+def test_size_mismatch_names_cam_and_mask(cfg, tmp_path):
+    keys, high_res = CAMS["b"]
+    save_npz(tmp_path / "run" / "cams" / "b.npz", keys=keys, high_res=high_res[:, :, :1])
+    with pytest.raises(VweError, match=r"b\.npz.*2x1.*SegmentationClassAug/b\.png.*2x2"):
+        eval_cam.run(cfg)
+
+
+def test_keys_outside_dataset_classes(cfg, tmp_path):
+    save_npz(tmp_path / "run" / "cams" / "b.npz", keys=np.array([3]), high_res=CAMS["b"][1])
+    with pytest.raises(VweError, match=r"b\.npz.*keys \[3\].*3 foreground classes"):
+        eval_cam.run(cfg)

@@ -1,0 +1,117 @@
+"""CAM aggregation (make-cam) against an independent numpy computation on a hand-made model."""
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from vwe.config import CamConfig
+from vwe.stages.make_cam import multiscale_cams
+
+MEAN = np.array([0.485, 0.456, 0.406], np.float32)
+STD = np.array([0.229, 0.224, 0.225], np.float32)
+
+
+class BlockMeanCams(torch.nn.Module):
+    """A stand-in CAM network with CAMs one can compute by hand: per 4×4 block (stride 4),
+    class c's map is ReLU(mean of channel c of the normalised input) and the word map is
+    ReLU(−mean of channel c)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.anchor = torch.nn.Parameter(torch.zeros(1))
+
+    def cam_maps(self, images, codebook=None, with_word_cam=False):
+        pooled = torch.nn.functional.avg_pool2d(images, 4, ceil_mode=True)
+        img = torch.relu(pooled)
+        return img, (torch.relu(-pooled) if with_word_cam else None)
+
+
+def bilinear(maps: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """align_corners=False bilinear resize written out by hand (C, h, w) → (C, H, W)."""
+    c, h, w = maps.shape
+    out = np.zeros((c, *size), np.float64)
+    for axis_len, out_len, name in ((h, size[0], "y"), (w, size[1], "x")):
+        src = (np.arange(out_len) + 0.5) * axis_len / out_len - 0.5
+        src = np.clip(src, 0, None)
+        lo = np.minimum(np.floor(src).astype(int), axis_len - 1)
+        hi = np.minimum(lo + 1, axis_len - 1)
+        frac = src - lo
+        if name == "y":
+            ylo, yhi, yf = lo, hi, frac
+        else:
+            xlo, xhi, xf = lo, hi, frac
+    for i in range(size[0]):
+        for j in range(size[1]):
+            top = maps[:, ylo[i], xlo[j]] * (1 - xf[j]) + maps[:, ylo[i], xhi[j]] * xf[j]
+            bot = maps[:, yhi[i], xlo[j]] * (1 - xf[j]) + maps[:, yhi[i], xhi[j]] * xf[j]
+            out[:, i, j] = top * (1 - yf[i]) + bot * yf[i]
+    return out
+
+
+def block_means(x: np.ndarray) -> np.ndarray:
+    """(H, W, 3) → (3, ⌈H/4⌉, ⌈W/4⌉) means over 4×4 blocks (partial blocks: their own mean)."""
+    h, w = x.shape[:2]
+    out = np.zeros((3, -(-h // 4), -(-w // 4)))
+    for i in range(out.shape[1]):
+        for j in range(out.shape[2]):
+            out[:, i, j] = x[4 * i:4 * i + 4, 4 * j:4 * j + 4].reshape(-1, 3).mean(0)
+    return out
+
+
+def reference(image, keys, scales, fuse_word):
+    h, w = image.shape[:2]
+    sums = {}
+    for s in scales:
+        if s == 1.0:
+            scaled = image
+        else:
+            size = (int(np.round(w * s)), int(np.round(h * s)))
+            scaled = np.asarray(Image.fromarray(image).resize(size, Image.BICUBIC))
+        x = (scaled / 255.0 - MEAN) / STD
+        means = block_means(x)
+        means_flip = block_means(x[:, ::-1])[:, :, ::-1]
+        for branch, sign in (("img", 1), ("word", -1)):
+            fused = np.maximum(np.maximum(sign * means, 0), np.maximum(sign * means_flip, 0))
+            for res, size in (("cam", (-(-h // 4), -(-w // 4))), ("high_res", (h, w))):
+                sums[(branch, res)] = sums.get((branch, res), 0) + bilinear(fused, size)
+    out = {}
+    for res in ("cam", "high_res"):
+        parts = {b: sums[(b, res)][keys] for b in ("img", "word")}
+        parts = {b: m / (m.reshape(len(keys), -1).max(1)[:, None, None] + 1e-5)
+                 for b, m in parts.items()}
+        out[res] = np.maximum(parts["img"], parts["word"]) if fuse_word else parts["img"]
+    return out
+
+
+@pytest.mark.parametrize("fuse_word", [False, True])
+def test_multiscale_flip_aggregation_by_hand(fuse_word):
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (22, 29, 3), dtype=np.uint8)
+    keys = np.array([0, 2])
+    cfg = CamConfig(scales=[1.0, 0.5, 1.5], flip_fusion="max", fuse_word_cam=fuse_word)
+    got = multiscale_cams(BlockMeanCams(), image, keys, cfg)
+    want = reference(image, keys, cfg.scales, fuse_word)
+    assert got["cam"].shape == (2, 6, 8) and got["high_res"].shape == (2, 22, 29)
+    assert got["cam"].dtype == np.float32 and got["keys"].tolist() == [0, 2]
+    np.testing.assert_allclose(got["cam"], want["cam"], atol=2e-5)
+    np.testing.assert_allclose(got["high_res"], want["high_res"], atol=2e-5)
+    if fuse_word:
+        np.testing.assert_allclose(got["high_res"],
+                                   np.maximum(got["high_res_img"], got["high_res_word"]))
+
+
+def test_sum_fusion_and_irnet_crop_differ_from_defaults():
+    image = np.random.default_rng(1).integers(0, 256, (21, 35, 3), dtype=np.uint8)
+    keys = np.array([1])
+    base = multiscale_cams(BlockMeanCams(), image, keys,
+                           CamConfig(scales=[1.0], fuse_word_cam=False))
+    summed = multiscale_cams(BlockMeanCams(), image, keys,
+                             CamConfig(scales=[1.0], flip_fusion="sum", fuse_word_cam=False))
+    cropped = multiscale_cams(BlockMeanCams(), image, keys,
+                              CamConfig(scales=[1.0], high_res_resize="irnet_crop",
+                                        fuse_word_cam=False))
+    assert not np.allclose(base["cam"], summed["cam"])
+    assert cropped["high_res"].shape == base["high_res"].shape
+    assert not np.allclose(base["high_res"], cropped["high_res"])
+    np.testing.assert_allclose(base["cam"], cropped["cam"])
