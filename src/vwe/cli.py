@@ -38,6 +38,10 @@ COMMANDS: dict[str, Command] = {
     "make-cam": Command("make_cam", "multi-scale + flip CAMs, one .npz per image (resumable)"),
     "eval-cam": Command("eval_cam", "CAM mIoU per class, at the background score and a sweep"),
     "import-weights": Command("import_weights", "convert the authors' released checkpoints"),
+    "ir-labels": Command("ir_labels", "IRNet's fg/bg/ignore labels from confident CAMs (CRF)"),
+    "train-irn": Command("train_irn", "train IRNet's boundary/displacement branches"),
+    "pseudo-labels": Command("pseudo_labels", "random walk of the CAMs → pseudo-label PNGs"),
+    "eval-labels": Command("eval_labels", "mIoU of a folder of label PNGs (+ bg sweep)"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
 
@@ -55,9 +59,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config file (default: built-in defaults"
                        + (f", {command.default_config}" if command.default_config else "") + ")")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
-        if name == "train-cam":
+        if name in ("train-cam", "train-irn"):
+            stage_dir = name.replace("-", "_")
             p.add_argument("--resume", action="store_true",
-                           help="continue from <run_dir>/train_cam/last.pt")
+                           help=f"continue from <run_dir>/{stage_dir}/last.pt")
+        if name == "eval-labels":
+            p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
+                           help="sweep the background threshold on the stored walks")
         if name == "import-weights":
             p.add_argument("--format", required=True, choices=["ijcai-code", "vwl-l", "vwl-m"],
                            help="which release of the authors' code saved SRC")
@@ -72,7 +80,9 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     """Turn command-specific flags into config overrides, so stages only see a Config."""
     extra = []
     if getattr(args, "resume", False):
-        extra.append("train_cam.resume=true")
+        extra.append(f"{args.command.replace('-', '_')}.resume=true")
+    if getattr(args, "sweep", None) is not None:
+        extra.append(f"eval_labels.sweep={str(args.sweep).lower()}")
     if args.command == "import-weights":
         extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
                   f"import_weights.dst={args.dst}"]

@@ -137,6 +137,165 @@ class EvalCamConfig:
 
 
 @dataclass
+class IrLabelConfig:
+    """`vwe ir-labels`: confident CAM regions, two dense CRFs, over data.train_list (irn.md §4)."""
+
+    fg_thres: float = 0.30  # conf_fg_thres: CAM score above which a pixel is confident fg
+    bg_thres: float = 0.05  # conf_bg_thres: below it confident bg; between the two: ignore (255)
+    num_workers: int = 2  # CRF processes per rank (IRNet: cpu_count // 2); 0: in this process
+
+
+@dataclass
+class TrainIrnConfig:
+    """`vwe train-irn`: boundary + displacement branches on a frozen backbone (irn.md §5)."""
+
+    backbone: str = ""  # empty: model.backbone (the CAM network's)
+    # imagenet (torchvision weights, IRNet) | cam (the backbone of <run_dir>/train_cam/final.pt;
+    # the CPU demo has no ImageNet weights) | /path/to/weights.pth
+    backbone_init: str = "imagenet"
+    with_displacement: bool = True  # the displacement branch only serves instance labels
+    radius: int = 10  # pair radius in training (train_irn.py:12); 5 at inference
+    crop_size: int = 512  # irn_crop_size: random crop, also the mean-shift pass's crop
+    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.5])  # uniform scale jitter
+    flip_prob: float = 0.5
+    batch_size: int = 32  # irn_batch_size, global batch split across ranks (drop_last)
+    epochs: int = 3  # irn_num_epoches
+    max_steps: int = 0  # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
+    lr: float = 0.1  # edge branch; the displacement branch trains at 10 * lr (irn.md §5.3)
+    weight_decay: float = 1.0e-4
+    # IRNet's PolyOptimizer passes weight decay where SGD expects momentum, so the released code
+    # trains with momentum 1e-4 (irn.md §5.5); 0.9 is one override away.
+    momentum: float = 1.0e-4
+    poly_power: float = 0.9
+    mean_shift_split: str = "train"  # infer_list of the displacement-mean pass (irn.md §5.6)
+    checkpoint_every: int = 100  # steps; also at every epoch end and at the end
+    log_every: int = 10  # steps between TensorBoard scalars
+    resume: bool = False  # continue from <run_dir>/train_irn/last.pt (`--resume`)
+    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+
+
+@dataclass
+class PseudoLabelConfig:
+    """`vwe pseudo-labels`: random walk of the CAMs over IRNet's affinities (irn.md §6)."""
+
+    split: str = "train"  # infer_list: train to score the labels, train_aug for DeepLab
+    checkpoint: str = ""  # empty: <run_dir>/train_irn/final.pt
+    radius: int = 5  # pair radius at inference (make_sem_seg_labels.py:41)
+    beta: float = 10.0  # T = D^-1 A^beta
+    exp_times: int = 8  # the walk is T^(2^exp_times) = T^256
+    bg_thres: float = 0.25  # sem_seg_bg_thres: constant background plane on the walk maps
+    method: str = "sparse"  # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
+    pad_size: int = 512  # zero-pad images right/bottom to at least this (IRNet: 512); 0: to /16
+    walk_dtype: str = "float16"  # stored walk (<run_dir>/walks); labels are made from it
+
+
+@dataclass
+class EvalLabelsConfig:
+    """`vwe eval-labels`: mIoU of a folder of label PNGs, plus a bg sweep on stored walks."""
+
+    split: str = "train"  # chainer_eval_set
+    label_dir: str = ""  # empty: <run_dir>/pseudo_labels; 255 in a label counts as background
+    sweep: bool = True  # with <run_dir>/walks present, sweep pseudo_labels.bg_thres
+    sweep_start: float = 0.0
+    sweep_stop: float = 0.6
+    sweep_step: float = 0.01
+
+
+@dataclass
+class SegConfig:
+    """DeepLabV2 and its labels, shared by train-seg / infer-seg (specs/seg.md §1, §6)."""
+
+    backbone: str = "resnet101"  # blocks [3, 4, 23, 3]; resnet_tiny for the CPU demo
+    layout: str = "torchvision"  # torchvision (weights API) | caffe (KZ-converted local file)
+    pretrained: str = "imagenet"  # imagenet | none | /path/to/file.pth (coco: a converted file)
+    frozen_bn: bool = True  # BN statistics fixed, affine not optimised (§1.4); false: batch
+    # statistics, for training from random initialisation (the CPU demo)
+    freeze_stem: bool = False  # true: conv1 + bn1 get no gradient (IRN, irn#21)
+    msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # + max; [] disables
+    label_dir: str = ""  # training label PNGs (ids 0..C, 255 ignored); empty: <run>/pseudo_labels
+    ignore_index: int = 255  # label value left out of the loss
+
+
+@dataclass
+class TrainSegConfig:
+    """`vwe train-seg`: DeepLabV2 on a folder of label PNGs (specs/seg.md §1.6–1.8, §6).
+
+    `recipe` picks the optimiser/loss bundle; the keys left at null take the recipe's value.
+    deeplab (KZ): lr 2.5e-4, ASPP weight 10×/bias 20×, poly every 10 it, sum of 4 MSC losses.
+    vwe_author (RL): lr 1e-3, every conv weight 1×, ASPP bias frozen, poly every it, mean of 4.
+    """
+
+    recipe: str = "deeplab"  # deeplab | vwe_author (also written vwe-author)
+    train_list: str = "train_aug"  # 10,582 images on VOC
+    iterations: int = 20000  # SGD updates (AdvCAM: 30,000; COCO: 100,000)
+    batch_size: int = 10  # global batch per update, split across ranks and accumulation steps
+    accumulation: int = 1  # micro-batches per update (KZ: 5 × 2); the loss is the global batch's
+    crop_size: int = 321
+    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])  # discrete
+    flip_prob: float = 0.5  # horizontal flip after the crop (KZ)
+    loss: str = "ce"  # ce | balanced_ce (CL, AdvCAM#9)
+    lr: float | None = None  # null: recipe (deeplab 2.5e-4, vwe_author 1e-3)
+    weight_decay: float | None = None  # null: recipe (5e-4); ASPP biases never decayed
+    momentum: float | None = None  # null: recipe (0.9)
+    poly_power: float | None = None  # null: recipe (0.9)
+    poly_update_every: int | None = None  # null: recipe (deeplab 10, vwe_author 1)
+    checkpoint_every: int = 1000  # steps; also at the end
+    log_every: int = 20  # steps between TensorBoard scalars
+    amp: bool = False  # bfloat16 autocast on CUDA only
+    resume: bool = False  # continue from <run_dir>/train_seg/last.pt (`--resume`)
+    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+
+
+@dataclass
+class CrfConfig:
+    """Dense CRF on the segmentation probabilities (specs/seg.md §1.10; KZ/RL/CL values)."""
+
+    enabled: bool = True  # reported numbers include it
+    iterations: int = 10
+    pos_w: float = 3.0  # Gaussian kernel compat
+    pos_xy_std: float = 1.0
+    bi_w: float = 4.0  # bilateral kernel compat
+    bi_xy_std: float = 67.0
+    bi_rgb_std: float = 3.0
+    image: str = "raw"  # raw (RGB uint8) | kz_quirk (mean-subtracted BGR wrapped to uint8)
+    workers: int = 2  # CPU worker processes per rank; 0: in the main process
+
+
+@dataclass
+class InferSegConfig:
+    """`vwe infer-seg`: whole-image inference, optional outer scales + flip, CRF (§1.9)."""
+
+    split: str = "val"
+    checkpoint: str = ""  # empty: <run_dir>/train_seg/final.pt
+    msc: bool = True  # the model's own MSC (1, 0.5, 0.75) + max inside each outer scale
+    scales: list[float] = field(default_factory=lambda: [1.0])  # outer scales; ToCo 1, 1.25, 1.5
+    flip: bool = False  # also the mirrored image at every outer scale
+    flip_fusion: str = "sum"  # sum (irn#26, ToCo) | max | mean: an image's logits and its twin's
+    scale_fusion: str = "max"  # max (ToCo) | sum | mean over outer scales, at full size
+    out_dir: str = ""  # empty: <run_dir>/seg/<split>; PNGs under raw/ and crf/
+    crf: CrfConfig = field(default_factory=CrfConfig)
+
+
+@dataclass
+class EvalSegConfig:
+    """`vwe eval-seg`: per-class IoU of the raw and CRF predictions (§5)."""
+
+    split: str = "val"
+    pred_dir: str = ""  # empty: <run_dir>/seg/<split> (holding raw/ and/or crf/)
+
+
+@dataclass
+class ExportConfig:
+    """`vwe export-voc-test`: the test-server archive (§2.5)."""
+
+    split: str = "test"  # 1,456 images on VOC
+    pred_dir: str = ""  # empty: <run_dir>/seg/<split>
+    variant: str = "crf"  # crf | raw: which predictions to submit
+    competition: str = "comp6"  # comp6 (any training data, incl. ImageNet/SBD) | comp5
+    archive: str = ""  # empty: <run_dir>/voc_test_results.tar.gz
+
+
+@dataclass
 class ImportWeightsConfig:
     """`vwe import-weights`: the authors' released checkpoints into this project's format."""
 
@@ -159,7 +318,16 @@ class Config:
     train_cam: TrainCamConfig = field(default_factory=TrainCamConfig)
     cam: CamConfig = field(default_factory=CamConfig)
     eval_cam: EvalCamConfig = field(default_factory=EvalCamConfig)
+    ir_labels: IrLabelConfig = field(default_factory=IrLabelConfig)
+    train_irn: TrainIrnConfig = field(default_factory=TrainIrnConfig)
+    pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
+    eval_labels: EvalLabelsConfig = field(default_factory=EvalLabelsConfig)
     import_weights: ImportWeightsConfig = field(default_factory=ImportWeightsConfig)
+    seg: SegConfig = field(default_factory=SegConfig)
+    train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
+    infer_seg: InferSegConfig = field(default_factory=InferSegConfig)
+    eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
+    export: ExportConfig = field(default_factory=ExportConfig)
 
 
 # Method presets: named bundles of individual options (specs/vwe.md, table).

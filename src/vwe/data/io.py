@@ -7,6 +7,7 @@ that a resumed run would mistake for a finished one. Nothing here ever unpickles
 
 from __future__ import annotations
 
+import functools
 import io
 import json
 import os
@@ -36,6 +37,20 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+def ensure_writable_dir(path: str | Path, key: str) -> Path:
+    """Create `path` and prove it takes a file, before any work; VweError naming `key` if not."""
+    path = Path(path)
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        probe = path / f".write-probe-{os.getpid()}-{secrets.token_hex(4)}"
+        probe.write_bytes(b"")
+        probe.unlink()
+    except OSError as err:
+        raise VweError(f"cannot write to output folder {path} ({err.strerror or err}); fix its "
+                       f"permissions or set {key} to a writable folder") from None
+    return path
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:
@@ -89,6 +104,11 @@ def load_npz(path: str | Path) -> dict[str, np.ndarray]:
 
 def voc_palette(num_entries: int = 256) -> np.ndarray:
     """The PASCAL VOC colour map (uint8, (num_entries, 3)): class i's colour from i's bits."""
+    return np.frombuffer(_voc_palette_bytes(num_entries), dtype=np.uint8).reshape(-1, 3).copy()
+
+
+@functools.lru_cache(maxsize=4)
+def _voc_palette_bytes(num_entries: int) -> bytes:
     palette = np.zeros((num_entries, 3), dtype=np.uint8)
     for index in range(num_entries):
         value, red, green, blue = index, 0, 0, 0
@@ -98,7 +118,7 @@ def voc_palette(num_entries: int = 256) -> np.ndarray:
             blue |= ((value >> 2) & 1) << shift
             value >>= 3
         palette[index] = (red, green, blue)
-    return palette
+    return palette.tobytes()
 
 
 def encode_label_png(label: np.ndarray) -> bytes:
@@ -106,7 +126,7 @@ def encode_label_png(label: np.ndarray) -> bytes:
     if label.dtype != np.uint8 or label.ndim != 2:
         raise TypeError(f"label must be a 2-D uint8 array, got {label.dtype} {label.shape}")
     image = Image.fromarray(label)
-    image.putpalette(voc_palette().tobytes())
+    image.putpalette(_voc_palette_bytes(256))
     buffer = io.BytesIO()
     image.save(buffer, format="PNG")
     return buffer.getvalue()

@@ -21,7 +21,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader, Sampler
 from torch.utils.tensorboard import SummaryWriter
 
-from vwe.config import Config, to_yaml
+from vwe.config import Config, LossWeights, to_yaml
 from vwe.data.voc import ClassificationDataset, VocLayout
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
@@ -91,6 +91,22 @@ def check_batch(cfg: Config, ctx: DistContext) -> None:
                        f"must divide by the {ctx.world_size} processes")
 
 
+def freeze_heads_without_loss(model: CamNet, weights: LossWeights) -> None:
+    """A head whose loss has weight 0 gets no gradient (VWL-M's fc_a): take it out of training,
+    as the authors' SGD skipped it, and so DDP does not wait for its gradient."""
+    unused = []
+    if weights.img == 0:
+        unused.append(model.classifier)
+    if weights.word == 0:
+        unused.append(model.word_classifier)
+    if weights.w2i == 0:
+        unused.append(model.w2i)
+        if weights.decov == 0 and model.codebook is not None:
+            unused.append(model.codebook)
+    for module in unused:
+        module.requires_grad_(False)
+
+
 def memory_bank_step(codebook: torch.Tensor, features: torch.Tensor, word_labels: torch.Tensor,
                      rho: float, step: int, seed: int, ctx: DistContext) -> torch.Tensor:
     """EMA of each word's mean feature over the global batch; step 0 re-seeds from features."""
@@ -149,6 +165,7 @@ def train(cfg: Config, ctx: DistContext) -> dict:
     max_steps = total_steps(len(dataset), cfg)
     torch.manual_seed(cfg.seed)
     model = CamNet(cfg.model, len(class_names)).to(ctx.device)
+    freeze_heads_without_loss(model, tc.losses)
     codebook = None
     if cfg.model.codebook == "memory_bank":  # held outside the model, like the authors' script
         codebook = init_codebook(cfg.model.num_words, model.feature_dim).to(ctx.device)
@@ -162,8 +179,7 @@ def train(cfg: Config, ctx: DistContext) -> dict:
         codebook = state["codebook"].to(ctx.device) if "codebook" in state else codebook
         step = int(state["step"])
         log.info("train-cam: resuming from %s at step %d/%d", last_path, step, max_steps)
-    net = DistributedDataParallel(model, find_unused_parameters=True) if ctx.distributed \
-        else model
+    net = DistributedDataParallel(model) if ctx.distributed else model
     writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
     try:
         with sigterm_as_interrupt():

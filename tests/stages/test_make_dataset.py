@@ -1,0 +1,50 @@
+"""make-dataset: generates once, keeps a dataset with the same config, regenerates on change."""
+
+import pytest
+
+from vwe.config import load_config
+from vwe.data.voc import VocLayout
+from vwe.errors import VweError
+from vwe.stages import make_dataset
+
+SMALL = ["synthetic.size=tiny", "synthetic.num_train_aug=4", "synthetic.num_train=2",
+         "synthetic.num_val=2", "synthetic.num_test=1"]
+
+
+def config(root, *extra):
+    return load_config(None, [f"data.root={root}", *SMALL, *extra])
+
+
+def mtimes(root):
+    return {p: p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()}
+
+
+def test_generates_then_keeps_then_regenerates(tmp_path):
+    root = tmp_path / "synthetic"
+    first = make_dataset.run(config(root))
+    assert first["generated"] and first["images"]["train_aug"] == 4
+    assert VocLayout(root).read_split("val") == ["syn_000004", "syn_000005"]
+    before = mtimes(root)
+    again = make_dataset.run(config(root))
+    assert not again["generated"] and again["images"] == first["images"]
+    assert mtimes(root) == before  # nothing rewritten
+    jpeg = root / "JPEGImages" / "syn_000000.jpg"
+    old_bytes = jpeg.read_bytes()
+    changed = make_dataset.run(config(root, "synthetic.seed=5"))
+    assert changed["generated"] and jpeg.read_bytes() != old_bytes
+
+
+def test_incomplete_dataset_is_regenerated(tmp_path):
+    root = tmp_path / "synthetic"
+    make_dataset.run(config(root))
+    (root / "Annotations" / "syn_000001.xml").unlink()
+    assert make_dataset.run(config(root))["generated"]
+    assert (root / "Annotations" / "syn_000001.xml").is_file()
+
+
+def test_refuses_to_write_into_another_dataset(tmp_path):
+    (tmp_path / "JPEGImages").mkdir()
+    (tmp_path / "JPEGImages" / "2007_000032.jpg").write_bytes(b"x")
+    with pytest.raises(VweError, match=str(tmp_path)):
+        make_dataset.run(config(tmp_path))
+    assert not (tmp_path / "ImageSets").exists()
