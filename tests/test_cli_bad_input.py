@@ -1,0 +1,155 @@
+"""Bad input: one line naming the file or key and the fix, exit code 2, nothing half-written."""
+
+import shutil
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from vwe.cli import main
+from vwe.data.io import save_label_png
+
+
+def tiny_args(root, run_dir):
+    return [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=0",
+            "model.backbone=resnet_tiny", "model.pretrained=none", "model.num_words=8",
+            "train_cam.batch_size=4", "train_cam.max_steps=2", "train_cam.crop_size=64",
+            "cam.split=val", "cam.scales=[1.0]", "eval_cam.split=val"]
+
+
+@pytest.fixture()
+def dataset(tiny_dataset, tmp_path):
+    """A private copy of the tiny dataset that a test may break."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def trained(tiny_dataset, tmp_path_factory):
+    run_dir = tmp_path_factory.mktemp("trained")
+    assert main(["train-cam", *tiny_args(tiny_dataset, run_dir)]) == 0
+    return run_dir
+
+
+def expect_one_line_error(capsys, *needles):
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if "error:" in line]
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    for needle in needles:
+        assert str(needle) in lines[0], lines[0]
+    return lines[0]
+
+
+def no_temp_files(folder):
+    return not [p for p in folder.rglob("*") if ".tmp" in p.name or p.name.startswith(".")]
+
+
+def first_val(root):
+    return (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+
+
+def test_missing_dataset_folder(tmp_path, capsys):
+    assert main(["train-cam", *tiny_args(tmp_path / "nowhere", tmp_path / "run")]) == 2
+    expect_one_line_error(capsys, tmp_path / "nowhere", "make-dataset")
+
+
+def test_missing_list_file(dataset, trained, tmp_path, capsys):
+    args = tiny_args(dataset, tmp_path / "run")
+    args += ["cam.split=trainval", f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, "trainval.txt")
+
+
+def test_list_entry_without_image(dataset, trained, tmp_path, capsys):
+    name = first_val(dataset)
+    (dataset / "JPEGImages" / f"{name}.jpg").unlink()
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, f"{name}.jpg")
+    assert no_temp_files(run_dir)
+
+
+def test_corrupt_jpeg(dataset, trained, tmp_path, capsys):
+    name = first_val(dataset)
+    path = dataset / "JPEGImages" / f"{name}.jpg"
+    path.write_bytes(path.read_bytes()[:200])
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, f"{name}.jpg")
+    assert not (run_dir / "cams" / f"{name}.npz").exists() and no_temp_files(run_dir)
+
+
+@pytest.fixture()
+def cams_ready(dataset, trained, tmp_path):
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 0
+    return args, run_dir
+
+
+def test_missing_mask(dataset, cams_ready, capsys):
+    args, run_dir = cams_ready
+    name = first_val(dataset)
+    for folder in ("SegmentationClassAug", "SegmentationClass"):
+        (dataset / folder / f"{name}.png").unlink()
+    assert main(["eval-cam", *args]) == 2
+    expect_one_line_error(capsys, f"{name}.png")
+    assert not (run_dir / "eval_cam.json").exists()
+
+
+def test_mask_size_differs_from_image(dataset, cams_ready, capsys):
+    args, run_dir = cams_ready
+    name = first_val(dataset)
+    save_label_png(dataset / "SegmentationClassAug" / f"{name}.png", np.zeros((7, 9), np.uint8))
+    assert main(["eval-cam", *args]) == 2
+    expect_one_line_error(capsys, f"{name}")
+    assert not (run_dir / "eval_cam.json").exists()
+
+
+def test_class_id_outside_dataset(dataset, cams_ready, capsys):
+    args, _ = cams_ready
+    name = first_val(dataset)
+    path = dataset / "SegmentationClassAug" / f"{name}.png"
+    mask = np.array(Image.open(path))
+    mask[0, 0] = 50
+    save_label_png(path, mask)
+    assert main(["eval-cam", *args]) == 2
+    expect_one_line_error(capsys, f"{name}.png", "50")
+
+
+def test_image_without_labels(dataset, tmp_path, capsys):
+    name = (dataset / "ImageSets" / "Segmentation" / "train_aug.txt").read_text().split()[0]
+    (dataset / "Annotations" / f"{name}.xml").write_text(
+        "<annotation><filename>x.jpg</filename></annotation>")
+    (dataset / "ImageSets" / "Segmentation" / "cls_labels.json").unlink(missing_ok=True)
+    assert main(["train-cam", *tiny_args(dataset, tmp_path / "run")]) == 2
+    expect_one_line_error(capsys, name)
+
+
+def test_checkpoint_of_wrong_architecture(dataset, trained, tmp_path, capsys):
+    args = [*tiny_args(dataset, tmp_path / "run"), "model.backbone=resnet18",
+            f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, "final.pt", "model.backbone")
+    assert not list((tmp_path / "run").glob("cams/*.npz"))
+
+
+def test_config_typo(tmp_path, capsys):
+    assert main(["train-cam", "train_cam.bach_size=2", f"run_dir={tmp_path}"]) == 2
+    expect_one_line_error(capsys, "train_cam.bach_size", "train_cam.batch_size")
+    path = tmp_path / "typo.yaml"
+    path.write_text("modell:\n  backbone: resnet18\n")
+    assert main(["eval-cam", "--config", str(path)]) == 2
+    expect_one_line_error(capsys, "modell", "typo.yaml")
+
+
+def test_debug_shows_the_traceback(tmp_path):
+    from vwe.errors import VweError
+
+    with pytest.raises(VweError):
+        main(["train-cam", "--debug", f"data.root={tmp_path / 'nowhere'}",
+              f"run_dir={tmp_path / 'run'}"])
