@@ -42,6 +42,11 @@ COMMANDS: dict[str, Command] = {
     "train-irn": Command("train_irn", "train IRNet's boundary/displacement branches"),
     "pseudo-labels": Command("pseudo_labels", "random walk of the CAMs → pseudo-label PNGs"),
     "eval-labels": Command("eval_labels", "mIoU of a folder of label PNGs (+ bg sweep)"),
+    "train-seg": Command("train_seg", "train DeepLabV2 on a folder of label PNGs"),
+    "infer-seg": Command("infer_seg", "DeepLab predictions (+ dense CRF) as PNGs (resumable)"),
+    "eval-seg": Command("eval_seg", "DeepLab mIoU per class, without and with CRF"),
+    "export-voc-test": Command("export_voc_test", "the VOC test-server archive (tar.gz)"),
+    "run": Command("vwe.pipeline", "the whole pipeline: CAM → IRNet → DeepLab → evaluation"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
 
@@ -59,13 +64,16 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--config", help="YAML config file (default: built-in defaults"
                        + (f", {command.default_config}" if command.default_config else "") + ")")
         p.add_argument("--debug", action="store_true", help="show tracebacks")
-        if name in ("train-cam", "train-irn"):
+        if name in ("train-cam", "train-irn", "train-seg"):
             stage_dir = name.replace("-", "_")
             p.add_argument("--resume", action="store_true",
                            help=f"continue from <run_dir>/{stage_dir}/last.pt")
         if name == "eval-labels":
             p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
                            help="sweep the background threshold on the stored walks")
+        if name == "run":
+            p.add_argument("--from", dest="from_stage", metavar="STAGE",
+                           help="rerun this stage and every later one (e.g. train-irn)")
         if name == "import-weights":
             p.add_argument("--format", required=True, choices=["ijcai-code", "vwl-l", "vwl-m"],
                            help="which release of the authors' code saved SRC")
@@ -83,6 +91,8 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"{args.command.replace('-', '_')}.resume=true")
     if getattr(args, "sweep", None) is not None:
         extra.append(f"eval_labels.sweep={str(args.sweep).lower()}")
+    if getattr(args, "from_stage", None):
+        extra.append(f"pipeline.from_stage={args.from_stage}")
     if args.command == "import-weights":
         extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
                   f"import_weights.dst={args.dst}"]
@@ -105,7 +115,8 @@ def run_command(args: argparse.Namespace) -> dict:
     setup_logging(cfg.run_dir if args.command != "import-weights" else None, rank, args.debug)
     if rank == 0 and args.command != "import-weights":
         save_resolved_config(cfg, args.command)
-    stage = importlib.import_module(f"vwe.stages.{command.module}")
+    target = command.module if "." in command.module else f"vwe.stages.{command.module}"
+    stage = importlib.import_module(target)
     return stage.run(cfg)
 
 

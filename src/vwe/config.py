@@ -296,6 +296,13 @@ class ExportConfig:
 
 
 @dataclass
+class PipelineConfig:
+    """`vwe run`: the whole pipeline in one run directory."""
+
+    from_stage: str = ""  # `--from STAGE`: rerun this stage and every later one
+
+
+@dataclass
 class ImportWeightsConfig:
     """`vwe import-weights`: the authors' released checkpoints into this project's format."""
 
@@ -323,6 +330,7 @@ class Config:
     pseudo_labels: PseudoLabelConfig = field(default_factory=PseudoLabelConfig)
     eval_labels: EvalLabelsConfig = field(default_factory=EvalLabelsConfig)
     import_weights: ImportWeightsConfig = field(default_factory=ImportWeightsConfig)
+    pipeline: PipelineConfig = field(default_factory=PipelineConfig)
     seg: SegConfig = field(default_factory=SegConfig)
     train_seg: TrainSegConfig = field(default_factory=TrainSegConfig)
     infer_seg: InferSegConfig = field(default_factory=InferSegConfig)

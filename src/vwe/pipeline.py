@@ -2,7 +2,7 @@
 
 Each finished stage leaves `<run_dir>/done/<stage>.json` holding its summary; running again skips
 finished stages and resumes an unfinished one (the stages themselves resume per image or from
-their last checkpoint).
+their last checkpoint). `--from STAGE` reruns that stage and every later one.
 """
 
 from __future__ import annotations
@@ -11,8 +11,10 @@ import dataclasses
 import importlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 from vwe.config import Config
 from vwe.data.io import write_json_atomic
@@ -21,7 +23,18 @@ from vwe.errors import VweError
 log = logging.getLogger(__name__)
 
 CAM_STAGES = ("train_cam", "make_cam", "eval_cam")
+REFINE_STAGES = ("ir_labels", "train_irn", "pseudo_labels", "eval_labels")
+SEG_STAGES = ("train_seg", "infer_seg", "eval_seg")
+PIPELINE = (*CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)
 ALWAYS_RUN = frozenset({"make_dataset"})  # cheap and idempotent: checks its own output
+
+# The papers' VOC 2012 numbers (mIoU %), next to which `vwe run` prints ours (specs/vwe.md).
+PAPER_NUMBERS: dict[str, dict[str, float]] = {
+    "paper": {"cam": 52.9, "pseudo": 67.7, "seg": 66.3, "seg_crf": 67.2},
+    "ijcai-code": {"cam": 52.9, "pseudo": 67.7, "seg": 66.3, "seg_crf": 67.2},
+    "vwl-l": {"cam": 57.3, "seg_crf": 69.2},
+    "vwl-m": {"cam": 56.9, "seg_crf": 68.7},
+}
 
 
 def marker_path(cfg: Config, stage: str) -> Path:
@@ -30,25 +43,30 @@ def marker_path(cfg: Config, stage: str) -> Path:
 
 def with_resume(cfg: Config) -> Config:
     """Training stages continue from their last checkpoint when one is there."""
-    return dataclasses.replace(cfg, train_cam=dataclasses.replace(cfg.train_cam, resume=True))
+    changes = {f.name: dataclasses.replace(getattr(cfg, f.name), resume=True)
+               for f in dataclasses.fields(cfg)
+               if dataclasses.is_dataclass(getattr(cfg, f.name))
+               and hasattr(getattr(cfg, f.name), "resume")}
+    return dataclasses.replace(cfg, **changes)
 
 
-def run_stages(cfg: Config, stages: Sequence[str] = CAM_STAGES,
+def run_stages(cfg: Config, stages: Sequence[str] = PIPELINE,
                from_stage: str | None = None) -> dict[str, dict]:
     """Run `stages` in order, skipping those with a done-marker (all from `from_stage` rerun)."""
-    if from_stage is not None and from_stage not in stages:
-        raise VweError(f"--from {from_stage}: not a stage; choose one of {', '.join(stages)}")
-    rerun = set(stages[stages.index(from_stage):]) if from_stage else set()
+    if from_stage and from_stage.replace("-", "_") not in stages:
+        raise VweError(f"--from {from_stage}: not a stage; choose one of "
+                       f"{', '.join(s.replace('_', '-') for s in stages)}")
+    first = stages.index(from_stage.replace("-", "_")) if from_stage else len(stages)
     summaries: dict[str, dict] = {}
-    for stage in stages:
+    for index, stage in enumerate(stages):
         marker = marker_path(cfg, stage)
-        if stage in rerun and marker.exists():
+        if index >= first and marker.exists():
             marker.unlink()
         if marker.exists() and stage not in ALWAYS_RUN:
             summaries[stage] = json.loads(marker.read_text())
             log.info("%s: done earlier (%s), skipped", stage, marker)
             continue
-        log.info("── %s", stage)
+        log.info("── %s", stage.replace("_", "-"))
         module = importlib.import_module(f"vwe.stages.{stage}")
         summary = module.run(with_resume(cfg))
         if summary.get("finished", True):
@@ -59,3 +77,35 @@ def run_stages(cfg: Config, stages: Sequence[str] = CAM_STAGES,
 
 def _jsonable(summary: dict) -> dict:
     return json.loads(json.dumps(summary, default=str))
+
+
+def _percent(value: Any) -> str:
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "-"
+    return f"{100 * value:.1f}" if value <= 1.0 else f"{value:.1f}"
+
+
+def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str:
+    """One table: CAM, pseudo-label and segmentation mIoU, next to the paper's VOC numbers."""
+    paper = PAPER_NUMBERS.get(preset, {})
+    eval_seg = summaries.get("eval_seg", {})
+    rows = [
+        ("CAM (train)", "cam", summaries.get("eval_cam", {}).get("miou")),
+        ("pseudo labels (train)", "pseudo", summaries.get("eval_labels", {}).get("miou")),
+        ("segmentation (val)", "seg", eval_seg.get("miou_raw", eval_seg.get("miou"))),
+        ("segmentation + CRF (val)", "seg_crf", eval_seg.get("miou_crf")),
+    ]
+    lines = [title] if title else []
+    lines += [f"{'stage':28s}{'ours':>8s}{'paper':>8s}", "-" * 44]
+    for label, key, value in rows:
+        lines.append(f"{label:28s}{_percent(value):>8s}{_percent(paper.get(key)):>8s}")
+    lines.append(f"(mIoU %; paper column: the {preset} preset's VOC 2012 numbers)")
+    return "\n".join(lines)
+
+
+def run(cfg: Config) -> dict:
+    """`vwe run`: the whole pipeline from one config and one run directory."""
+    summaries = run_stages(cfg, PIPELINE, cfg.pipeline.from_stage or None)
+    table = stage_table(summaries, cfg.preset, f"vwe run: {cfg.run_dir}")
+    write_json_atomic(Path(cfg.run_dir) / "summary.json", _jsonable(summaries))
+    return {"table": table, "stages": list(summaries)}

@@ -1,0 +1,70 @@
+"""`vwe run` mechanics: done-markers skip finished stages, an unfinished one resumes, --from
+reruns from a stage on, and the stage table reads the summaries."""
+
+import sys
+import types
+
+import pytest
+
+from vwe.config import load_config
+from vwe.errors import VweError
+from vwe.pipeline import run_stages, stage_table, with_resume
+
+
+@pytest.fixture()
+def fake_stages(monkeypatch):
+    """Three stage modules that record their calls; `b` stops unfinished on its first call."""
+    calls: list[tuple[str, bool]] = []
+    state = {"b_runs": 0}
+
+    def make(name):
+        def run(cfg):
+            calls.append((name, cfg.train_cam.resume))
+            if name == "b":
+                state["b_runs"] += 1
+                return {"finished": state["b_runs"] > 1, "step": state["b_runs"]}
+            return {"miou": 0.5}
+        module = types.ModuleType(f"vwe.stages.{name}")
+        module.run = run
+        monkeypatch.setitem(sys.modules, f"vwe.stages.{name}", module)
+
+    for name in ("a", "b", "c"):
+        make(name)
+    return calls
+
+
+def test_skip_finished_resume_unfinished_and_rerun_from(tmp_path, fake_stages):
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    run_stages(cfg, ("a", "b", "c"))
+    assert [c[0] for c in fake_stages] == ["a", "b", "c"]
+    assert all(resume for _, resume in fake_stages)  # training stages resume when they can
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.json", "c.json"]
+
+    fake_stages.clear()
+    run_stages(cfg, ("a", "b", "c"))  # a and c done: only the unfinished b runs again
+    assert [c[0] for c in fake_stages] == ["b"]
+
+    fake_stages.clear()
+    summaries = run_stages(cfg, ("a", "b", "c"))
+    assert fake_stages == [] and summaries["a"] == {"miou": 0.5}
+
+    fake_stages.clear()
+    run_stages(cfg, ("a", "b", "c"), from_stage="b")
+    assert [c[0] for c in fake_stages] == ["b", "c"]
+
+    with pytest.raises(VweError, match="not a stage"):
+        run_stages(cfg, ("a", "b", "c"), from_stage="z")
+
+
+def test_with_resume_sets_every_training_stage():
+    cfg = with_resume(load_config())
+    assert cfg.train_cam.resume and cfg.train_irn.resume and cfg.train_seg.resume
+
+
+def test_stage_table_reads_summaries():
+    table = stage_table({"eval_cam": {"miou": 0.6041}, "eval_labels": {"miou": 0.7},
+                         "eval_seg": {"miou_raw": 0.65, "miou_crf": 0.66}}, "paper")
+    lines = table.splitlines()
+    assert "60.4" in lines[2] and "52.9" in lines[2]
+    assert "70.0" in lines[3] and "67.7" in lines[3]
+    assert "65.0" in lines[4] and "66.0" in lines[5] and "67.2" in lines[5]
