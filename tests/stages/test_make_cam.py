@@ -115,3 +115,39 @@ def test_sum_fusion_and_irnet_crop_differ_from_defaults():
     assert cropped["high_res"].shape == base["high_res"].shape
     assert not np.allclose(base["high_res"], cropped["high_res"])
     np.testing.assert_allclose(base["cam"], cropped["cam"])
+
+
+def test_make_cam_resumes_and_shards_over_two_processes(tiny_dataset, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    from vwe.cli import main
+    from vwe.data.io import load_npz
+
+    args = [f"data.root={tiny_dataset}", "data.num_workers=0", "model.backbone=resnet_tiny",
+            "model.pretrained=none", "model.num_words=8", "train_cam.batch_size=4",
+            "train_cam.max_steps=2", "train_cam.crop_size=64", "cam.split=val",
+            "cam.scales=[1.0, 0.5]"]
+    trained = tmp_path / "trained"
+    assert main(["train-cam", f"run_dir={trained}", *args]) == 0
+    checkpoint = f"cam.checkpoint={trained}/train_cam/final.pt"
+    single = tmp_path / "single"
+    assert main(["make-cam", f"run_dir={single}", checkpoint, *args]) == 0
+    files = sorted((single / "cams").iterdir())
+    assert len(files) == 16
+    first = files[0].stat().st_mtime_ns
+    files[1].unlink()
+    assert main(["make-cam", f"run_dir={single}", checkpoint, *args]) == 0
+    assert files[0].stat().st_mtime_ns == first and files[1].exists()  # only the gap is redone
+
+    double = tmp_path / "double"
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           "-m", "vwe.cli", "make-cam", "device=cpu", f"run_dir={double}", checkpoint, *args]
+    done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True,
+                          text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for path in files:
+        ours, theirs = load_npz(path), load_npz(double / "cams" / path.name)
+        for key in ours:
+            np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6)
