@@ -153,3 +153,10 @@ def test_debug_shows_the_traceback(tmp_path):
     with pytest.raises(VweError):
         main(["train-cam", "--debug", f"data.root={tmp_path / 'nowhere'}",
               f"run_dir={tmp_path / 'run'}"])
+
+
+def test_unwritable_run_dir(tmp_path, capsys):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")
+    assert main(["eval-cam", f"run_dir={blocker / 'run'}"]) == 2
+    expect_one_line_error(capsys, "run_dir", "file")

@@ -112,9 +112,13 @@ def run_command(args: argparse.Namespace) -> dict:
         packaged_config(command.default_config) if command.default_config else None)
     cfg = load_config(config_path, list(args.overrides) + command_overrides(args))
     rank = _env_rank()
-    setup_logging(cfg.run_dir if args.command != "import-weights" else None, rank, args.debug)
-    if rank == 0 and args.command != "import-weights":
-        save_resolved_config(cfg, args.command)
+    try:
+        setup_logging(cfg.run_dir if args.command != "import-weights" else None, rank, args.debug)
+        if rank == 0 and args.command != "import-weights":
+            save_resolved_config(cfg, args.command)
+    except OSError as err:
+        raise VweError(f"cannot write to run_dir {cfg.run_dir} ({err.strerror}); choose a "
+                       "writable folder with run_dir=…") from None
     target = command.module if "." in command.module else f"vwe.stages.{command.module}"
     stage = importlib.import_module(target)
     return stage.run(cfg)

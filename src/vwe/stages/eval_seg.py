@@ -1,0 +1,110 @@
+"""`vwe eval-seg`: per-class IoU / precision / recall of the DeepLab predictions (seg.md §5).
+
+Scores every prediction folder `infer-seg` wrote for the split (`raw/` without CRF, `crf/` with
+it): one confusion matrix per variant over all pixels of all images, GT 255 ignored, mIoU over
+the classes present in the GT. Same table and JSON layout as eval-cam (`<run_dir>/eval_seg.json`).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vwe.config import Config
+from vwe.data.io import ensure_writable_dir, read_label_png, write_json_atomic
+from vwe.data.voc import VocLayout
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.metrics import confusion_matrix, format_table, scores_to_json, segmentation_scores
+
+log = logging.getLogger(__name__)
+
+VARIANTS = ("raw", "crf")
+SHOW_NAMES = 5
+
+
+def prediction_dir(cfg: Config) -> Path:
+    eval_cfg = cfg.eval_seg
+    return Path(eval_cfg.pred_dir) if eval_cfg.pred_dir else \
+        Path(cfg.run_dir) / "seg" / eval_cfg.split
+
+
+def found_variants(pred_dir: Path, names: list[str]) -> list[str]:
+    """The variants present (raw, crf); each must hold a PNG for every image of the split."""
+    variants = [v for v in VARIANTS if (pred_dir / v).is_dir()]
+    if not variants:
+        raise VweError(f"no predictions in {pred_dir} (expected raw/ or crf/ folders of PNGs); "
+                       "run `vwe infer-seg` for this split first, or set eval_seg.pred_dir")
+    for variant in variants:
+        missing = [n for n in names if not (pred_dir / variant / f"{n}.png").is_file()]
+        if missing:
+            raise VweError(f"{len(missing)} of {len(names)} predictions missing in "
+                           f"{pred_dir / variant} (e.g. {', '.join(missing[:SHOW_NAMES])}); "
+                           "rerun `vwe infer-seg` for this split (it resumes)")
+    return variants
+
+
+def read_prediction(path: Path, shape: tuple[int, ...], num_classes: int) -> np.ndarray:
+    """A prediction PNG checked against the GT size and the class range."""
+    pred = read_label_png(path)
+    if pred.shape != shape:
+        raise VweError(f"prediction {path} is {pred.shape[0]}x{pred.shape[1]} but its ground "
+                       f"truth is {shape[0]}x{shape[1]}; predict at full image size (rerun "
+                       "`vwe infer-seg` into an empty folder)")
+    if pred.size and int(pred.max()) >= num_classes:
+        raise VweError(f"prediction {path} holds id {int(pred.max())}, outside "
+                       f"0..{num_classes - 1}; it was made for another dataset")
+    return pred
+
+
+def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: list[str]
+               ) -> dict[str, np.ndarray]:
+    """Each variant's (n, n) confusion matrix summed over the split."""
+    num_classes = layout.num_classes + 1
+    totals = {v: np.zeros((num_classes, num_classes), np.int64) for v in variants}
+    for name in progress(names, desc="eval-seg"):
+        gt = layout.read_mask(name)
+        for variant in variants:
+            pred = read_prediction(pred_dir / variant / f"{name}.png", gt.shape, num_classes)
+            totals[variant] += confusion_matrix(gt, pred, num_classes)
+    return totals
+
+
+def _entry(conf: np.ndarray, class_names: list[str]) -> dict[str, Any]:
+    scores = scores_to_json(segmentation_scores(conf, class_names))
+    scores.pop("class_names")
+    return {**scores, "confusion": conf.tolist()}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}"
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Score raw/ and crf/ predictions of `eval_seg.split`; write <run_dir>/eval_seg.json."""
+    split = cfg.eval_seg.split
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(split)
+    pred_dir = prediction_dir(cfg)
+    variants = found_variants(pred_dir, names)
+    ensure_writable_dir(cfg.run_dir, "run_dir")
+    class_names = ["background", *layout.class_names]
+    totals = accumulate(layout, names, pred_dir, variants)
+    report = {"split": split, "num_images": len(names), "class_names": class_names,
+              "pred_dir": str(pred_dir),
+              "variants": {v: _entry(totals[v], class_names) for v in variants}}
+    json_path = Path(cfg.run_dir) / "eval_seg.json"
+    write_json_atomic(json_path, report)
+    primary = variants[-1]  # crf when present: the reported number (§4 problem 2)
+    title = f"DeepLab ({primary}) on {split}, {len(names)} images"
+    lines = [format_table(segmentation_scores(totals[primary], class_names), title), ""]
+    lines += [f"{v:<4} mIoU {_pct(report['variants'][v]['miou'])}" for v in variants]
+    table = "\n".join(lines)
+    mious = {v: report["variants"][v]["miou"] for v in variants}
+    log.info("eval-seg: %s; written %s",
+             ", ".join(f"{v} mIoU {_pct(m)}" for v, m in mious.items()), json_path)
+    return {"json": str(json_path), "split": split, "num_images": len(names),
+            "miou": mious[primary], "variants": mious, "table": table}

@@ -1,0 +1,113 @@
+"""`vwe export-voc-test`: the PASCAL VOC test-server archive (specs/seg.md §2.5).
+
+`results/VOC2012/Segmentation/comp6_test_cls/<id>.png` for every image of the test list: palette
+PNGs (mode 'P', VOC colours, ids 0..C) at the JPEG's size, archived as tar.gz. The archive is
+written only when every image has a valid prediction (atomically: never a partial archive).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tarfile
+import time
+from pathlib import Path
+from typing import Any
+
+from PIL import Image
+
+from vwe.config import Config, ExportConfig
+from vwe.data.io import atomic_path, encode_label_png, ensure_writable_dir, read_label_png
+from vwe.data.voc import VocLayout
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+
+log = logging.getLogger(__name__)
+
+COMPETITIONS = ("comp5", "comp6")  # comp5: VOC2012 trainval only; comp6: any training data
+VARIANTS = ("raw", "crf")
+SHOW_NAMES = 5
+
+
+def member_folder(competition: str) -> str:
+    return f"results/VOC2012/Segmentation/{competition}_test_cls"
+
+
+def check_config(export: ExportConfig) -> None:
+    if export.competition not in COMPETITIONS:
+        raise VweError(f"export.competition={export.competition} is unknown; choose comp6 "
+                       "(ImageNet/SBD count as outside data) or comp5")
+    if export.variant not in VARIANTS:
+        raise VweError(f"export.variant={export.variant} is unknown; choose crf or raw")
+
+
+def prediction_folder(cfg: Config) -> Path:
+    export = cfg.export
+    base = Path(export.pred_dir) if export.pred_dir else Path(cfg.run_dir) / "seg" / export.split
+    return base / export.variant
+
+
+def archive_path(cfg: Config) -> Path:
+    return Path(cfg.export.archive) if cfg.export.archive else \
+        Path(cfg.run_dir) / "voc_test_results.tar.gz"
+
+
+def check_complete(names: list[str], folder: Path, split: str) -> None:
+    """Every listed image needs a prediction; else a VweError naming how many and which."""
+    missing = [n for n in names if not (folder / f"{n}.png").is_file()]
+    if missing:
+        raise VweError(f"{len(missing)} of {len(names)} {split} images have no prediction in "
+                       f"{folder} (first: {', '.join(missing[:SHOW_NAMES])}); run `vwe "
+                       f"infer-seg infer_seg.split={split}` (it resumes); no archive written")
+
+
+def submission_png(path: Path, image_path: Path, num_classes: int) -> bytes:
+    """A prediction re-encoded as a VOC palette PNG, checked against its JPEG and the classes."""
+    label = read_label_png(path)
+    with Image.open(image_path) as image:
+        width, height = image.size
+    if label.shape != (height, width):
+        raise VweError(f"prediction {path} is {label.shape[0]}x{label.shape[1]} but image "
+                       f"{image_path} is {height}x{width}; the server needs full-size "
+                       "predictions: rerun `vwe infer-seg` into an empty folder")
+    if label.size and int(label.max()) >= num_classes:
+        raise VweError(f"prediction {path} holds id {int(label.max())}, outside "
+                       f"0..{num_classes - 1}; it was made for another dataset")
+    return encode_label_png(label)
+
+
+def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mtime: float) -> None:
+    """A folder (data None) or a file member, owned by nobody in particular."""
+    info = tarfile.TarInfo(name)
+    info.mtime = int(mtime)
+    if data is None:
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        tar.addfile(info)
+    else:
+        info.size, info.mode = len(data), 0o644
+        tar.addfile(info, io.BytesIO(data))
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Check the predictions of `export.split` and write the tar.gz for the server."""
+    check_config(cfg.export)
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(cfg.export.split)
+    folder = prediction_folder(cfg)
+    check_complete(names, folder, cfg.export.split)
+    archive = archive_path(cfg)
+    ensure_writable_dir(archive.parent, "export.archive")
+    inside = member_folder(cfg.export.competition)
+    now = time.time()
+    with atomic_path(archive) as tmp, tarfile.open(tmp, "w:gz") as tar:
+        parts = inside.split("/")
+        for depth in range(1, len(parts) + 1):
+            _add(tar, "/".join(parts[:depth]), None, now)
+        for name in progress(names, desc="export-voc-test"):
+            data = submission_png(folder / f"{name}.png", layout.image_path(name),
+                                  layout.num_classes + 1)
+            _add(tar, f"{inside}/{name}.png", data, now)
+    log.info("export-voc-test: %d predictions (%s) in %s; upload it at "
+             "http://host.robots.ox.ac.uk:8080/", len(names), cfg.export.variant, archive)
+    return {"archive": str(archive), "images": len(names), "folder": inside,
+            "variant": cfg.export.variant}

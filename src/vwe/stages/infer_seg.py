@@ -1,0 +1,251 @@
+"""`vwe infer-seg`: DeepLab predictions as palette PNGs, without and with the dense CRF.
+
+Whole image, batch 1, the model's MSC (1, 0.5, 0.75) with max fusion (KZ/RL); optional outer
+scales and flip (irn#26, ToCo), each upsampled to H×W and fused; softmax → argmax gives
+`raw/<name>.png`, the dense CRF on the raw RGB image → `crf/<name>.png` (specs/seg.md §1.9,
+§1.10). The CRF runs in CPU worker processes while the network goes on. Ranks take strided
+shares of the split; an image with all its PNGs is skipped, so an interrupted run resumes
+(`inference.json` records the checkpoint and settings: a changed one is refused, not mixed in).
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections import deque
+from collections.abc import Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from omegaconf import OmegaConf
+
+from vwe.config import Config, CrfConfig, InferSegConfig, SegConfig
+from vwe.data.io import (
+    ensure_writable_dir,
+    read_image,
+    read_json,
+    save_label_png,
+    write_json_atomic,
+)
+from vwe.data.segmentation import normalize_pixels
+from vwe.data.voc import VocLayout
+from vwe.engine import distributed as dist_utils
+from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.distributed import DistContext
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.models.deeplab import CAFFE_MEAN_BGR, MSC, build_deeplab, input_normalization
+from vwe.refine.crf import crf_inference_prob
+
+log = logging.getLogger(__name__)
+
+FUSIONS = ("sum", "max", "mean")
+CRF_IMAGES = ("raw", "kz_quirk")
+ARCH_KEYS = ("backbone", "layout")  # seg.* keys that must match the checkpoint
+RECORD_FILE = "inference.json"  # beside raw/ and crf/: what the PNGs were made with
+
+
+def fuse(maps: Sequence[torch.Tensor], how: str) -> torch.Tensor:
+    """Element-wise sum, max or mean of equally shaped logits."""
+    stacked = torch.stack(list(maps))
+    if how == "sum":
+        return stacked.sum(0)
+    if how == "max":
+        return stacked.amax(0)
+    if how == "mean":
+        return stacked.mean(0)
+    raise VweError(f"fusion '{how}' is unknown; choose one of {', '.join(FUSIONS)}")
+
+
+@torch.no_grad()
+def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip: bool,
+                   flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
+    """(C, H, W) logits of one normalised (H, W, 3) image: outer scales × flip, fused (§1.9)."""
+    device = next(model.parameters()).device
+    image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(device)
+    height, width = pixels.shape[:2]
+    per_scale = []
+    for scale in scales:
+        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        scaled = image if size == (height, width) else F.interpolate(
+            image, size=size, mode="bilinear", align_corners=False)
+        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
+        logits = F.interpolate(model(batch).float(), size=(height, width), mode="bilinear",
+                               align_corners=False)
+        per_scale.append(fuse([logits[0], logits[1].flip(-1)], flip_fusion) if flip
+                         else logits[0])
+    return fuse(per_scale, scale_fusion)
+
+
+def crf_image(image: np.ndarray, how: str) -> np.ndarray:
+    """The CRF's image: raw RGB uint8, or KZ's mean-subtracted BGR cast to uint8 (wraps, §1.10)."""
+    if how == "raw":
+        return np.ascontiguousarray(image)
+    if how == "kz_quirk":
+        shifted = image[..., ::-1].astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
+        return np.ascontiguousarray((np.trunc(shifted).astype(np.int64) % 256).astype(np.uint8))
+    raise VweError(f"infer_seg.crf.image={how} is unknown; choose raw or kz_quirk")
+
+
+def crf_kwargs(crf: CrfConfig) -> dict[str, float]:
+    """`crf_inference_prob` arguments from the config (pos_* Gaussian, bi_* bilateral)."""
+    return {"t": crf.iterations, "gauss_sxy": crf.pos_xy_std, "gauss_compat": crf.pos_w,
+            "bi_sxy": crf.bi_xy_std, "bi_srgb": crf.bi_rgb_std, "bi_compat": crf.bi_w}
+
+
+def check_config(infer: InferSegConfig) -> None:
+    if not infer.scales or any(s <= 0 for s in infer.scales):
+        raise VweError(f"infer_seg.scales must be positive numbers, got {list(infer.scales)}")
+    for key in ("flip_fusion", "scale_fusion"):
+        if getattr(infer, key) not in FUSIONS:
+            raise VweError(f"infer_seg.{key}={getattr(infer, key)} is unknown; choose one of "
+                           f"{', '.join(FUSIONS)}")
+    if infer.crf.image not in CRF_IMAGES:
+        raise VweError(f"infer_seg.crf.image={infer.crf.image} is unknown; choose raw or "
+                       "kz_quirk")
+
+
+def checkpoint_path(cfg: Config) -> Path:
+    return Path(cfg.infer_seg.checkpoint) if cfg.infer_seg.checkpoint else \
+        Path(cfg.run_dir) / "train_seg" / "final.pt"
+
+
+def _check_arch(state: dict[str, Any], seg: SegConfig, num_classes: int, path: Path) -> None:
+    """The checkpoint's class count and seg.backbone/layout must match the config's."""
+    saved = int(state.get("num_classes", num_classes))
+    if saved != num_classes:
+        raise VweError(f"checkpoint {path} was trained for {saved} classes but the dataset has "
+                       f"{num_classes} (background included); use this dataset's checkpoint")
+    recorded = state.get("seg_config") or {}
+    for key in ARCH_KEYS:
+        if key in recorded and recorded[key] != getattr(seg, key):
+            raise VweError(f"checkpoint {path} was trained with seg.{key}={recorded[key]} but "
+                           f"the config says seg.{key}={getattr(seg, key)}; set "
+                           f"seg.{key}={recorded[key]} or pass the matching checkpoint")
+
+
+def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
+    """The trained DeepLab, strictly checked, with the model's MSC on or off (infer_seg.msc)."""
+    path = checkpoint_path(cfg)
+    state = load_checkpoint(path)
+    if "model" not in state:
+        raise VweError(f"checkpoint {path} has no 'model' entry; is it a train-seg checkpoint?")
+    _check_arch(state, cfg.seg, num_classes, path)
+    seg = cfg.seg
+    scales = seg.msc_scales if cfg.infer_seg.msc else []
+    # Fixed batch norm in eval equals a BatchNorm2d in eval: one build serves both seg.frozen_bn.
+    model = build_deeplab(num_classes, seg.backbone, seg.layout, "none", scales, seg.freeze_stem,
+                          dataset=cfg.data.root)
+    load_model_state(model.base, state["model"], path)
+    return model.to(device).eval()
+
+
+def run_record(cfg: Config, checkpoint: Path) -> dict[str, Any]:
+    """What the PNGs in a folder depend on: the checkpoint file and the inference settings."""
+    stat = checkpoint.stat()
+    settings = OmegaConf.to_container(OmegaConf.structured(cfg.infer_seg))
+    for key in ("split", "checkpoint", "out_dir"):
+        settings.pop(key)
+    for key in ("workers", "enabled"):  # neither changes a PNG once it is written
+        settings["crf"].pop(key)
+    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_size": stat.st_size,
+            "checkpoint_mtime_ns": stat.st_mtime_ns, "msc_scales": list(cfg.seg.msc_scales),
+            "settings": settings}
+
+
+def check_record(out_dir: Path, record: dict[str, Any], ctx: DistContext) -> None:
+    """Refuse to resume into a folder made with another checkpoint or settings; else record."""
+    path = out_dir / RECORD_FILE
+    if path.is_file():
+        previous = read_json(path)
+        if previous != record:
+            changed = sorted(k for k in record if previous.get(k) != record[k])
+            raise VweError(f"the predictions in {out_dir} were made with another "
+                           f"{' / '.join(changed)} ({path}); delete the folder or set "
+                           "infer_seg.out_dir to a new one")
+    elif ctx.is_main:
+        write_json_atomic(path, record)
+
+
+def output_dir(cfg: Config) -> Path:
+    infer = cfg.infer_seg
+    return Path(infer.out_dir) if infer.out_dir else Path(cfg.run_dir) / "seg" / infer.split
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    ctx = dist_utils.setup(cfg.device)
+    try:
+        return infer(cfg, ctx)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
+    infer_cfg = cfg.infer_seg
+    check_config(infer_cfg)
+    out_dir = output_dir(cfg)
+    kinds = ("raw", "crf") if infer_cfg.crf.enabled else ("raw",)
+    for kind in kinds:
+        ensure_writable_dir(out_dir / kind, "infer_seg.out_dir")
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(infer_cfg.split)
+    model = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
+    check_record(out_dir, run_record(cfg, checkpoint_path(cfg)), ctx)
+    mine = dist_utils.shard(names, ctx)
+    todo = [n for n in mine if not all((out_dir / k / f"{n}.png").exists() for k in kinds)]
+    if len(todo) < len(mine):
+        log.info("infer-seg: %d of %d images already done, resuming", len(mine) - len(todo),
+                 len(mine))
+    predict_all(cfg, ctx, model, layout, todo, out_dir)
+    dist_utils.barrier(ctx)
+    log.info("infer-seg: %d images of %s in %s", len(names), infer_cfg.split, out_dir)
+    return {"pred_dir": str(out_dir), "split": infer_cfg.split, "images": len(names),
+            "computed": len(todo), "crf": infer_cfg.crf.enabled}
+
+
+def predict_all(cfg: Config, ctx: DistContext, model: MSC, layout: VocLayout, names: list[str],
+                out_dir: Path) -> None:
+    """Network on this process, CRF in `crf.workers` processes (at most 2 per worker queued)."""
+    infer_cfg, crf = cfg.infer_seg, cfg.infer_seg.crf
+    mean, std, bgr = input_normalization(cfg.seg.layout)
+    pool = None
+    if crf.enabled and crf.workers > 0 and names:
+        pool = ProcessPoolExecutor(crf.workers, mp_context=multiprocessing.get_context("spawn"))
+    pending: deque[tuple[str, Future]] = deque()
+    try:
+        for name in progress(names, desc="infer-seg", enabled=ctx.is_main):
+            image = read_image(layout.image_path(name))
+            logits = predict_logits(model, normalize_pixels(image, mean, std, bgr),
+                                    infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
+                                    infer_cfg.scale_fusion)
+            probs = torch.softmax(logits, dim=0).cpu().numpy()
+            if crf.enabled:
+                args = (crf_image(image, crf.image), probs)
+                if pool is None:
+                    _write(out_dir / "crf" / f"{name}.png",
+                           crf_inference_prob(*args, **crf_kwargs(crf)))
+                else:
+                    pending.append((name, pool.submit(crf_inference_prob, *args,
+                                                      **crf_kwargs(crf))))
+            _write(out_dir / "raw" / f"{name}.png", probs)
+            while len(pending) > 2 * crf.workers:
+                _finish(pending.popleft(), out_dir)
+        while pending:
+            _finish(pending.popleft(), out_dir)
+    finally:
+        if pool is not None:
+            pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _finish(job: tuple[str, Future], out_dir: Path) -> None:
+    name, future = job
+    _write(out_dir / "crf" / f"{name}.png", future.result())
+
+
+def _write(path: Path, scores: np.ndarray) -> None:
+    """Argmax of (C, H, W) scores as a VOC palette PNG, atomically."""
+    save_label_png(path, scores.argmax(axis=0).astype(np.uint8))
