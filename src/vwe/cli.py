@@ -75,7 +75,8 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="rerun this stage and every later one (e.g. train-irn)")
         if name == "import-weights":
-            p.add_argument("--format", required=True, choices=["ijcai-code", "vwl-l", "vwl-m"],
+            p.add_argument("--format", required=True,
+                           choices=["ijcai-code", "vwl-l", "vwl-m", "deeplab-caffe"],
                            help="which release of the authors' code saved SRC")
             p.add_argument("src", help="the authors' .pth file")
             p.add_argument("dst", help="where to write the converted checkpoint (.pt)")

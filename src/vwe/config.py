@@ -306,7 +306,7 @@ class PipelineConfig:
 class ImportWeightsConfig:
     """`vwe import-weights`: the authors' released checkpoints into this project's format."""
 
-    format: str = "ijcai-code"  # ijcai-code | vwl-l | vwl-m
+    format: str = "ijcai-code"  # ijcai-code | vwl-l | vwl-m | deeplab-caffe
     src: str = ""
     dst: str = ""
 

@@ -521,3 +521,27 @@ def test_freeze_stem_caffe() -> None:
     assert names == {"backbone", "aspp_weight", "aspp_bias"}
     grouped = _ids(p for g in param_groups(model, 1e-3) for p in g["params"])
     assert id(stem.conv1.conv.weight) not in grouped
+
+
+def test_import_weights_deeplab_caffe_maps_key_by_key(tmp_path, capsys) -> None:
+    from vwe.cli import main
+
+    state = random_kz_file(WIDTH)
+    state["fc.weight"] = torch.randn(91, 32 * WIDTH)  # the COCO init's classifier head
+    torch.save({f"module.{k}": v for k, v in state.items()}, tmp_path / "init.pth")
+    dst = tmp_path / "converted.pt"
+    assert main(["import-weights", "--format", "deeplab-caffe", str(tmp_path / "init.pth"),
+                 str(dst)]) == 0
+    model = slim_for_file()
+    load_deeplab_init(model, str(dst), "caffe", "voc")
+    got = model.base.backbone.state_dict()
+    for key in ("layer1.conv1.conv.weight", "layer4.block17.conv3x3.conv.weight"):
+        assert torch.equal(got[key], state[key]), key
+    with pytest.raises(VweError, match="COCO"):  # still recognised as a COCO init
+        load_deeplab_init(slim_for_file(), str(dst), "caffe", "coco2014")
+    del state["layer3.block2.reduce.conv.weight"]
+    torch.save(state, tmp_path / "broken.pth")
+    assert main(["import-weights", "--format", "deeplab-caffe", str(tmp_path / "broken.pth"),
+                 str(tmp_path / "out.pt")]) == 2
+    assert "layer3.block2.reduce.conv.weight" in capsys.readouterr().err
+    assert not (tmp_path / "out.pt").exists()

@@ -326,7 +326,12 @@ def _refuse_coco(source: str, dataset_name: str) -> None:
 
 def _load_caffe_file(base: DeepLabV2, state: Mapping[str, Tensor], source: str) -> None:
     """Explicit key map; any missing backbone tensor or wrong shape is an error (§1.5)."""
-    mapped = map_caffe_state_dict(state, base.num_classes, source, base.backbone.blocks)
+    if any(key.startswith("backbone.") for key in state):  # written by import-weights
+        mapped = {k: v for k, v in state.items() if k.startswith(("backbone.", "aspp."))}
+        mapped = {k: v for k, v in mapped.items()
+                  if not k.startswith("aspp.") or v.shape[0] == base.num_classes}
+    else:
+        mapped = map_caffe_state_dict(state, base.num_classes, source, base.backbone.blocks)
     expected = base.state_dict()
     misfit = sorted(k for k in mapped if k not in expected or mapped[k].shape != expected[k].shape)
     if misfit:

@@ -18,8 +18,27 @@ from vwe.data.voc import VOC_CLASSES
 from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
 from vwe.errors import VweError
 from vwe.models.authors_weights import convert_authors_state_dict
+from vwe.models.deeplab import looks_like_coco, read_state_dict
+from vwe.models.deeplab_caffe import map_caffe_state_dict
 
 log = logging.getLogger(__name__)
+
+
+def import_deeplab_caffe(src: Path, dst: Path) -> dict:
+    """A KZ-converted Caffe DeepLab init (ImageNet or COCO) mapped key by key to our DeepLabV2.
+
+    Any missing backbone tensor is an error. A classifier head (`fc.*`, 91 classes for COCO) is
+    kept beside the mapped keys so the segmentation stage still recognises a COCO init.
+    """
+    state = read_state_dict(src)
+    mapped = map_caffe_state_dict(state, None, str(src))
+    head = {k.removeprefix("module."): v for k, v in state.items()
+            if k.removeprefix("module.").startswith("fc.")}
+    save_checkpoint(dst, {**mapped, **head})
+    log.info("import-weights: %s (deeplab-caffe, %d tensors) → %s; use it with seg.layout=caffe "
+             "seg.pretrained=%s", src, len(mapped), dst, dst)
+    return {"checkpoint": str(dst), "format": "deeplab-caffe", "tensors": len(mapped),
+            "coco_init": looks_like_coco(src, state)}
 
 
 def run(cfg: Config) -> dict:
@@ -28,6 +47,8 @@ def run(cfg: Config) -> dict:
         raise VweError("import-weights needs SRC and DST: vwe import-weights --format "
                        "ijcai-code resnet_cam_final.pth weights/ijcai.pt")
     src, dst = Path(spec.src), Path(spec.dst)
+    if spec.format == "deeplab-caffe":
+        return import_deeplab_caffe(src, dst)
     state = load_checkpoint(src)
     state = state.get("state_dict", state)
     ours, preset = convert_authors_state_dict(state, spec.format, source=str(src))
