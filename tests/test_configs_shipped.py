@@ -25,3 +25,16 @@ def test_demo_config_loads_and_presets_switch_it():
     assert cfg.model.backbone == "resnet_tiny" and not cfg.model.frozen_bn
     assert load_config(packaged_config("voc_cam_r50.yaml"),
                        ["preset=vwl-m"]).model.codebook == "memory_bank"
+
+
+def test_voc_pipeline_config_lists_every_key():
+    path = packaged_config("voc.yaml")
+    listed = set(all_keys(yaml.safe_load(path.read_text())))
+    schema = OmegaConf.structured(Config)
+    tool_only = ("synthetic", "import_weights", "pipeline")
+    wanted = {k for k in all_keys(schema) if k.split(".")[0] not in tool_only}
+    assert wanted - listed == set()
+    cfg = load_config(path)
+    assert cfg.cam.split == "train_aug" and cfg.pseudo_labels.split == "train_aug"
+    assert cfg.eval_cam.split == "train" and cfg.eval_labels.split == "train"
+    assert cfg.seg.backbone == "resnet101" and cfg.infer_seg.split == "val"
