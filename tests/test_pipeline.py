@@ -36,13 +36,13 @@ def fake_stages(monkeypatch):
 def test_skip_finished_resume_unfinished_and_rerun_from(tmp_path, fake_stages):
     cfg = load_config(None, [f"run_dir={tmp_path}"])
     run_stages(cfg, ("a", "b", "c"))
-    assert [c[0] for c in fake_stages] == ["a", "b", "c"]
+    assert [c[0] for c in fake_stages] == ["a", "b"]  # b stopped early: c must wait
     assert all(resume for _, resume in fake_stages)  # training stages resume when they can
-    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.json", "c.json"]
+    assert sorted(p.name for p in (tmp_path / "done").iterdir()) == ["a.json"]
 
     fake_stages.clear()
-    run_stages(cfg, ("a", "b", "c"))  # a and c done: only the unfinished b runs again
-    assert [c[0] for c in fake_stages] == ["b"]
+    run_stages(cfg, ("a", "b", "c"))  # a done: the unfinished b resumes, then c
+    assert [c[0] for c in fake_stages] == ["b", "c"]
 
     fake_stages.clear()
     summaries = run_stages(cfg, ("a", "b", "c"))

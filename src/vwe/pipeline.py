@@ -69,9 +69,11 @@ def run_stages(cfg: Config, stages: Sequence[str] = PIPELINE,
         log.info("── %s", stage.replace("_", "-"))
         module = importlib.import_module(f"vwe.stages.{stage}")
         summary = module.run(with_resume(cfg))
-        if summary.get("finished", True):
-            write_json_atomic(marker, _jsonable(summary))
         summaries[stage] = summary
+        if not summary.get("finished", True):  # stopped early (stop_at_step): resume later
+            log.info("%s stopped before the end; run again to resume it", stage)
+            break
+        write_json_atomic(marker, _jsonable(summary))
     return summaries
 
 
