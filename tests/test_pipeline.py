@@ -63,7 +63,7 @@ def test_with_resume_sets_every_training_stage():
 
 def test_stage_table_reads_summaries():
     table = stage_table({"eval_cam": {"miou": 0.6041}, "eval_labels": {"miou": 0.7},
-                         "eval_seg": {"miou_raw": 0.65, "miou_crf": 0.66}}, "paper")
+                         "eval_seg": {"variants": {"raw": 0.65, "crf": 0.66}}}, "paper")
     lines = table.splitlines()
     assert "60.4" in lines[2] and "52.9" in lines[2]
     assert "70.0" in lines[3] and "67.7" in lines[3]

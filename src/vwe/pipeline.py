@@ -90,12 +90,12 @@ def _percent(value: Any) -> str:
 def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str:
     """One table: CAM, pseudo-label and segmentation mIoU, next to the paper's VOC numbers."""
     paper = PAPER_NUMBERS.get(preset, {})
-    eval_seg = summaries.get("eval_seg", {})
+    seg = summaries.get("eval_seg", {}).get("variants", {})  # {"raw": mIoU, "crf": mIoU}
     rows = [
         ("CAM (train)", "cam", summaries.get("eval_cam", {}).get("miou")),
         ("pseudo labels (train)", "pseudo", summaries.get("eval_labels", {}).get("miou")),
-        ("segmentation (val)", "seg", eval_seg.get("miou_raw", eval_seg.get("miou"))),
-        ("segmentation + CRF (val)", "seg_crf", eval_seg.get("miou_crf")),
+        ("segmentation (val)", "seg", seg.get("raw")),
+        ("segmentation + CRF (val)", "seg_crf", seg.get("crf")),
     ]
     lines = [title] if title else []
     lines += [f"{'stage':28s}{'ours':>8s}{'paper':>8s}", "-" * 44]
