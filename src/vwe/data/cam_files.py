@@ -1,0 +1,103 @@
+"""CAM files (`<run_dir>/cams/<name>.npz`) as the refinement stages read them, checked up front.
+
+Before a stage writes anything it checks every listed image's CAM file: present, `keys` equal to
+the image-level labels, and the map's size equal to the image's (full size for `high_res`, the
+stride-4 grid for `cam`). Only the npz headers and the image headers are read, so the check costs
+little even on train_aug; a bad file is one VweError naming it and the fix.
+"""
+
+from __future__ import annotations
+
+import zipfile
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vwe.data.io import load_npz
+from vwe.data.voc import VocLayout
+from vwe.errors import VweError
+
+REMAKE = "delete the CAM folder and rerun `vwe make-cam` on this dataset and split"
+
+
+def full_size(height: int, width: int) -> tuple[int, int]:
+    """`high_res` is the image's size (irn.md §2.3)."""
+    return height, width
+
+
+def stride4_size(height: int, width: int) -> tuple[int, int]:
+    """`cam` is (⌈H/4⌉, ⌈W/4⌉), the grid of IRNet's edge map (irn.md §2.3, §6 step 2)."""
+    return (height + 3) // 4, (width + 3) // 4
+
+
+def image_size(path: Path) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding the pixels."""
+    if not path.is_file():
+        raise VweError(f"image {path} not found; restore it or remove its name from the list")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise VweError(f"image {path} cannot be read ({err}); re-download it") from None
+    return height, width
+
+
+def npz_shape(path: Path, key: str) -> tuple[int, ...] | None:
+    """Shape of one array of an npz file from its header; None when the array is absent."""
+    try:
+        with zipfile.ZipFile(path) as archive, archive.open(f"{key}.npy") as handle:
+            version = np.lib.format.read_magic(handle)
+            if version == (1, 0):
+                return tuple(np.lib.format.read_array_header_1_0(handle)[0])
+            if version == (2, 0):
+                return tuple(np.lib.format.read_array_header_2_0(handle)[0])
+    except KeyError:
+        return None
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise VweError(f"CAM file {path} is corrupt ({err}); {REMAKE}") from None
+    return tuple(load_npz(path)[key].shape)  # a newer header version: read the array itself
+
+
+def read_keys(path: Path) -> np.ndarray:
+    """The 0-based class indices stored in a CAM file."""
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            if "keys" not in npz.files:
+                raise VweError(f"CAM file {path} has no 'keys' array; {REMAKE}")
+            return np.asarray(npz["keys"]).reshape(-1)
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as err:
+        raise VweError(f"CAM file {path} is corrupt ({err}); {REMAKE}") from None
+
+
+def check_cam_files(layout: VocLayout, cam_dir: Path, names: list[str],
+                    labels: dict[str, np.ndarray], array: str,
+                    size_of: Callable[[int, int], tuple[int, int]]) -> list[Path]:
+    """Every listed image's CAM file, checked; VweError naming the first bad one."""
+    paths = [cam_dir / f"{name}.npz" for name in names]
+    missing = [path for path in paths if not path.is_file()]
+    if missing:
+        raise VweError(f"CAM file {missing[0]} not found ({len(missing)} of {len(paths)} missing);"
+                       " run `vwe make-cam` with cam.split set to this list first (it resumes)")
+    for name, path in zip(names, paths):
+        keys = read_keys(path)
+        expected = np.flatnonzero(labels[name])
+        if keys.shape != expected.shape or not np.array_equal(keys, expected):
+            raise VweError(f"CAM file {path} has keys {keys.tolist()} but the image labels of "
+                           f"'{name}' ({layout.xml_path(name)}) are {expected.tolist()}; {REMAKE}")
+        shape = npz_shape(path, array)
+        want = (len(keys), *size_of(*image_size(layout.image_path(name))))
+        if shape is None:
+            raise VweError(f"CAM file {path} has no '{array}' array; {REMAKE}")
+        if shape != want:
+            raise VweError(f"CAM file {path}: '{array}' has shape {shape} but image "
+                           f"{layout.image_path(name)} needs {want}; {REMAKE}")
+    return paths
+
+
+def load_cam(path: Path, array: str) -> tuple[np.ndarray, np.ndarray]:
+    """(keys int64 (K,), maps float32 (K, h, w)) of one CAM file."""
+    arrays = load_npz(path)
+    return (np.asarray(arrays["keys"], dtype=np.int64).reshape(-1),
+            np.asarray(arrays[array], dtype=np.float32))

@@ -1,0 +1,162 @@
+"""`vwe eval-labels`: mIoU, per-class IoU, precision and recall of a folder of label PNGs.
+
+Scores `eval_labels.label_dir` (default the pseudo labels) against the ground truth of
+`eval_labels.split` with the same confusion matrix, table and JSON fields as eval-cam; 255 in a
+label counts as background, as IRNet's eval_sem_seg does (irn.md §3). With `eval_labels.sweep`
+and the walks of `vwe pseudo-labels` present for every image, the background threshold of the
+walk (pseudo_labels.bg_thres) is swept on the stored walks, without walking again: at each
+threshold the result equals scoring the PNGs pseudo-labels would write with it.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vwe.config import Config, EvalLabelsConfig
+from vwe.data.io import load_npz, read_label_png, write_json_atomic
+from vwe.data.voc import IGNORE_ID, VocLayout
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.metrics import (
+    confusion_matrix,
+    format_table,
+    json_ready,
+    scores_to_json,
+    segmentation_scores,
+    sweep_confusions,
+)
+from vwe.refine.random_walk import upsample_walk
+
+log = logging.getLogger(__name__)
+
+
+def sweep_thresholds(ec: EvalLabelsConfig) -> np.ndarray:
+    """sweep_start, +step, …, up to sweep_stop inclusive (rounded to 1e-6), within [0, 1]."""
+    if not (ec.sweep_step > 0 and 0 <= ec.sweep_start <= ec.sweep_stop <= 1):
+        raise VweError("eval_labels sweep needs 0 <= sweep_start <= sweep_stop <= 1 and "
+                       f"sweep_step > 0 (got start={ec.sweep_start}, stop={ec.sweep_stop}, "
+                       f"step={ec.sweep_step}); the walk maps are scaled to [0, 1]")
+    count = int(np.floor((ec.sweep_stop - ec.sweep_start) / ec.sweep_step + 1e-6)) + 1
+    return np.round(ec.sweep_start + ec.sweep_step * np.arange(count), 6)
+
+
+def label_dir_of(cfg: Config) -> Path:
+    """eval_labels.label_dir, else <run_dir>/pseudo_labels."""
+    return Path(cfg.eval_labels.label_dir) if cfg.eval_labels.label_dir else \
+        Path(cfg.run_dir) / "pseudo_labels"
+
+
+def read_prediction(path: Path, gt_shape: tuple[int, ...], num_classes: int) -> np.ndarray:
+    """A label PNG with 255 → background, checked for size and class ids."""
+    pred = read_label_png(path)
+    if pred.shape != gt_shape:
+        raise VweError(f"label {path} is {pred.shape[0]}x{pred.shape[1]} but its ground truth is "
+                       f"{gt_shape[0]}x{gt_shape[1]}; the labels were made from other images")
+    pred = np.where(pred == IGNORE_ID, 0, pred)
+    if pred.max(initial=0) >= num_classes:
+        raise VweError(f"label {path} holds class id {int(pred.max())}, outside "
+                       f"0..{num_classes - 1}; were the labels made on another dataset?")
+    return pred
+
+
+def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
+    """Stored walk → (keys, walk maps upsampled and scaled as pseudo-labels does, (K, H, W))."""
+    arrays = load_npz(path)
+    if "rw" not in arrays or "keys" not in arrays:
+        raise VweError(f"walk file {path} lacks 'rw' or 'keys'; delete the walks folder and rerun "
+                       "`vwe pseudo-labels`")
+    keys, rw = np.asarray(arrays["keys"], np.int64).reshape(-1), arrays["rw"]
+    want = (keys.size, (gt_shape[0] + 3) // 4, (gt_shape[1] + 3) // 4)
+    if rw.shape != want:
+        raise VweError(f"walk file {path} has shape {rw.shape}, expected {want} for its ground "
+                       "truth; delete the walks folder and rerun `vwe pseudo-labels`")
+    return keys, upsample_walk(rw.astype(np.float32), gt_shape[:2])
+
+
+def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path,
+               thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
+    """Confusion of the PNGs (n, n) and, given thresholds, of the stored walks (T, n, n)."""
+    num_classes = layout.num_classes + 1
+    paths = [label_dir / f"{name}.png" for name in names]
+    missing = [p for p in paths if not p.is_file()]
+    if missing:
+        raise VweError(f"label {missing[0]} not found ({len(missing)} of {len(paths)} missing); "
+                       "run the stage that writes them (e.g. `vwe pseudo-labels`) or set "
+                       "eval_labels.label_dir")
+    walk_dir = Path(cfg.run_dir) / "walks"
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    sweep = None if thresholds is None else \
+        np.zeros((len(thresholds), num_classes, num_classes), np.int64)
+    for name, path in progress(zip(names, paths), total=len(names), desc="eval-labels"):
+        gt = layout.read_mask(name)
+        conf += confusion_matrix(gt, read_prediction(path, gt.shape, num_classes), num_classes)
+        if sweep is not None:
+            keys, walk = read_walk(walk_dir / f"{name}.npz", gt.shape)
+            sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
+    return conf, sweep
+
+
+def scores_entry(conf: np.ndarray, class_names: list[str], **extra: Any) -> dict[str, Any]:
+    """JSON-ready scores of one confusion matrix, as eval-cam writes them."""
+    scores = scores_to_json(segmentation_scores(conf, class_names))
+    scores.pop("class_names")
+    return {**extra, **scores, "confusion": conf.tolist()}
+
+
+def sweep_report(sweep: np.ndarray, thresholds: np.ndarray,
+                 class_names: list[str]) -> dict[str, Any]:
+    """The mIoU curve over background thresholds and the best point (lowest on ties)."""
+    curve = [segmentation_scores(conf, class_names) for conf in sweep]
+    mious = np.array([scores["miou"] for scores in curve])
+    best = int(np.nanargmax(mious)) if np.isfinite(mious).any() else 0
+    return {"thresholds": json_ready(thresholds), "miou": json_ready(mious),
+            "pixel_accuracy": json_ready(np.array([s["pixel_accuracy"] for s in curve])),
+            "best_threshold": float(thresholds[best]),
+            "best": scores_entry(sweep[best], class_names, threshold=float(thresholds[best]))}
+
+
+def walks_present(cfg: Config, names: list[str]) -> bool:
+    """Whether every listed image has a stored walk."""
+    walk_dir = Path(cfg.run_dir) / "walks"
+    return all((walk_dir / f"{name}.npz").is_file() for name in names)
+
+
+def run(cfg: Config) -> dict[str, Any]:
+    """Score the label folder; write <run_dir>/eval_labels.json; return a summary with a table."""
+    ec = cfg.eval_labels
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(ec.split)
+    label_dir = label_dir_of(cfg)
+    thresholds = sweep_thresholds(ec) if ec.sweep else None
+    if thresholds is not None and not walks_present(cfg, names):
+        log.info("eval-labels: no stored walks for every image of '%s' in %s/walks; sweep "
+                 "skipped", ec.split, cfg.run_dir)
+        thresholds = None
+    class_names = ["background", *layout.class_names]
+    conf, sweep = accumulate(cfg, layout, names, label_dir, thresholds)
+    report: dict[str, Any] = {
+        "split": ec.split, "num_images": len(names), "class_names": class_names,
+        "label_dir": str(label_dir), "scores": scores_entry(conf, class_names),
+        "sweep": None if sweep is None else sweep_report(sweep, thresholds, class_names),
+    }
+    json_path = Path(cfg.run_dir) / "eval_labels.json"
+    write_json_atomic(json_path, report)
+    title = f"Labels {label_dir} on {ec.split}, {len(names)} images"
+    table = format_table(segmentation_scores(conf, class_names), title)
+    summary = {"json": str(json_path), "split": ec.split, "num_images": len(names),
+               "miou": report["scores"]["miou"]}
+    if report["sweep"] is not None:
+        best = report["sweep"]["best"]
+        table += (f"\n\nwalk bg-threshold sweep: best mIoU {_pct(best['miou'])} at "
+                  f"{report['sweep']['best_threshold']:g}")
+        summary.update(best_miou=best["miou"], best_threshold=report["sweep"]["best_threshold"])
+    log.info("eval-labels: mIoU %s; written %s", _pct(summary["miou"]), json_path)
+    return {**summary, "table": table}
+
+
+def _pct(value: float | None) -> str:
+    return "-" if value is None else f"{100.0 * value:.1f}"

@@ -1,0 +1,114 @@
+"""`vwe ir-labels`: IRNet's inter-pixel relation labels from confident CAM regions (irn.md §4).
+
+For every image of `data.train_list`: the `high_res` CAMs with a constant fg plane (0.30) and a
+bg plane (0.05), each argmax refined by a dense CRF, combined into 0 (confident background),
+class + 1 (confident foreground) and 255 (uncertain). The CRFs run in `ir_labels.num_workers`
+spawned processes per rank; ranks take strided shares; images already written are skipped, and
+every PNG is written atomically, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import multiprocessing
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from vwe.config import Config, IrLabelConfig
+from vwe.data.cam_files import check_cam_files, full_size, load_cam
+from vwe.data.io import read_image, save_label_png
+from vwe.data.voc import VocLayout
+from vwe.engine import distributed as dist_utils
+from vwe.engine.distributed import DistContext
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.refine.ir_label import IGNORE, ir_label
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class IrLabelTask:
+    """One image's work, picklable for the worker processes."""
+
+    name: str
+    image_path: Path
+    cam_path: Path
+    out_path: Path
+    fg_thres: float
+    bg_thres: float
+
+
+def check_thresholds(ir_cfg: IrLabelConfig) -> None:
+    """0 ≤ bg_thres ≤ fg_thres ≤ 1, else the ignore band is meaningless (irn.md §4)."""
+    if not 0.0 <= ir_cfg.bg_thres <= ir_cfg.fg_thres <= 1.0:
+        raise VweError(f"ir_labels thresholds must satisfy 0 <= bg_thres <= fg_thres <= 1 "
+                       f"(got bg_thres={ir_cfg.bg_thres}, fg_thres={ir_cfg.fg_thres}); "
+                       "IRNet uses 0.05 and 0.30")
+    if ir_cfg.num_workers < 0:
+        raise VweError(f"ir_labels.num_workers must be >= 0, got {ir_cfg.num_workers}")
+
+
+def make_one(task: IrLabelTask) -> tuple[str, np.ndarray]:
+    """IR label of one image, written as a palette PNG; returns (name, [bg, fg, ignore] counts)."""
+    image = read_image(task.image_path)
+    keys, high_res = load_cam(task.cam_path, "high_res")
+    label = ir_label(image, high_res, keys, task.fg_thres, task.bg_thres)
+    save_label_png(task.out_path, label)
+    counts = np.array([(label == 0).sum(), ((label > 0) & (label != IGNORE)).sum(),
+                       (label == IGNORE).sum()], dtype=np.int64)
+    return task.name, counts
+
+
+def run_tasks(tasks: list[IrLabelTask], num_workers: int) -> Iterator[tuple[str, np.ndarray]]:
+    """Results in completion order, from a spawned process pool (or in process for 0 workers)."""
+    if num_workers <= 0 or len(tasks) <= 1:
+        yield from map(make_one, tasks)
+        return
+    context = multiprocessing.get_context("spawn")  # no forked torch/OpenMP state
+    with context.Pool(min(num_workers, len(tasks))) as pool:
+        yield from pool.imap_unordered(make_one, tasks, chunksize=1)
+
+
+def run(cfg: Config) -> dict:
+    ctx = dist_utils.setup("cpu")  # CRF work only; gloo for the barrier
+    try:
+        return make_ir_labels(cfg, ctx)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
+    """Write <run_dir>/ir_labels/<name>.png for every image of data.train_list (irn.md §4)."""
+    ir_cfg = cfg.ir_labels
+    check_thresholds(ir_cfg)
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(cfg.data.train_list)
+    labels = layout.image_labels(cfg.data.train_list)
+    cam_paths = check_cam_files(layout, Path(cfg.run_dir) / "cams", names, labels, "high_res",
+                                full_size)
+    out_dir = Path(cfg.run_dir) / "ir_labels"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    tasks = [IrLabelTask(name, layout.image_path(name), cam_path, out_dir / f"{name}.png",
+                         ir_cfg.fg_thres, ir_cfg.bg_thres)
+             for name, cam_path in zip(names, cam_paths)]
+    mine = dist_utils.shard(tasks, ctx)
+    todo = [task for task in mine if not task.out_path.exists()]
+    if len(todo) < len(mine):
+        log.info("ir-labels: %d of %d images already done, resuming", len(mine) - len(todo),
+                 len(mine))
+    totals = np.zeros(3, dtype=np.int64)
+    bar = progress(run_tasks(todo, ir_cfg.num_workers), total=len(todo), desc="ir-labels",
+                   enabled=ctx.is_main)
+    for _, counts in bar:
+        totals += counts
+    dist_utils.barrier(ctx)
+    share = totals / max(int(totals.sum()), 1)
+    log.info("ir-labels: %d label files in %s; this rank computed %d (bg %.1f%%, fg %.1f%%, "
+             "ignore %.1f%% of their pixels)", len(names), out_dir, len(todo), *(100 * share))
+    return {"label_dir": str(out_dir), "images": len(names), "computed": len(todo),
+            "pixel_share": {"bg": float(share[0]), "fg": float(share[1]),
+                            "ignore": float(share[2])}}

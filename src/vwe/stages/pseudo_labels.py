@@ -1,0 +1,141 @@
+"""`vwe pseudo-labels`: CAMs propagated by a random walk over IRNet's affinities (irn.md §6).
+
+Per image of `pseudo_labels.split`: the boundary map of the image and its mirror (logits averaged
+before the sigmoid) at stride 4; affinities on pairs within radius 5; the K foreground CAMs
+(`cam`, stride 4) times (1 − boundary) walked T^(2^8) (β = 10); ×4 bilinear, divided by the global
+max; a constant background plane 0.25 and the argmax: a uint8 PNG with no ignore label.
+The walk itself is stored too (`<run_dir>/walks/<name>.npz`: `rw` at stride 4 in
+`pseudo_labels.walk_dtype`, and `keys`) and the PNG is made from exactly the stored values, so
+`vwe eval-labels` can sweep the background threshold without walking again and reproduce the
+PNGs bit for bit. Resumable per image (PNG written last, atomically); ranks take strided shares.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from vwe.config import Config, PseudoLabelConfig
+from vwe.data.cam_files import check_cam_files, load_cam, stride4_size
+from vwe.data.io import read_image, save_label_png, save_npz
+from vwe.data.transforms import normalize
+from vwe.data.voc import VocLayout
+from vwe.engine import distributed as dist_utils
+from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.distributed import DistContext
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.models.irn import IRNet, edge_map
+from vwe.refine.random_walk import propagated_to_label, random_walk
+
+log = logging.getLogger(__name__)
+
+WALK_DTYPES = ("float16", "float32")
+
+
+def check_config(pl: PseudoLabelConfig) -> None:
+    """Every walk setting in its valid range (irn.md §6), as one VweError naming the key."""
+    problems = {
+        "bg_thres": (not 0.0 <= pl.bg_thres <= 1.0, "in [0, 1] (IRNet: 0.25)"),
+        "beta": (not pl.beta > 0, "> 0 (IRNet: 10)"),
+        "exp_times": (not 0 <= pl.exp_times <= 16, "in 0..16 (IRNet: 8)"),
+        "radius": (pl.radius < 2, ">= 2 (IRNet: 5)"),
+        "method": (pl.method not in ("sparse", "dense"), "sparse or dense"),
+        "pad_size": (pl.pad_size < 0, ">= 0 (IRNet: 512)"),
+        "walk_dtype": (pl.walk_dtype not in WALK_DTYPES, "float16 or float32"),
+    }
+    for key, (bad, want) in problems.items():
+        if bad:
+            raise VweError(f"pseudo_labels.{key}={getattr(pl, key)!r} must be {want}")
+
+
+def irn_checkpoint_path(cfg: Config) -> Path:
+    """pseudo_labels.checkpoint, else <run_dir>/train_irn/final.pt."""
+    return Path(cfg.pseudo_labels.checkpoint) if cfg.pseudo_labels.checkpoint else \
+        Path(cfg.run_dir) / "train_irn" / "final.pt"
+
+
+def load_irnet(cfg: Config, device: torch.device) -> IRNet:
+    """The trained IRNet, built as configured and strictly checked against the checkpoint."""
+    path = irn_checkpoint_path(cfg)
+    state = load_checkpoint(path)
+    weights = state.get("model")
+    if not isinstance(weights, dict):
+        raise VweError(f"IRN checkpoint {path} has no 'model' weights; train it with "
+                       "`vwe train-irn` or set pseudo_labels.checkpoint")
+    backbone = cfg.train_irn.backbone or cfg.model.backbone
+    recorded = state.get("irn_config", {})
+    if recorded.get("backbone", backbone) != backbone:
+        raise VweError(f"IRN checkpoint {path} was trained with backbone {recorded['backbone']} "
+                       f"but the config builds {backbone}; set train_irn.backbone="
+                       f"{recorded['backbone']}")
+    with_disp = bool(recorded.get("with_displacement",
+                                  any(k.startswith("disp_") for k in weights)))
+    model = IRNet(backbone, pretrained="none", with_displacement=with_disp)
+    load_model_state(model, weights, path)
+    return model.to(device).eval()
+
+
+def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:
+    """The normalised image and its mirror as a (2, 3, H, W) batch (irn.md §6 step 1)."""
+    normalised = normalize(image)
+    pair = np.stack([normalised, normalised[:, ::-1]]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(pair)).to(device)
+
+
+def walk_image(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabelConfig,
+               device: torch.device) -> np.ndarray:
+    """Random-walk maps (K, ⌈H/4⌉, ⌈W/4⌉) of one image's stride-4 CAMs (irn.md §6 steps 1–3)."""
+    edge = edge_map(model, image_pair(image, device), min_size=pl.pad_size)
+    walk_device = device if pl.method == "sparse" else None
+    return random_walk(cams, edge.float().cpu().numpy(), beta=pl.beta, exp_times=pl.exp_times,
+                       radius=pl.radius, method=pl.method, device=walk_device)
+
+
+def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int],
+                    bg_thres: float) -> np.ndarray:
+    """The pseudo label (H, W) uint8 from stored walk maps (irn.md §6 steps 4–5)."""
+    return propagated_to_label(rw.astype(np.float32), keys, image_size, bg_thres)
+
+
+def run(cfg: Config) -> dict:
+    ctx = dist_utils.setup(cfg.device)
+    try:
+        return make_pseudo_labels(cfg, ctx)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+@torch.no_grad()
+def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
+    """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split (§6)."""
+    pl = cfg.pseudo_labels
+    check_config(pl)
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    names = layout.read_split(pl.split)
+    labels = layout.image_labels(pl.split)
+    cam_paths = check_cam_files(layout, Path(cfg.run_dir) / "cams", names, labels, "cam",
+                                stride4_size)
+    model = load_irnet(cfg, ctx.device)
+    label_dir, walk_dir = Path(cfg.run_dir) / "pseudo_labels", Path(cfg.run_dir) / "walks"
+    label_dir.mkdir(parents=True, exist_ok=True)
+    jobs = dist_utils.shard(list(zip(names, cam_paths)), ctx)
+    todo = [(n, p) for n, p in jobs if not (label_dir / f"{n}.png").exists()]
+    if len(todo) < len(jobs):
+        log.info("pseudo-labels: %d of %d images already done, resuming", len(jobs) - len(todo),
+                 len(jobs))
+    for name, cam_path in progress(todo, desc="pseudo-labels", enabled=ctx.is_main):
+        image = read_image(layout.image_path(name))
+        keys, cams = load_cam(cam_path, "cam")
+        rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
+        save_npz(walk_dir / f"{name}.npz", rw=rw, keys=keys)  # the PNG last: it marks "done"
+        save_label_png(label_dir / f"{name}.png",
+                       label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
+    dist_utils.barrier(ctx)
+    log.info("pseudo-labels: %d label files in %s (bg_thres %g), walks in %s", len(names),
+             label_dir, pl.bg_thres, walk_dir)
+    return {"label_dir": str(label_dir), "walk_dir": str(walk_dir), "split": pl.split,
+            "images": len(names), "computed": len(todo), "bg_thres": pl.bg_thres}

@@ -1,0 +1,316 @@
+"""`vwe train-irn`: IRNet's boundary and displacement branches on a frozen backbone (irn.md §5).
+
+Targets come from the IR labels (`vwe ir-labels`) on pairs within `train_irn.radius` (10) of the
+stride-4 grid; losses as §5.4, normalised over the global batch (sums and counts all-reduced), so
+W ranks equal one process. Deterministic like train-cam: the image order is a function of
+(seed, epoch), each sample's augmentation of (seed, epoch, index), so a resumed run equals an
+uninterrupted one. After training, with the displacement branch on, the mean displacement over
+`train_irn.mean_shift_split` is stored in the MeanShift buffer (§5.6).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.nn.parallel import DistributedDataParallel
+from torch.utils.data import DataLoader
+from torch.utils.tensorboard import SummaryWriter
+
+from vwe.config import Config, to_yaml
+from vwe.data.affinity import LABEL_STRIDE, AffinityDataset, TopLeftDataset
+from vwe.data.voc import VocLayout
+from vwe.engine import distributed as dist_utils
+from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from vwe.engine.distributed import DistContext
+from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.engine.progress import progress
+from vwe.errors import VweError
+from vwe.models.backbone import clean_backbone_keys
+from vwe.models.irn import (
+    IRNet,
+    PathTensors,
+    affinity_targets,
+    irn_loss_terms,
+    irn_total_loss,
+    path_tensors,
+)
+from vwe.refine.path_index import PathIndex
+from vwe.stages.train_cam import GlobalBatchSampler, sigterm_as_interrupt
+
+log = logging.getLogger(__name__)
+
+SUM_KEYS = ("bg_pos", "fg_pos", "neg", "dp_fg", "dp_bg")
+COUNT_KEYS = ("bg_pos", "fg_pos", "neg")
+
+
+def irn_backbone_name(cfg: Config) -> str:
+    """train_irn.backbone, else the CAM network's model.backbone."""
+    return cfg.train_irn.backbone or cfg.model.backbone
+
+
+def cam_checkpoint_path(cfg: Config) -> Path:
+    """The CAM network make-cam uses: cam.checkpoint, else <run_dir>/train_cam/final.pt."""
+    return Path(cfg.cam.checkpoint) if cfg.cam.checkpoint else \
+        Path(cfg.run_dir) / "train_cam" / "final.pt"
+
+
+def backbone_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
+    """Backbone tensors of a vwe checkpoint (`model` → `backbone.*`) or a bare ResNet file."""
+    for key in ("model", "state_dict"):
+        if isinstance(state.get(key), dict):
+            state = state[key]
+    if any(k.startswith("backbone.") for k in state):
+        return {k.removeprefix("backbone."): v for k, v in state.items()
+                if k.startswith("backbone.")}
+    return clean_backbone_keys(state)
+
+
+def load_backbone_init(model: IRNet, cfg: Config) -> None:
+    """Copy `train_irn.backbone_init` weights (cam | a file) into the frozen backbone."""
+    init = cfg.train_irn.backbone_init
+    path = cam_checkpoint_path(cfg) if init == "cam" else Path(init)
+    if init != "cam" and not path.is_file():
+        raise VweError(f"train_irn.backbone_init={init}: no such file; use imagenet, cam or the "
+                       "path of a weights file")
+    state = load_checkpoint(path)
+    recorded = state.get("model_config", {}).get("backbone")
+    name = irn_backbone_name(cfg)
+    if recorded and recorded != name:
+        raise VweError(f"{path} holds a {recorded} backbone but IRNet is built as {name}; set "
+                       f"train_irn.backbone={recorded} (or model.backbone)")
+    load_model_state(model.backbone, backbone_state(state), path)
+    log.info("train-irn: backbone initialised from %s", path)
+
+
+def build_irnet(cfg: Config) -> IRNet:
+    """IRNet with its branches seeded from cfg.seed and its backbone from backbone_init."""
+    init = cfg.train_irn.backbone_init
+    torch.manual_seed(cfg.seed)
+    model = IRNet(irn_backbone_name(cfg), pretrained="imagenet" if init == "imagenet" else "none",
+                  with_displacement=cfg.train_irn.with_displacement)
+    if init not in ("imagenet", "none"):
+        load_backbone_init(model, cfg)
+    return model
+
+
+def checkpoint_state(model: IRNet, step: int, cfg: Config, class_names: list[str],
+                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
+    """Weights (backbone included, so inference needs no download), step and the IRNet shape."""
+    state: dict[str, Any] = {
+        "model": model.state_dict(), "step": step, "class_names": list(class_names),
+        "irn_config": {"backbone": irn_backbone_name(cfg),
+                       "with_displacement": cfg.train_irn.with_displacement},
+        "config": to_yaml(cfg),
+    }
+    if optimizer is not None:
+        state["optimizer"] = optimizer.state_dict()
+    return state
+
+
+def check_config(cfg: Config, ctx: DistContext, num_items: int) -> int:
+    """Validate the training settings; returns max_step = ⌊N/B⌋·epochs (optionally capped)."""
+    tc = cfg.train_irn
+    if tc.crop_size <= 0 or tc.crop_size % LABEL_STRIDE:
+        raise VweError(f"train_irn.crop_size={tc.crop_size} must be a positive multiple of 4 "
+                       "(labels are reduced ×0.25)")
+    low, high = (list(tc.scale_range) + [0, 0])[:2]
+    if len(tc.scale_range) != 2 or not 0 < low <= high:
+        raise VweError(f"train_irn.scale_range must be [low, high] with 0 < low <= high, got "
+                       f"{list(tc.scale_range)}")
+    if tc.batch_size <= 0 or tc.batch_size % ctx.world_size:
+        raise VweError(f"train_irn.batch_size={tc.batch_size} is the global batch and must be a "
+                       f"positive multiple of the {ctx.world_size} processes")
+    per_epoch = num_items // tc.batch_size
+    if per_epoch == 0:
+        raise VweError(f"split '{cfg.data.train_list}' has {num_items} images, fewer than "
+                       f"train_irn.batch_size={tc.batch_size}; lower the batch size")
+    steps = per_epoch * tc.epochs
+    return min(steps, tc.max_steps) if tc.max_steps > 0 else steps
+
+
+def training_paths(cfg: Config, device: torch.device) -> PathTensors:
+    """PathIndex of train_irn.radius on the (crop/4)² label grid, as tensors (§5.1)."""
+    grid = cfg.train_irn.crop_size // LABEL_STRIDE
+    try:
+        index = PathIndex(cfg.train_irn.radius, (grid, grid))
+    except ValueError as err:
+        raise VweError(f"train_irn.crop_size={cfg.train_irn.crop_size} and train_irn.radius="
+                       f"{cfg.train_irn.radius} do not fit ({err}); raise the crop or lower "
+                       "the radius") from None
+    return path_tensors(index, device)
+
+
+def run(cfg: Config) -> dict:
+    ctx = dist_utils.setup(cfg.device)
+    try:
+        return train(cfg, ctx)
+    finally:
+        dist_utils.teardown(ctx)
+
+
+def train(cfg: Config, ctx: DistContext) -> dict:
+    out_dir = Path(cfg.run_dir) / "train_irn"
+    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
+    tc = cfg.train_irn
+    if final_path.exists() and tc.resume:
+        log.info("train-irn: %s already exists; nothing to resume", final_path)
+        return {"checkpoint": str(final_path), "skipped": True}
+    if last_path.exists() and not tc.resume:
+        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
+                       "or set run_dir to a new folder")
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    dataset = AffinityDataset(layout, cfg.data.train_list, Path(cfg.run_dir) / "ir_labels",
+                              tc.crop_size, tc.scale_range, tc.flip_prob, seed=cfg.seed)
+    max_steps = check_config(cfg, ctx, len(dataset))
+    paths = training_paths(cfg, ctx.device)
+    model = build_irnet(cfg).to(ctx.device)
+    optimizer = build_sgd(model.param_groups(tc.lr, tc.weight_decay), momentum=tc.momentum,
+                          weight_decay=tc.weight_decay)
+    step = 0
+    if tc.resume and last_path.exists():
+        state = load_checkpoint(last_path)
+        load_model_state(model, state["model"], last_path)
+        optimizer.load_state_dict(state["optimizer"])
+        step = int(state["step"])
+        log.info("train-irn: resuming from %s at step %d/%d", last_path, step, max_steps)
+    net = DistributedDataParallel(model) if ctx.distributed else model
+    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
+
+    def save(at_step: int) -> None:
+        if ctx.is_main:
+            save_checkpoint(last_path, checkpoint_state(model, at_step, cfg, layout.class_names,
+                                                        optimizer))
+
+    try:
+        with sigterm_as_interrupt():
+            step, losses = train_loop(cfg, ctx, net, optimizer, paths, dataset, step, max_steps,
+                                      writer, save)
+            done = step >= max_steps
+            if done and tc.with_displacement:  # last.pt already holds the trained weights
+                model.mean_shift.running_mean.copy_(displacement_mean(cfg, ctx, model, layout))
+    except KeyboardInterrupt:
+        raise VweError(f"train-irn interrupted; {last_path} holds the last checkpoint: rerun "
+                       "with --resume to continue") from None
+    finally:
+        if writer is not None:
+            writer.close()
+    if ctx.is_main and done:
+        save_checkpoint(final_path, checkpoint_state(model, step, cfg, layout.class_names, None))
+    dist_utils.barrier(ctx)
+    log.info("train-irn: %s after %d/%d steps, %s", "finished" if done else "stopped", step,
+             max_steps, ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    return {"checkpoint": str(final_path if done else last_path), "steps": step,
+            "max_steps": max_steps, "finished": done, "losses": losses}
+
+
+def train_loop(cfg: Config, ctx: DistContext, net: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, paths: PathTensors, dataset: AffinityDataset,
+               step: int, max_steps: int, writer: SummaryWriter | None,
+               save: Callable[[int], None]) -> tuple[int, dict[str, float]]:
+    """Run updates from `step` to the end (or `stop_at_step`), checkpointing on the way."""
+    tc = cfg.train_irn
+    per_epoch = len(dataset) // tc.batch_size
+    stop_at = min(max_steps, tc.stop_at_step) if tc.stop_at_step > 0 else max_steps
+    losses: dict[str, float] = {}
+    bar = progress(range(step, stop_at), total=max_steps, initial=step, desc="train-irn",
+                   enabled=ctx.is_main)
+    try:
+        while step < stop_at:
+            epoch, start_batch = divmod(step, per_epoch)
+            dataset.set_epoch(epoch)
+            sampler = GlobalBatchSampler(len(dataset), tc.batch_size, ctx, cfg.seed, epoch,
+                                         start_batch)
+            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
+                                pin_memory=ctx.device.type == "cuda")
+            for batch in loader:
+                losses = train_step(cfg, ctx, net, optimizer, paths, batch, step, max_steps)
+                step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{losses['total']:.4f}", epoch=epoch)
+                if writer is not None and (step % tc.log_every == 0 or step == stop_at):
+                    for name, value in losses.items():
+                        writer.add_scalar(f"loss/{name}", value, step)
+                    writer.add_scalar("lr/edge", optimizer.param_groups[0]["lr"], step)
+                if step % tc.checkpoint_every == 0 or step % per_epoch == 0 or step == stop_at:
+                    save(step)
+                if step >= stop_at:
+                    break
+    except KeyboardInterrupt:
+        save(step)
+        raise
+    finally:
+        bar.close()
+    return step, losses
+
+
+def global_losses(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor],
+                  ctx: DistContext) -> tuple[torch.Tensor, dict[str, float]]:
+    """The loss to back-propagate and the logged terms, normalised over the global batch (§5.4).
+
+    Counts are all-reduced; the differentiable loss keeps this rank's sums scaled by the world
+    size (DDP averages gradients); the logged values use all-reduced detached sums.
+    """
+    count_vec = dist_utils.all_reduce_sum(torch.stack([counts[k] for k in COUNT_KEYS]), ctx)
+    counts = dict(zip(COUNT_KEYS, count_vec))
+    total, _ = irn_total_loss(sums, counts, scale=float(ctx.world_size))
+    sum_vec = dist_utils.all_reduce_sum(torch.stack([sums[k].detach() for k in SUM_KEYS]), ctx)
+    logged_total, terms = irn_total_loss(dict(zip(SUM_KEYS, sum_vec)), counts)
+    logged = {k: float(v) for k, v in terms.items()}
+    logged["total"] = float(logged_total)
+    return total, logged
+
+
+def train_step(cfg: Config, ctx: DistContext, net: torch.nn.Module,
+               optimizer: torch.optim.Optimizer, paths: PathTensors, batch: dict, step: int,
+               max_steps: int) -> dict[str, float]:
+    """One SGD update; a non-finite loss stops the run before the weights change."""
+    images = batch["image"].to(ctx.device, non_blocking=True)
+    labels = batch["label"].to(ctx.device, non_blocking=True)
+    set_poly_lr(optimizer, step, max_steps, cfg.train_irn.poly_power)
+    edge_logits, displacement = net(images)
+    targets = affinity_targets(labels, paths)
+    sums, counts = irn_loss_terms(edge_logits, displacement, targets, paths)
+    total, logged = global_losses(sums, counts, ctx)
+    if not all(math.isfinite(v) for v in logged.values()):
+        raise VweError(f"train-irn: loss became non-finite at step {step} ({logged}); stopped "
+                       f"before updating. The last good checkpoint is {cfg.run_dir}/train_irn/"
+                       "last.pt; lower train_irn.lr or check the IR labels, then --resume")
+    optimizer.zero_grad(set_to_none=True)
+    total.backward()
+    optimizer.step()
+    return logged
+
+
+@torch.no_grad()
+def displacement_mean(cfg: Config, ctx: DistContext, model: IRNet,
+                      layout: VocLayout) -> torch.Tensor:
+    """Mean displacement (2,) over the full batches of mean_shift_split, top-left crops (§5.6).
+
+    IRNet averages per-batch means over batches of 32 (drop_last); batches are equal and every
+    crop has the same size, so that is the mean of per-image means over the first ⌊N/B⌋·B
+    images, which ranks compute in strided shares and all-reduce.
+    """
+    tc = cfg.train_irn
+    names = layout.read_split(tc.mean_shift_split)
+    used = len(names) // tc.batch_size * tc.batch_size or len(names)  # < one batch: use all
+    dataset = TopLeftDataset(layout, dist_utils.shard(names[:used], ctx), tc.crop_size)
+    loader = DataLoader(dataset, batch_size=max(1, tc.batch_size // ctx.world_size),
+                        num_workers=cfg.data.num_workers)
+    model.eval()
+    total = torch.zeros(3, dtype=torch.float64, device=ctx.device)  # Σ mean_y, Σ mean_x, count
+    for images in progress(loader, desc="train-irn mean shift", enabled=ctx.is_main):
+        _, displacement = model(images.to(ctx.device))
+        per_image = displacement.double().mean(dim=(2, 3))  # (B, 2)
+        total[:2] += per_image.sum(dim=0)
+        total[2] += per_image.shape[0]
+    dist_utils.all_reduce_sum(total, ctx)
+    model.train()
+    mean = (total[:2] / total[2].clamp(min=1)).float().cpu()
+    log.info("train-irn: mean displacement (y, x) = (%.4f, %.4f) over %d images of '%s'",
+             mean[0], mean[1], int(total[2]), tc.mean_shift_split)
+    return mean

@@ -1,0 +1,197 @@
+"""pseudo-labels + eval-labels on the tiny dataset: the stage equals the library functions, the
+eval-labels sweep on stored walks equals making and scoring the labels at each threshold, resume
+recomputes only what is missing, and bad inputs are one-line errors with nothing written."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from vwe.cli import main
+from vwe.data.io import load_npz, read_image, read_label_png, save_label_png, save_npz
+from vwe.data.transforms import normalize
+from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
+from vwe.models.irn import IRNet, edge_map
+from vwe.refine import random_walk
+from vwe.refine.random_walk import propagated_to_label
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def train_names(root):
+    return (root / "ImageSets" / "Segmentation" / "train.txt").read_text().split()
+
+
+def hand_miou(root, label_dir, names, num_classes=9):
+    """Confusion by a plain loop over images; 255 in a label → background; mIoU over GT classes."""
+    conf = np.zeros((num_classes, num_classes), np.int64)
+    for name in names:
+        gt = read_label_png(root / "SegmentationClassAug" / f"{name}.png").astype(int)
+        pred = read_label_png(label_dir / f"{name}.png").astype(int)
+        pred[pred == 255] = 0
+        for g, p in zip(gt[gt != 255], pred[gt != 255]):
+            conf[g, p] += 1
+    inter = np.diag(conf)
+    union = conf.sum(0) + conf.sum(1) - inter
+    present = conf.sum(1) > 0
+    return float(np.mean(inter[present] / union[present]))
+
+
+def error_lines(err):
+    """stderr lines other than progress bars (which redraw with carriage returns)."""
+    return [line for line in err.split("\n") if "\r" not in line and line.strip()]
+
+
+def eval_json(run_dir):
+    return json.loads((run_dir / "eval_labels.json").read_text())
+
+
+def test_stage_equals_library_and_eval(tiny_dataset, run_copy, irn_run, refine_overrides):
+    run_dir = run_copy("train_irn", "ir_labels", source=irn_run)
+    assert main(["pseudo-labels", *refine_overrides(tiny_dataset, run_dir)]) == 0
+    names = train_names(tiny_dataset)
+    assert sorted(p.stem for p in (run_dir / "pseudo_labels").glob("*.png")) == sorted(names)
+    model = IRNet("resnet_tiny")
+    model.load_state_dict(load_checkpoint(run_dir / "train_irn" / "final.pt")["model"])
+    model.eval()
+    for name in names[:3]:
+        image = read_image(tiny_dataset / "JPEGImages" / f"{name}.jpg")
+        x = normalize(image)
+        pair = torch.from_numpy(np.stack([x, x[:, ::-1]]).transpose(0, 3, 1, 2).copy())
+        cams = load_npz(run_dir / "cams" / f"{name}.npz")
+        rw = random_walk(cams["cam"], edge_map(model, pair).numpy(), beta=10, exp_times=8,
+                         radius=5)
+        stored = load_npz(run_dir / "walks" / f"{name}.npz")
+        assert stored["rw"].dtype == np.float16
+        np.testing.assert_array_equal(stored["keys"], cams["keys"])
+        np.testing.assert_allclose(stored["rw"], rw, rtol=2e-3, atol=1e-6)
+        expected = propagated_to_label(stored["rw"].astype(np.float32), cams["keys"],
+                                       image.shape[:2], 0.25)
+        label = read_label_png(run_dir / "pseudo_labels" / f"{name}.png")
+        np.testing.assert_array_equal(label, expected)
+        assert 255 not in label
+
+    assert main(["eval-labels", *refine_overrides(tiny_dataset, run_dir)]) == 0
+    report = eval_json(run_dir)
+    assert report["scores"]["miou"] == pytest.approx(
+        hand_miou(tiny_dataset, run_dir / "pseudo_labels", names), abs=1e-12)
+    assert report["sweep"] is not None and len(report["sweep"]["thresholds"]) == 61
+    assert main(["eval-labels", *refine_overrides(
+        tiny_dataset, run_dir, f"eval_labels.label_dir={run_dir / 'ir_labels'}"),
+        "--no-sweep"]) == 0
+    report = eval_json(run_dir)
+    assert report["sweep"] is None
+    assert report["scores"]["miou"] == pytest.approx(
+        hand_miou(tiny_dataset, run_dir / "ir_labels", names), abs=1e-12)
+
+
+def test_dense_walk_gives_the_same_walk(tiny_dataset, run_copy, irn_run, refine_overrides):
+    sparse, dense = run_copy("train_irn", source=irn_run), run_copy("train_irn", source=irn_run)
+    extra = ("pseudo_labels.walk_dtype=float32",)
+    assert main(["pseudo-labels", *refine_overrides(tiny_dataset, sparse, *extra)]) == 0
+    assert main(["pseudo-labels", *refine_overrides(tiny_dataset, dense, *extra,
+                                                    "pseudo_labels.method=dense")]) == 0
+    for name in train_names(tiny_dataset):
+        np.testing.assert_allclose(load_npz(dense / "walks" / f"{name}.npz")["rw"],
+                                   load_npz(sparse / "walks" / f"{name}.npz")["rw"],
+                                   rtol=1e-3, atol=1e-5)
+
+
+def test_sweep_equals_labels_made_at_each_threshold(tiny_dataset, run_copy, irn_run,
+                                                     refine_overrides):
+    run_dir = run_copy("train_irn", source=irn_run)
+    sweep = ("eval_labels.sweep_start=0.1", "eval_labels.sweep_stop=0.4",
+             "eval_labels.sweep_step=0.15")
+    walk = "pseudo_labels.exp_times=2"  # a short walk: on ~20×20 grids T^256 is flat
+    assert main(["pseudo-labels", *refine_overrides(tiny_dataset, run_dir, walk)]) == 0
+    assert main(["eval-labels", *refine_overrides(tiny_dataset, run_dir, *sweep)]) == 0
+    curve = eval_json(run_dir)["sweep"]
+    assert curve["thresholds"] == [0.1, 0.25, 0.4]
+    checkpoint = f"pseudo_labels.checkpoint={run_dir / 'train_irn' / 'final.pt'}"
+    for threshold, miou in zip(curve["thresholds"], curve["miou"]):
+        direct = run_copy()  # CAMs only: the walk is recomputed from scratch
+        args = refine_overrides(tiny_dataset, direct, checkpoint, walk,
+                                f"pseudo_labels.bg_thres={threshold}")
+        assert main(["pseudo-labels", *args]) == 0
+        assert main(["eval-labels", *args, "--no-sweep"]) == 0
+        scores = eval_json(direct)["scores"]
+        assert scores["miou"] == miou
+        if threshold == curve["best_threshold"]:
+            assert scores["confusion"] == curve["best"]["confusion"]
+    assert len(set(curve["miou"])) > 1  # the thresholds do change the labels
+
+
+def test_resume_recomputes_only_missing(tiny_dataset, run_copy, irn_run, refine_overrides):
+    run_dir = run_copy("train_irn", source=irn_run)
+    args = refine_overrides(tiny_dataset, run_dir)
+    assert main(["pseudo-labels", *args]) == 0
+    out = run_dir / "pseudo_labels"
+    victim = out / f"{train_names(tiny_dataset)[3]}.png"
+    before = victim.read_bytes()
+    victim.unlink()
+    stamps = {p.name: p.stat().st_mtime_ns for p in out.glob("*.png")}
+    assert main(["pseudo-labels", *args]) == 0
+    assert victim.read_bytes() == before
+    assert {p.name: p.stat().st_mtime_ns for p in out.glob("*.png") if p != victim} == stamps
+
+
+def edit_cam(run_dir, name, change):
+    path = run_dir / "cams" / f"{name}.npz"
+    arrays = load_npz(path)
+    change(arrays)
+    save_npz(path, **arrays)
+
+
+def break_checkpoint(run_dir):
+    path = run_dir / "train_irn" / "final.pt"
+    state = load_checkpoint(path)
+    state["model"]["edge_classifier.weight"] = torch.zeros(1, 96, 1, 1)
+    save_checkpoint(path, state)
+
+
+BREAKERS = {
+    "missing": (lambda r, n: (r / "cams" / f"{n}.npz").unlink(), "not found"),
+    "keys": (lambda r, n: edit_cam(r, n, lambda a: a.update(keys=(a["keys"] + 1) % 8)), "keys"),
+    "size": (lambda r, n: edit_cam(r, n, lambda a: a.update(cam=a["cam"][:, 1:])), "'cam'"),
+    "checkpoint": (lambda r, n: break_checkpoint(r), "edge_classifier.weight"),
+    "bg_thres": (None, "pseudo_labels.bg_thres=1.5"),
+    "beta": (None, "pseudo_labels.beta=0"),
+    "method": (None, "pseudo_labels.method='walk'"),
+}
+
+
+@pytest.mark.parametrize("kind", list(BREAKERS))
+def test_bad_inputs_are_one_line_errors(tiny_dataset, run_copy, irn_run, refine_overrides,
+                                        capsys, kind):
+    run_dir = run_copy("train_irn", source=irn_run)
+    name = train_names(tiny_dataset)[-1]
+    breaker, needle = BREAKERS[kind]
+    extra = []
+    if breaker is None:
+        extra = [needle.replace("'", "")]
+    else:
+        breaker(run_dir, name)
+    assert main(["pseudo-labels", *refine_overrides(tiny_dataset, run_dir, *extra)]) == 2
+    err = capsys.readouterr().err
+    assert len(error_lines(err)) == 1 and needle in err
+    if kind in ("missing", "keys", "size", "checkpoint"):
+        assert str(run_dir) in err
+    assert not list(run_dir.glob("pseudo_labels/*")) and not list(run_dir.glob("walks/*"))
+
+
+def test_eval_labels_bad_inputs(tiny_dataset, run_copy, irn_run, refine_overrides, capsys):
+    run_dir = run_copy("train_irn", source=irn_run)
+    args = refine_overrides(tiny_dataset, run_dir)
+    assert main(["eval-labels", *args]) == 2
+    assert "pseudo_labels" in capsys.readouterr().err
+    assert main(["pseudo-labels", *args]) == 0
+    bad_range = refine_overrides(tiny_dataset, run_dir, "eval_labels.sweep_stop=1.5")
+    assert main(["eval-labels", *bad_range]) == 2
+    assert "sweep_stop" in capsys.readouterr().err
+    victim = run_dir / "pseudo_labels" / f"{train_names(tiny_dataset)[0]}.png"
+    save_label_png(victim, np.zeros((5, 7), np.uint8))  # a label of another size
+    code = main(["eval-labels", *args])
+    err = capsys.readouterr().err
+    assert code == 2 and victim.name in err and len(error_lines(err)) == 1
+    assert not (run_dir / "eval_labels.json").exists()

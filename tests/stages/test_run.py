@@ -1,0 +1,49 @@
+"""`vwe run` end to end on the tiny dataset: every stage, the stage table, skipping finished
+stages, resuming an interrupted one, and --from."""
+
+import json
+
+from vwe.cli import main
+
+SEG = ["seg.backbone=resnet_tiny", "seg.pretrained=none", "seg.frozen_bn=false",
+       "train_seg.iterations=4", "train_seg.batch_size=4", "train_seg.crop_size=64",
+       "train_seg.lr=0.002", "train_seg.checkpoint_every=2", "infer_seg.crf.workers=0",
+       "eval_seg.split=val", "infer_seg.split=val", "pseudo_labels.split=train_aug"]
+
+
+def done(run_dir):
+    return sorted(p.stem for p in (run_dir / "done").glob("*.json"))
+
+
+def test_run_whole_pipeline_skips_resumes_and_reruns(tiny_dataset, tmp_path, refine_overrides,
+                                                     capsys):
+    run_dir = tmp_path / "run"
+    args = ["run", *refine_overrides(tiny_dataset, run_dir), *SEG]
+    assert main([*args, "train_seg.stop_at_step=2"]) == 0  # interrupted inside train-seg
+    assert "train_seg" not in done(run_dir) and "train_irn" in done(run_dir)
+    assert not (run_dir / "seg").exists()
+    capsys.readouterr()
+
+    cam_mtime = (run_dir / "train_cam" / "final.pt").stat().st_mtime_ns
+    assert main(args) == 0  # finished stages skipped, train-seg resumed from step 2
+    out = capsys.readouterr()
+    assert "resuming" in out.err and (run_dir / "train_cam" / "final.pt").stat().st_mtime_ns \
+        == cam_mtime
+    assert done(run_dir) == sorted(["train_cam", "make_cam", "eval_cam", "ir_labels",
+                                    "train_irn", "pseudo_labels", "eval_labels", "train_seg",
+                                    "infer_seg", "eval_seg"])
+    table = out.out
+    for row in ("CAM (train)", "pseudo labels (train)", "segmentation (val)",
+                "segmentation + CRF (val)"):
+        line = next(line for line in table.splitlines() if line.startswith(row))
+        assert line.split()[-2] != "-", line  # our number is there
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0 < summary["eval_cam"]["miou"] <= 1
+
+    assert main(args) == 0  # everything done: nothing recomputed
+    assert "skipped" in capsys.readouterr().err
+    assert (run_dir / "train_cam" / "final.pt").stat().st_mtime_ns == cam_mtime
+
+    seg_mtime = (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns
+    assert main([*args, "--from", "eval-seg"]) == 0
+    assert (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns == seg_mtime
