@@ -9,16 +9,13 @@ from __future__ import annotations
 
 import logging
 import math
-import signal
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader, Sampler
+from torch.utils.data import DataLoader
 from torch.utils.tensorboard import SummaryWriter
 
 from vwe.config import Config, LossWeights, to_yaml
@@ -28,35 +25,12 @@ from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
+from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
 from vwe.models.visual_words import init_codebook, memory_bank_ema, word_feature_sums
 
 log = logging.getLogger(__name__)
-
-
-class GlobalBatchSampler(Sampler[list[int]]):
-    """This rank's slice of each global batch of a seeded per-epoch permutation (drop_last)."""
-
-    def __init__(self, num_items: int, global_batch: int, ctx: DistContext, seed: int,
-                 epoch: int, start_batch: int = 0) -> None:
-        self.num_items, self.global_batch, self.ctx = num_items, global_batch, ctx
-        self.seed, self.epoch, self.start_batch = seed, epoch, start_batch
-        self.per_rank = global_batch // ctx.world_size
-
-    def batches_per_epoch(self) -> int:
-        return self.num_items // self.global_batch
-
-    def __iter__(self) -> Iterator[list[int]]:
-        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        order = torch.randperm(self.num_items, generator=generator).tolist()
-        lo = self.ctx.rank * self.per_rank
-        for b in range(self.start_batch, self.batches_per_epoch()):
-            batch = order[b * self.global_batch:(b + 1) * self.global_batch]
-            yield batch[lo:lo + self.per_rank]
-
-    def __len__(self) -> int:
-        return self.batches_per_epoch() - self.start_batch
 
 
 def checkpoint_state(model: CamNet, codebook: torch.Tensor | None, step: int, cfg: Config,
@@ -121,23 +95,6 @@ def memory_bank_step(codebook: torch.Tensor, features: torch.Tensor, word_labels
         picks = torch.randint(flat.shape[0], (codebook.shape[0],), generator=generator)
         codebook = flat[picks.to(flat.device)].clone()
     return codebook
-
-
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Schedulers send SIGTERM before killing a job: treat it like Ctrl-C so we checkpoint."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
-
-    try:
-        previous = signal.signal(signal.SIGTERM, handler)
-    except ValueError:  # not the main thread
-        yield
-        return
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
 
 
 def run(cfg: Config) -> dict:

@@ -29,6 +29,7 @@ from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkp
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
+from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.backbone import clean_backbone_keys
 from vwe.models.irn import (
@@ -40,7 +41,6 @@ from vwe.models.irn import (
     path_tensors,
 )
 from vwe.refine.path_index import PathIndex
-from vwe.stages.train_cam import GlobalBatchSampler, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 

@@ -31,6 +31,7 @@ from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkp
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd
 from vwe.engine.progress import progress
+from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
@@ -48,7 +49,6 @@ from vwe.models.seg_loss import (
     split_msc_loss,
     target_sizes,
 )
-from vwe.stages.train_cam import GlobalBatchSampler, sigterm_as_interrupt
 
 log = logging.getLogger(__name__)
 
