@@ -1,15 +1,37 @@
-"""Pieces every training stage shares: the global-batch sampler and SIGTERM handling."""
+"""Pieces every training stage shares: checkpoint paths, the global-batch sampler, SIGTERM."""
 
 from __future__ import annotations
 
+import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
 
 from vwe.engine.distributed import DistContext
+from vwe.errors import VweError
+
+log = logging.getLogger(__name__)
+
+
+def checkpoint_paths(out_dir: Path, resume: bool, stage: str
+                     ) -> tuple[Path, Path, dict | None]:
+    """A training stage's last.pt and final.pt, and its summary when there is nothing to do.
+
+    An earlier run's last.pt is never overwritten silently: continue it with --resume or pick
+    another run_dir.
+    """
+    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
+    if final_path.exists() and resume:
+        log.info("%s: %s already exists; nothing to resume", stage, final_path)
+        return last_path, final_path, {"checkpoint": str(final_path), "skipped": True}
+    if last_path.exists() and not resume:
+        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
+                       "or set run_dir to a new folder")
+    return last_path, final_path, None
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

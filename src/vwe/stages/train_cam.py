@@ -25,7 +25,7 @@ from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
+from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
 from vwe.models.visual_words import init_codebook, memory_bank_ema, word_feature_sums
@@ -107,14 +107,10 @@ def run(cfg: Config) -> dict:
 
 def train(cfg: Config, ctx: DistContext) -> dict:
     out_dir = Path(cfg.run_dir) / "train_cam"
-    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
     tc = cfg.train_cam
-    if final_path.exists() and tc.resume:
-        log.info("train-cam: %s already exists; nothing to resume", final_path)
-        return {"checkpoint": str(final_path), "skipped": True}
-    if last_path.exists() and not tc.resume:
-        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
-                       "or set run_dir to a new folder")
+    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-cam")
+    if nothing_to_do:
+        return nothing_to_do
     check_batch(cfg, ctx)
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     dataset = ClassificationDataset(layout, cfg.data.train_list, tc, seed=cfg.seed)

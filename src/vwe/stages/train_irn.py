@@ -29,7 +29,7 @@ from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkp
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
+from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.backbone import clean_backbone_keys
 from vwe.models.irn import (
@@ -155,14 +155,10 @@ def run(cfg: Config) -> dict:
 
 def train(cfg: Config, ctx: DistContext) -> dict:
     out_dir = Path(cfg.run_dir) / "train_irn"
-    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
     tc = cfg.train_irn
-    if final_path.exists() and tc.resume:
-        log.info("train-irn: %s already exists; nothing to resume", final_path)
-        return {"checkpoint": str(final_path), "skipped": True}
-    if last_path.exists() and not tc.resume:
-        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
-                       "or set run_dir to a new folder")
+    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-irn")
+    if nothing_to_do:
+        return nothing_to_do
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     dataset = AffinityDataset(layout, cfg.data.train_list, Path(cfg.run_dir) / "ir_labels",
                               tc.crop_size, tc.scale_range, tc.flip_prob, seed=cfg.seed)

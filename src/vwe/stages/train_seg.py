@@ -31,7 +31,7 @@ from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkp
 from vwe.engine.distributed import DistContext
 from vwe.engine.optim import build_sgd
 from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
+from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
 from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
@@ -140,14 +140,10 @@ def run(cfg: Config) -> dict[str, Any]:
 
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     out_dir = Path(cfg.run_dir) / "train_seg"
-    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
     tc = cfg.train_seg
-    if final_path.exists() and tc.resume:
-        log.info("train-seg: %s already exists; nothing to resume", final_path)
-        return {"checkpoint": str(final_path), "skipped": True}
-    if last_path.exists() and not tc.resume:
-        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
-                       "or set run_dir to a new folder")
+    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-seg")
+    if nothing_to_do:
+        return nothing_to_do
     settings = recipe_settings(tc)
     check_batch(tc, ctx)
     ensure_writable_dir(out_dir, "run_dir")
