@@ -199,21 +199,23 @@ def _imagenet_state_dict(name: str) -> dict[str, Tensor]:
                        f"model.pretrained=/path/to/{name}-*.pth or model.pretrained=none") from None
 
 
-def _file_state_dict(path: str) -> dict[str, Tensor]:
-    """A state dict from a local file: bare, or under "state_dict"/"model"."""
-    if not Path(path).is_file():
-        raise VweError(f"pretrained weights file {path} not found (model.pretrained); "
+def read_state_dict(path: str | Path) -> dict[str, Tensor]:
+    """The tensors of a local weights file (bare, or under "state_dict"/"model"), read with
+    weights_only=True: the one way every model loads a user's file."""
+    path = Path(path)
+    if not path.is_file():
+        raise VweError(f"weights file {path} not found (model.pretrained / seg.pretrained); "
                        "pass an existing .pth file, imagenet or none")
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file is the user's to fix
-        raise VweError(f"cannot read pretrained weights {path}: {err}") from None
+        raise VweError(f"cannot read weights {path} as a plain state dict: {err}") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping):
         raise VweError(f"{path} does not hold a state dict (a mapping of tensors)")
-    return dict(obj)
+    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
 
 
 def clean_backbone_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
@@ -231,7 +233,7 @@ def load_pretrained(model: ResNet, name: str, spec: str) -> None:
     if spec in ("none", "", None):
         return
     source = f"ImageNet weights of {name}" if spec == "imagenet" else str(spec)
-    state = _imagenet_state_dict(name) if spec == "imagenet" else _file_state_dict(spec)
+    state = _imagenet_state_dict(name) if spec == "imagenet" else read_state_dict(spec)
     state = clean_backbone_keys(state)
     expected = model.state_dict()
     missing = sorted(set(expected) - set(state))

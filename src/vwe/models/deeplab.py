@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vwe.errors import VweError
-from vwe.models.backbone import ResNet, build_backbone, load_pretrained
+from vwe.models.backbone import ResNet, build_backbone, load_pretrained, read_state_dict
 from vwe.models.deeplab_caffe import (
     CAFFE_BLOCKS,
     DEEPLAB_DILATIONS,
@@ -288,24 +288,6 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, max
 
 
 # ------------------------------------------------------------ initialisation (§1.5)
-
-def read_state_dict(path: str | Path) -> dict[str, Tensor]:
-    """A state dict from a local file (bare or under state_dict/model), weights_only always."""
-    path = Path(path)
-    if not path.is_file():
-        raise VweError(f"initial weights {path} not found (model.pretrained); pass an existing "
-                       ".pth file, imagenet or none")
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as err:  # any unreadable file is the user's to fix
-        raise VweError(f"cannot read initial weights {path} as a plain state dict: {err}") from None
-    for key in ("state_dict", "model"):
-        if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
-            obj = obj[key]
-    if not isinstance(obj, Mapping):
-        raise VweError(f"{path} does not hold a state dict (a mapping of tensors)")
-    return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
-
 
 def looks_like_coco(path: str | Path, state: Mapping[str, Tensor]) -> bool:
     """A COCO init: "coco" in the file name or a 91-class head (KZ's converted init, §1.5)."""
