@@ -71,7 +71,7 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval-labels":
             p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
                            help="sweep the background threshold on the stored walks")
-        if name == "run":
+        if name in ("run", "demo"):
             p.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="rerun this stage and every later one (e.g. train-irn)")
         if name == "import-weights":
