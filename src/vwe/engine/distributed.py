@@ -7,7 +7,7 @@ without them the run is a single process. CUDA runs use NCCL, CPU runs gloo.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TypeVar
 
@@ -17,6 +17,8 @@ import torch.distributed as dist
 from vwe.errors import VweError
 
 T = TypeVar("T")
+C = TypeVar("C")
+R = TypeVar("R")
 
 
 @dataclass(frozen=True)
@@ -65,6 +67,16 @@ def teardown(ctx: DistContext) -> None:
     """Leave the process group (safe to call for single-process runs)."""
     if ctx.distributed and dist.is_initialized():
         dist.destroy_process_group()
+
+
+def in_process_group(body: Callable[[C, DistContext], R], cfg: C) -> R:
+    """Run a stage body inside the process group (joined from torchrun's environment), and
+    leave the group whatever happens: every distributed stage's `run(cfg)`."""
+    ctx = setup(cfg.device)  # type: ignore[attr-defined]
+    try:
+        return body(cfg, ctx)
+    finally:
+        teardown(ctx)
 
 
 def barrier(ctx: DistContext) -> None:

@@ -35,6 +35,17 @@ class FixedBatchNorm2d(nn.BatchNorm2d):
                             training=False, momentum=0.0, eps=self.eps)
 
 
+def init_resnet_weights(model: nn.Module) -> None:
+    """torchvision's init: kaiming-normal (fan_out) convs, BN weight 1 and bias 0; only matters
+    without pretrained weights."""
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+        elif isinstance(m, nn.BatchNorm2d):
+            nn.init.ones_(m.weight)
+            nn.init.zeros_(m.bias)
+
+
 def use_batch_statistics(module: nn.Module) -> nn.Module:
     """Swap every FixedBatchNorm2d for an ordinary BatchNorm2d (same parameters and buffers).
 
@@ -135,16 +146,7 @@ class ResNet(nn.Module):
             layer += [block(in_ch, planes, 1, dilation) for _ in range(blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
             self.out_channels.append(in_ch)
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """torchvision's init: kaiming-normal (fan_out) convs, BN weight 1 and bias 0."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def stem(self, x: Tensor) -> Tensor:
         """conv1 + bn1 + relu + maxpool: stride 4."""

@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from vwe.errors import VweError
-from vwe.models.backbone import FixedBatchNorm2d
+from vwe.models.backbone import FixedBatchNorm2d, init_resnet_weights
 
 log = logging.getLogger(__name__)
 
@@ -108,16 +108,7 @@ class CaffeResNet(nn.Module):
             self.add_module(f"layer{i + 2}", nn.Sequential(stage))
             self.out_channels.append(out_ch)
             in_ch = out_ch
-        self._init_weights()
-
-    def _init_weights(self) -> None:
-        """Kaiming-normal convs, BN weight 1 / bias 0: only matters without pretrained weights."""
-        for m in self.modules():
-            if isinstance(m, nn.Conv2d):
-                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
-            elif isinstance(m, nn.BatchNorm2d):
-                nn.init.ones_(m.weight)
-                nn.init.zeros_(m.bias)
+        init_resnet_weights(self)
 
     def forward(self, x: Tensor) -> list[Tensor]:
         outs = [self.layer1(x)]

@@ -177,11 +177,7 @@ def output_dir(cfg: Config) -> Path:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return infer(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(infer, cfg)
 
 
 def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:

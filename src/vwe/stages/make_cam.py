@@ -129,11 +129,7 @@ def check_scales(cam_cfg: CamConfig) -> None:
 
 
 def run(cfg: Config) -> dict:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return make_cams(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(make_cams, cfg)
 
 
 def make_cams(cfg: Config, ctx: DistContext) -> dict:

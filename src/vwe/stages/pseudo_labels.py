@@ -102,11 +102,7 @@ def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int
 
 
 def run(cfg: Config) -> dict:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return make_pseudo_labels(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(make_pseudo_labels, cfg)
 
 
 @torch.no_grad()

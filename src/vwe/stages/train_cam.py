@@ -98,11 +98,7 @@ def memory_bank_step(codebook: torch.Tensor, features: torch.Tensor, word_labels
 
 
 def run(cfg: Config) -> dict:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return train(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(train, cfg)
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

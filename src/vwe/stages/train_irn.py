@@ -146,11 +146,7 @@ def training_paths(cfg: Config, device: torch.device) -> PathTensors:
 
 
 def run(cfg: Config) -> dict:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return train(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(train, cfg)
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

@@ -131,11 +131,7 @@ def make_dataset(cfg: Config, layout: VocLayout) -> SegTrainDataset:
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    ctx = dist_utils.setup(cfg.device)
-    try:
-        return train(cfg, ctx)
-    finally:
-        dist_utils.teardown(ctx)
+    return dist_utils.in_process_group(train, cfg)
 
 
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
