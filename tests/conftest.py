@@ -5,6 +5,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
 from vwe.config import SyntheticConfig
@@ -57,3 +58,12 @@ def make_voc(root: Path, images: dict[str, list[str]], lists: dict[str, list[str
 def fake_voc() -> Callable[..., Path]:
     """`make_voc(root, images, lists, classes=None, size=(10, 12))`: a hand-made VOC folder."""
     return make_voc
+
+
+@pytest.fixture(scope="module")
+def single_torch_thread():
+    """Tiny tensors: two torch threads on shared, busy cores are far slower than one."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -29,17 +29,11 @@ EDGE_PROB = np.array([[0.1, 0.2, 0.05, 0.05],
                       [0.05, 0.05, 0.9, 0.05]])
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _single_torch_thread():
-    """Tiny tensors: two torch threads on shared, busy cores are ~100× slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 @pytest.fixture(scope="module")
-def model(_single_torch_thread) -> IRNet:
+def model(single_torch_thread) -> IRNet:
     torch.manual_seed(0)
     return IRNet("resnet_tiny")
 

@@ -9,15 +9,6 @@ import torch
 from vwe.cli import main
 
 
-@pytest.fixture(scope="module")
-def single_torch_thread():
-    """Tiny tensors: two torch threads on shared, busy cores are far slower than one."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def tiny_refine_overrides(root: Path, run_dir: Path, *extra: str) -> list[str]:
     """Tiny settings for every stage from train-cam to eval-labels (resnet_tiny, small crops)."""
     return [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=0", "device=cpu",

@@ -16,13 +16,7 @@ from vwe.models.deeplab import build_deeplab
 from vwe.refine.crf import crf_inference_prob
 from vwe.stages.infer_seg import crf_image, crf_kwargs, predict_logits
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def mean_iou(gt, pred, num_classes):

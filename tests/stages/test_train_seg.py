@@ -13,13 +13,7 @@ from vwe.cli import main
 from vwe.data.io import read_label_png, save_label_png
 from vwe.engine.checkpoint import load_checkpoint
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def seg_overrides(root, run_dir, *extra, label_dir=None):
