@@ -20,7 +20,7 @@ from torch.utils.data import Dataset
 
 from vwe.data.io import read_image, read_label_png
 from vwe.data.transforms import normalize, random_crop, random_flip, rescale, to_chw
-from vwe.data.voc import IGNORE_ID, VocLayout, sample_rng
+from vwe.data.voc import IGNORE_ID, EpochSeededDataset, VocLayout, sample_rng
 from vwe.errors import VweError
 
 LABEL_STRIDE = 4  # the edge map's stride: labels are reduced ×0.25 (irn.md §5.2)
@@ -67,7 +67,7 @@ def top_left_crop(image: np.ndarray, size: int) -> np.ndarray:
     return canvas
 
 
-class AffinityDataset(Dataset):
+class AffinityDataset(EpochSeededDataset):
     """Images of a split with their IR labels (`<label_dir>/<name>.png`), augmented (§5.2).
 
     Call `set_epoch` before each epoch's DataLoader iterator is made.
@@ -87,12 +87,6 @@ class AffinityDataset(Dataset):
 
     def label_path(self, name: str) -> Path:
         return self.label_dir / f"{name}.png"
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from vwe.data.io import read_image, read_label_png
 from vwe.data.transforms import resize, to_chw
-from vwe.data.voc import VocLayout, sample_rng
+from vwe.data.voc import EpochSeededDataset, VocLayout, sample_rng
 from vwe.errors import VweError
 
 SHOW_NAMES = 5  # names listed in an error about many files
@@ -151,19 +151,13 @@ class SegTrainTransform:
         return pixels, label
 
 
-class SegTrainDataset(Dataset):
+class SegTrainDataset(EpochSeededDataset):
     """Images with label PNGs under `SegTrainTransform`; call `set_epoch` before each epoch."""
 
     def __init__(self, layout: VocLayout, names: list[str], label_dir: str | Path,
                  transform: SegTrainTransform, seed: int = 0) -> None:
         self.layout, self.names, self.label_dir = layout, names, Path(label_dir)
         self.transform, self.seed, self.epoch = transform, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]

@@ -200,7 +200,23 @@ def sample_rng(seed: int, epoch: int, index: int) -> random.Random:
     return random.Random(f"vwe-sample:{seed}:{epoch}:{index}")  # str seeds hash with SHA-512
 
 
-class ClassificationDataset(Dataset):
+class EpochSeededDataset(Dataset):
+    """Named images whose augmentation is seeded by (seed, epoch, index): the same for any
+    worker count and after a resume. Subclasses set `names` and `seed`; call `set_epoch` before
+    each epoch (before the DataLoader iterator is made, so workers get it)."""
+
+    names: list[str]
+    seed: int = 0
+    epoch: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+
+class ClassificationDataset(EpochSeededDataset):
     """Images with multi-hot labels under the authors' training augmentation (CAM/IRN training).
 
     Call `set_epoch` before each epoch (before the DataLoader iterator is made, so workers get
@@ -214,12 +230,6 @@ class ClassificationDataset(Dataset):
         self.transform = TrainTransform.from_config(transform_cfg)
         self.seed = seed
         self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.names)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         name = self.names[index]
