@@ -10,13 +10,16 @@ import importlib
 import logging
 import os
 import sys
+from contextlib import ExitStack
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from vwe.config import Config, load_config, to_yaml
 from vwe.data.io import write_text_atomic
+from vwe.engine.lock import run_dir_lock
 from vwe.engine.progress import setup_logging
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 
 log = logging.getLogger("vwe.cli")
@@ -51,6 +54,12 @@ COMMANDS: dict[str, Command] = {
 }
 
 
+# Commands that write a recorded output folder (the others only read or write one file).
+PER_FOLDER_COMMANDS = ("train-cam", "make-cam", "ir-labels", "train-irn", "pseudo-labels",
+                       "train-seg", "infer-seg")
+NO_RUN_DIR = ("import-weights",)  # writes only where its arguments say
+
+
 def packaged_config(name: str) -> Path:
     """A YAML shipped inside the package (also reachable as ./configs/NAME in a checkout)."""
     return Path(str(resources.files("vwe") / "configs" / name))
@@ -68,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
             stage_dir = name.replace("-", "_")
             p.add_argument("--resume", action="store_true",
                            help=f"continue from <run_dir>/{stage_dir}/last.pt")
+        if name in PER_FOLDER_COMMANDS:
+            p.add_argument("--overwrite", action="store_true",
+                           help="recompute outputs made with other settings instead of "
+                                "stopping (docs/pipeline.md#records)")
         if name == "eval-labels":
             p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
                            help="sweep the background threshold on the stored walks")
@@ -90,6 +103,8 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     extra = []
     if getattr(args, "resume", False):
         extra.append(f"{args.command.replace('-', '_')}.resume=true")
+    if getattr(args, "overwrite", False):
+        extra.append("overwrite=changed")
     if getattr(args, "sweep", None) is not None:
         extra.append(f"eval_labels.sweep={str(args.sweep).lower()}")
     if getattr(args, "from_stage", None):
@@ -102,7 +117,7 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
 
 def save_resolved_config(cfg: Config, command: str) -> None:
     """Every run keeps the config it actually ran with."""
-    path = Path(cfg.run_dir) / "configs" / f"{command}.yaml"
+    path = RunDir(cfg).config_file(command)
     path.parent.mkdir(parents=True, exist_ok=True)
     write_text_atomic(path, to_yaml(cfg))
 
@@ -113,16 +128,20 @@ def run_command(args: argparse.Namespace) -> dict:
         packaged_config(command.default_config) if command.default_config else None)
     cfg = load_config(config_path, list(args.overrides) + command_overrides(args))
     rank = _env_rank()
-    try:
-        setup_logging(cfg.run_dir if args.command != "import-weights" else None, rank, args.debug)
-        if rank == 0 and args.command != "import-weights":
-            save_resolved_config(cfg, args.command)
-    except OSError as err:
-        raise VweError(f"cannot write to run_dir {cfg.run_dir} ({err.strerror}); choose a "
-                       "writable folder with run_dir=…") from None
-    target = command.module if "." in command.module else f"vwe.stages.{command.module}"
-    stage = importlib.import_module(target)
-    return stage.run(cfg)
+    uses_run_dir = args.command not in NO_RUN_DIR
+    with ExitStack() as held:
+        try:
+            setup_logging(cfg.run_dir if uses_run_dir else None, rank, args.debug)
+            held.enter_context(run_dir_lock(RunDir(cfg).lock, args.command,
+                                            enabled=uses_run_dir and rank == 0))
+            if rank == 0 and uses_run_dir:
+                save_resolved_config(cfg, args.command)
+        except OSError as err:
+            raise VweError(f"cannot write to run_dir {cfg.run_dir} ({err.strerror}); choose a "
+                           "writable folder with run_dir=…") from None
+        target = command.module if "." in command.module else f"vwe.stages.{command.module}"
+        stage = importlib.import_module(target)
+        return stage.run(cfg)
 
 
 def _env_rank() -> int:

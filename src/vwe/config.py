@@ -88,7 +88,19 @@ class LossWeights:
 
 
 @dataclass
-class TrainCamConfig:
+class LoopSettings:
+    """Keys every training stage has: the one training loop (engine/loop.py) reads them."""
+
+    batch_size: int = 16  # global batch, split across ranks
+    checkpoint_every: int = 500  # steps between last.pt saves; also at the end
+    log_every: int = 10  # steps between TensorBoard scalars
+    amp: bool = False  # bfloat16 autocast on CUDA only
+    resume: bool = False  # continue from <run_dir>/<stage>/last.pt (`--resume`)
+    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+
+
+@dataclass
+class TrainCamConfig(LoopSettings):
     """CAM training: the authors' augmentation and poly SGD."""
 
     epochs: int = 6
@@ -106,7 +118,7 @@ class TrainCamConfig:
     flip_prob: float = 0.5
     checkpoint_every: int = 500  # steps; also at every epoch end and at the end
     log_every: int = 10  # steps between TensorBoard scalars
-    amp: bool = False  # bfloat16/float16 autocast on CUDA only
+    amp: bool = False  # bfloat16 autocast on CUDA only
     losses: LossWeights = field(default_factory=LossWeights)
     resume: bool = False  # continue from <run_dir>/train_cam/last.pt (`--resume`)
     stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
@@ -146,7 +158,7 @@ class IrLabelConfig:
 
 
 @dataclass
-class TrainIrnConfig:
+class TrainIrnConfig(LoopSettings):
     """`vwe train-irn`: boundary + displacement branches on a frozen backbone (irn.md §5)."""
 
     backbone: str = ""  # empty: model.backbone (the CAM network's)
@@ -170,6 +182,7 @@ class TrainIrnConfig:
     mean_shift_split: str = "train"  # infer_list of the displacement-mean pass (irn.md §5.6)
     checkpoint_every: int = 100  # steps; also at every epoch end and at the end
     log_every: int = 10  # steps between TensorBoard scalars
+    amp: bool = False  # bfloat16 autocast on CUDA only
     resume: bool = False  # continue from <run_dir>/train_irn/last.pt (`--resume`)
     stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
 
@@ -217,7 +230,7 @@ class SegConfig:
 
 
 @dataclass
-class TrainSegConfig:
+class TrainSegConfig(LoopSettings):
     """`vwe train-seg`: DeepLabV2 on a folder of label PNGs (specs/seg.md §1.6–1.8, §6).
 
     `recipe` picks the optimiser/loss bundle; the keys left at null take the recipe's value.
@@ -319,6 +332,9 @@ class Config:
     run_dir: str = "runs/voc_cam_r50"
     device: str = "auto"  # auto | cpu | cuda
     seed: int = 1
+    # An output folder made with other settings: never (stop with the differing keys) |
+    # changed (recompute it: `--overwrite`, `vwe run`) | always (recompute even if equal: --from)
+    overwrite: str = "never"
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

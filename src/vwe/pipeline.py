@@ -1,8 +1,11 @@
-"""`vwe run` / `vwe demo`: the stage order, done-markers and resume.
+"""`vwe run` / `vwe demo`: the stage order, the records that make it a dependency graph, resume.
 
-Each finished stage leaves `<run_dir>/done/<stage>.json` holding its summary; running again skips
-finished stages and resumes an unfinished one (the stages themselves resume per image or from
-their last checkpoint). `--from STAGE` reruns that stage and every later one.
+Each finished stage leaves `<run_dir>/done/<stage>.json` holding the record it was made with and
+its summary. Running again skips a stage only when its marker's record equals the record the
+stage would make now (docs/pipeline.md#records); a changed key therefore reruns its stage, and
+since every record holds its inputs' identities, every stage after it. Stages rerun with
+`overwrite=changed` (their folders are recomputed, not refused) and resume where they can;
+`--from STAGE` reruns that stage and every later one with `overwrite=always`.
 """
 
 from __future__ import annotations
@@ -13,12 +16,14 @@ import json
 import logging
 import math
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 from vwe.config import Config
-from vwe.data.io import write_json_atomic
+from vwe.data.io import read_json, write_json_atomic
+from vwe.engine.records import Record
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -37,43 +42,60 @@ PAPER_NUMBERS: dict[str, dict[str, float]] = {
 }
 
 
-def marker_path(cfg: Config, stage: str) -> Path:
-    return Path(cfg.run_dir) / "done" / f"{stage}.json"
-
-
-def with_resume(cfg: Config) -> Config:
-    """Training stages continue from their last checkpoint when one is there."""
+def with_resume(cfg: Config, overwrite: str = "changed") -> Config:
+    """Training stages continue from their last checkpoint when one is there; folders made with
+    other settings are recomputed (`overwrite`)."""
     changes = {f.name: dataclasses.replace(getattr(cfg, f.name), resume=True)
                for f in dataclasses.fields(cfg)
                if dataclasses.is_dataclass(getattr(cfg, f.name))
                and hasattr(getattr(cfg, f.name), "resume")}
-    return dataclasses.replace(cfg, **changes)
+    return dataclasses.replace(cfg, overwrite=overwrite, **changes)
+
+
+def marker_summary(path: Any, record: Record | None) -> dict | None:
+    """The summary in a done-marker when it was made with `record`, else None."""
+    if not path.is_file():
+        return None
+    try:
+        marker = read_json(path)
+    except VweError:
+        return None
+    wanted = record.to_json() if record is not None else None
+    if not isinstance(marker, dict) or "summary" not in marker or marker.get("record") != wanted:
+        return None
+    return marker["summary"]
 
 
 def run_stages(cfg: Config, stages: Sequence[str] = PIPELINE,
                from_stage: str | None = None) -> dict[str, dict]:
-    """Run `stages` in order, skipping those with a done-marker (all from `from_stage` rerun)."""
+    """Run `stages` in order, skipping those whose marker holds today's record (all from
+    `from_stage` rerun)."""
     if from_stage and from_stage.replace("-", "_") not in stages:
         raise VweError(f"--from {from_stage}: not a stage; choose one of "
                        f"{', '.join(s.replace('_', '-') for s in stages)}")
     first = stages.index(from_stage.replace("-", "_")) if from_stage else len(stages)
+    run_dir = RunDir(cfg)
     summaries: dict[str, dict] = {}
     for index, stage in enumerate(stages):
-        marker = marker_path(cfg, stage)
-        if index >= first and marker.exists():
-            marker.unlink()
-        if marker.exists() and stage not in ALWAYS_RUN:
-            summaries[stage] = json.loads(marker.read_text())
-            log.info("%s: done earlier (%s), skipped", stage, marker)
+        stage_cfg = with_resume(cfg, "always" if index >= first else "changed")
+        record = stage_record(stage_cfg, stage)
+        marker = run_dir.done_marker(stage)
+        done = marker_summary(marker, record) if index < first else None
+        if done is not None and stage not in ALWAYS_RUN:
+            summaries[stage] = done
+            log.info("%s: done earlier with these settings (%s), skipped", stage, marker)
             continue
+        if marker.exists():
+            marker.unlink()
         log.info("── %s", stage.replace("_", "-"))
         module = importlib.import_module(f"vwe.stages.{stage}")
-        summary = module.run(with_resume(cfg))
+        summary = module.run(stage_cfg)
         summaries[stage] = summary
         if not summary.get("finished", True):  # stopped early (stop_at_step): resume later
             log.info("%s stopped before the end; run again to resume it", stage)
             break
-        write_json_atomic(marker, _jsonable(summary))
+        write_json_atomic(marker, {"record": record.to_json() if record else None,
+                                   "summary": _jsonable(summary)})
     return summaries
 
 
@@ -109,5 +131,5 @@ def run(cfg: Config) -> dict:
     """`vwe run`: the whole pipeline from one config and one run directory."""
     summaries = run_stages(cfg, PIPELINE, cfg.pipeline.from_stage or None)
     table = stage_table(summaries, cfg.preset, f"vwe run: {cfg.run_dir}")
-    write_json_atomic(Path(cfg.run_dir) / "summary.json", _jsonable(summaries))
+    write_json_atomic(RunDir(cfg).summary, _jsonable(summaries))
     return {"table": table, "stages": list(summaries)}

@@ -116,7 +116,8 @@ def test_infer_writes_palette_pngs_resumes_and_workers_agree(tiny_dataset, train
     assert first.stat().st_mtime_ns == stamp and (inline / "crf" / f"{names[1]}.png").exists()
     assert main(["infer-seg", *args, f"infer_seg.out_dir={inline}", "infer_seg.flip=false",
                  "infer_seg.crf.workers=0"]) == 2  # other settings: refused, not mixed in
-    assert "made with another settings" in capsys.readouterr().err
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert "made with other settings (infer_seg.flip: true → false)" in err and "--overwrite" in err
     assert main(["infer-seg", *args, f"infer_seg.out_dir={pooled}",
                  "infer_seg.crf.workers=2"]) == 0
     for kind in ("raw", "crf"):

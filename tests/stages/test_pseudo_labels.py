@@ -105,7 +105,7 @@ def test_sweep_equals_labels_made_at_each_threshold(tiny_dataset, run_copy, irn_
              "eval_labels.sweep_step=0.15")
     walk = "pseudo_labels.exp_times=2"  # a short walk: on ~20×20 grids T^256 is flat
     assert main(["pseudo-labels", *refine_overrides(tiny_dataset, run_dir, walk)]) == 0
-    assert main(["eval-labels", *refine_overrides(tiny_dataset, run_dir, *sweep)]) == 0
+    assert main(["eval-labels", *refine_overrides(tiny_dataset, run_dir, walk, *sweep)]) == 0
     curve = eval_json(run_dir)["sweep"]
     assert curve["thresholds"] == [0.1, 0.25, 0.4]
     checkpoint = f"pseudo_labels.checkpoint={run_dir / 'train_irn' / 'final.pt'}"

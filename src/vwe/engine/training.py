@@ -1,4 +1,4 @@
-"""Pieces every training stage shares: checkpoint paths, the global-batch sampler, SIGTERM."""
+"""Pieces every training stage shares: the folder's record, the global-batch sampler, SIGTERM."""
 
 from __future__ import annotations
 
@@ -6,32 +6,50 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
-from pathlib import Path
 
 import torch
 from torch.utils.data import Sampler
 
+from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
+from vwe.engine.records import Record, clear_outputs, needs_clearing
+from vwe.engine.run_dir import TrainingDir
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
 
 
-def checkpoint_paths(out_dir: Path, resume: bool, stage: str
-                     ) -> tuple[Path, Path, dict | None]:
-    """A training stage's last.pt and final.pt, and its summary when there is nothing to do.
+TRAINING_FILES = ("last.pt", "final.pt", "tb/*")
 
-    An earlier run's last.pt is never overwritten silently: continue it with --resume or pick
-    another run_dir.
+
+def prepare_training_dir(stage: str, out: TrainingDir, record: Record, resume: bool,
+                         overwrite: str, ctx: DistContext) -> dict | None:
+    """Check the training folder's record, then say what to do: None to train, or the summary
+    when final.pt is already this config's. The loop writes the record when training starts.
+
+    A folder trained with other settings is cleared (overwrite=changed/always) or refused, so a
+    resume never continues another config's run; an earlier run's last.pt is never overwritten
+    silently: continue it with --resume or pick another run_dir.
     """
-    last_path, final_path = out_dir / "last.pt", out_dir / "final.pt"
-    if final_path.exists() and resume:
-        log.info("%s: %s already exists; nothing to resume", stage, final_path)
-        return last_path, final_path, {"checkpoint": str(final_path), "skipped": True}
-    if last_path.exists() and not resume:
-        raise VweError(f"{last_path} exists from an earlier run; pass --resume to continue it, "
-                       "or set run_dir to a new folder")
-    return last_path, final_path, None
+    error: Exception | None = None
+    if ctx.is_main:
+        try:
+            has_files = out.last.exists() or out.final.exists()
+            if needs_clearing(out.root, record, overwrite, stage, has_files):
+                clear_outputs([out.root], TRAINING_FILES)
+        except Exception as err:  # re-raised after the barrier, so other ranks do not hang
+            error = err
+    dist_utils.barrier(ctx)
+    if error is not None:
+        raise error
+    if out.final.exists() and resume:
+        log.info("%s: %s already exists with these settings; nothing to resume", stage,
+                 out.final)
+        return {"checkpoint": str(out.final), "skipped": True}
+    if out.last.exists() and not resume:
+        raise VweError(f"{out.last} exists from an earlier run; pass --resume to continue it, "
+                       "--overwrite to start again, or set run_dir to a new folder")
+    return None
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

@@ -13,6 +13,7 @@ import numpy as np
 from vwe.config import Config
 from vwe.data.io import load_npz, read_image
 from vwe.data.voc import VocLayout
+from vwe.engine.run_dir import RunDir
 from vwe.pipeline import PIPELINE, run_stages, stage_table
 from vwe.visualize import save_cam_panel
 
@@ -24,10 +25,11 @@ NUM_PANELS = 8
 def write_panels(cfg: Config, count: int = NUM_PANELS) -> list[str]:
     """Image | ground truth | CAM per labelled class, for the first images of the eval split."""
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    out_dir = Path(cfg.run_dir) / "cam_panels"
+    run_dir = RunDir(cfg)
+    out_dir = run_dir.cam_panels
     written = []
     for name in layout.read_split(cfg.eval_cam.split)[:count]:
-        cams = load_npz(Path(cfg.run_dir) / "cams" / f"{name}.npz")
+        cams = load_npz(run_dir.cams / f"{name}.npz")
         image = read_image(layout.image_path(name))
         mask = layout.read_mask(name, len(layout.class_names))
         path = out_dir / f"{name}.png"

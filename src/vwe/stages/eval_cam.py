@@ -19,6 +19,8 @@ from vwe.config import Config, EvalCamConfig
 from vwe.data.io import load_npz, write_json_atomic
 from vwe.data.voc import VocLayout
 from vwe.engine.progress import progress
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     format_table,
@@ -27,6 +29,7 @@ from vwe.metrics import (
     segmentation_scores,
     sweep_confusions,
 )
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -94,7 +97,10 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
                 ) -> tuple[list[str], dict[str, np.ndarray]]:
     """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time."""
     num_classes = layout.num_classes + 1  # background first
-    paths = _cam_paths(Path(cfg.run_dir) / "cams", names)
+    run_dir = RunDir(cfg)
+    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
+                    "vwe make-cam --overwrite")
+    paths = _cam_paths(run_dir.cams, names)
     variants: list[str] = []
     totals: dict[str, np.ndarray] = {}
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-cam"):
@@ -171,7 +177,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "variants": {v: _variant_report(totals[v], thresholds, class_names, eval_cfg.sweep)
                      for v in variants},
     }
-    json_path = Path(cfg.run_dir) / "eval_cam.json"
+    json_path = RunDir(cfg).eval_json("eval_cam")
     write_json_atomic(json_path, report)
     table = _summary_table(report, totals["fused"][0], eval_cfg.bkg_score)
     log.debug("%s", table)

@@ -20,6 +20,8 @@ from vwe.config import Config, EvalLabelsConfig
 from vwe.data.io import load_npz, read_label_png, write_json_atomic
 from vwe.data.voc import IGNORE_ID, VocLayout
 from vwe.engine.progress import progress
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     confusion_matrix,
@@ -30,6 +32,7 @@ from vwe.metrics import (
     sweep_confusions,
 )
 from vwe.refine.random_walk import upsample_walk
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -42,12 +45,6 @@ def sweep_thresholds(ec: EvalLabelsConfig) -> np.ndarray:
                        f"step={ec.sweep_step}); the walk maps are scaled to [0, 1]")
     count = int(np.floor((ec.sweep_stop - ec.sweep_start) / ec.sweep_step + 1e-6)) + 1
     return np.round(ec.sweep_start + ec.sweep_step * np.arange(count), 6)
-
-
-def label_dir_of(cfg: Config) -> Path:
-    """eval_labels.label_dir, else <run_dir>/pseudo_labels."""
-    return Path(cfg.eval_labels.label_dir) if cfg.eval_labels.label_dir else \
-        Path(cfg.run_dir) / "pseudo_labels"
 
 
 def read_prediction(path: Path, gt_shape: tuple[int, ...], num_classes: int) -> np.ndarray:
@@ -87,7 +84,7 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
         raise VweError(f"label {missing[0]} not found ({len(missing)} of {len(paths)} missing); "
                        "run the stage that writes them (e.g. `vwe pseudo-labels`) or set "
                        "eval_labels.label_dir")
-    walk_dir = Path(cfg.run_dir) / "walks"
+    walk_dir = RunDir(cfg).walks
     conf = np.zeros((num_classes, num_classes), np.int64)
     sweep = None if thresholds is None else \
         np.zeros((len(thresholds), num_classes, num_classes), np.int64)
@@ -121,7 +118,7 @@ def sweep_report(sweep: np.ndarray, thresholds: np.ndarray,
 
 def walks_present(cfg: Config, names: list[str]) -> bool:
     """Whether every listed image has a stored walk."""
-    walk_dir = Path(cfg.run_dir) / "walks"
+    walk_dir = RunDir(cfg).walks
     return all((walk_dir / f"{name}.npz").is_file() for name in names)
 
 
@@ -130,7 +127,11 @@ def run(cfg: Config) -> dict[str, Any]:
     ec = cfg.eval_labels
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(ec.split)
-    label_dir = label_dir_of(cfg)
+    run_dir = RunDir(cfg)
+    label_dir = run_dir.eval_label_dir
+    if not ec.label_dir:  # the run's own pseudo labels: they must be this config's
+        require_current(label_dir, stage_record(cfg, "pseudo_labels"), "pseudo-labels",
+                        "vwe pseudo-labels --overwrite")
     thresholds = sweep_thresholds(ec) if ec.sweep else None
     if thresholds is not None and not walks_present(cfg, names):
         log.info("eval-labels: no stored walks for every image of '%s' in %s/walks; sweep "
@@ -143,7 +144,7 @@ def run(cfg: Config) -> dict[str, Any]:
         "label_dir": str(label_dir), "scores": scores_entry(conf, class_names),
         "sweep": None if sweep is None else sweep_report(sweep, thresholds, class_names),
     }
-    json_path = Path(cfg.run_dir) / "eval_labels.json"
+    json_path = run_dir.eval_json("eval_labels")
     write_json_atomic(json_path, report)
     title = f"Labels {label_dir} on {ec.split}, {len(names)} images"
     table = format_table(segmentation_scores(conf, class_names), title)

@@ -17,19 +17,16 @@ from vwe.config import Config
 from vwe.data.io import ensure_writable_dir, read_label_png, write_json_atomic
 from vwe.data.voc import VocLayout
 from vwe.engine.progress import progress
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import confusion_matrix, format_table, scores_to_json, segmentation_scores
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
 VARIANTS = ("raw", "crf")
 SHOW_NAMES = 5
-
-
-def prediction_dir(cfg: Config) -> Path:
-    eval_cfg = cfg.eval_seg
-    return Path(eval_cfg.pred_dir) if eval_cfg.pred_dir else \
-        Path(cfg.run_dir) / "seg" / eval_cfg.split
 
 
 def found_variants(pred_dir: Path, names: list[str]) -> list[str]:
@@ -88,7 +85,11 @@ def run(cfg: Config) -> dict[str, Any]:
     split = cfg.eval_seg.split
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(split)
-    pred_dir = prediction_dir(cfg)
+    run_dir = RunDir(cfg)
+    pred_dir = run_dir.eval_seg_predictions
+    if not cfg.eval_seg.pred_dir:  # the run's own predictions: they must be this config's
+        require_current(pred_dir, stage_record(cfg, "infer_seg"), "infer-seg",
+                        "vwe infer-seg --overwrite")
     variants = found_variants(pred_dir, names)
     ensure_writable_dir(cfg.run_dir, "run_dir")
     class_names = ["background", *layout.class_names]
@@ -96,7 +97,7 @@ def run(cfg: Config) -> dict[str, Any]:
     report = {"split": split, "num_images": len(names), "class_names": class_names,
               "pred_dir": str(pred_dir),
               "variants": {v: _entry(totals[v], class_names) for v in variants}}
-    json_path = Path(cfg.run_dir) / "eval_seg.json"
+    json_path = run_dir.eval_json("eval_seg")
     write_json_atomic(json_path, report)
     primary = variants[-1]  # crf when present: the reported number (§4 problem 2)
     title = f"DeepLab ({primary}) on {split}, {len(names)} images"

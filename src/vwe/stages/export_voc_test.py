@@ -20,6 +20,7 @@ from vwe.config import Config, ExportConfig
 from vwe.data.io import atomic_path, encode_label_png, ensure_writable_dir, read_label_png
 from vwe.data.voc import VocLayout
 from vwe.engine.progress import progress
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -42,14 +43,11 @@ def check_config(export: ExportConfig) -> None:
 
 
 def prediction_folder(cfg: Config) -> Path:
-    export = cfg.export
-    base = Path(export.pred_dir) if export.pred_dir else Path(cfg.run_dir) / "seg" / export.split
-    return base / export.variant
+    return RunDir(cfg).export_predictions / cfg.export.variant
 
 
 def archive_path(cfg: Config) -> Path:
-    return Path(cfg.export.archive) if cfg.export.archive else \
-        Path(cfg.run_dir) / "voc_test_results.tar.gz"
+    return RunDir(cfg).export_archive
 
 
 def check_complete(names: list[str], folder: Path, split: str) -> None:

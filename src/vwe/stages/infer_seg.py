@@ -5,7 +5,8 @@ scales and flip (irn#26, ToCo), each upsampled to H×W and fused; softmax → ar
 `raw/<name>.png`, the dense CRF on the raw RGB image → `crf/<name>.png` (specs/seg.md §1.9,
 §1.10). The CRF runs in CPU worker processes while the network goes on. Ranks take strided
 shares of the split; an image with all its PNGs is skipped, so an interrupted run resumes
-(`inference.json` records the checkpoint and settings: a changed one is refused, not mixed in).
+(the folder's `record.json` holds the checkpoint's hash and the settings: a changed one is
+recomputed or refused, never mixed in).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -21,32 +22,26 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-from omegaconf import OmegaConf
 
 from vwe.config import Config, CrfConfig, InferSegConfig, SegConfig
-from vwe.data.io import (
-    ensure_writable_dir,
-    read_image,
-    read_json,
-    save_label_png,
-    write_json_atomic,
-)
+from vwe.data.io import ensure_writable_dir, read_image, save_label_png
 from vwe.data.segmentation import normalize_pixels
 from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
-from vwe.engine.progress import progress
+from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.models.deeplab import CAFFE_MEAN_BGR, MSC, build_deeplab, input_normalization
 from vwe.refine.crf import crf_inference_prob
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
 FUSIONS = ("sum", "max", "mean")
 CRF_IMAGES = ("raw", "kz_quirk")
 ARCH_KEYS = ("backbone", "layout")  # seg.* keys that must match the checkpoint
-RECORD_FILE = "inference.json"  # beside raw/ and crf/: what the PNGs were made with
 
 
 def fuse(maps: Sequence[torch.Tensor], how: str) -> torch.Tensor:
@@ -109,11 +104,6 @@ def check_config(infer: InferSegConfig) -> None:
                        "kz_quirk")
 
 
-def checkpoint_path(cfg: Config) -> Path:
-    return Path(cfg.infer_seg.checkpoint) if cfg.infer_seg.checkpoint else \
-        Path(cfg.run_dir) / "train_seg" / "final.pt"
-
-
 def _check_arch(state: dict[str, Any], seg: SegConfig, num_classes: int, path: Path) -> None:
     """The checkpoint's class count and seg.backbone/layout must match the config's."""
     saved = int(state.get("num_classes", num_classes))
@@ -130,7 +120,7 @@ def _check_arch(state: dict[str, Any], seg: SegConfig, num_classes: int, path: P
 
 def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
     """The trained DeepLab, strictly checked, with the model's MSC on or off (infer_seg.msc)."""
-    path = checkpoint_path(cfg)
+    path = RunDir(cfg).seg_checkpoint
     state = load_checkpoint(path)
     if "model" not in state:
         raise VweError(f"checkpoint {path} has no 'model' entry; is it a train-seg checkpoint?")
@@ -144,38 +134,6 @@ def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
     return model.to(device).eval()
 
 
-def run_record(cfg: Config, checkpoint: Path) -> dict[str, Any]:
-    """What the PNGs in a folder depend on: the checkpoint file and the inference settings."""
-    stat = checkpoint.stat()
-    settings = OmegaConf.to_container(OmegaConf.structured(cfg.infer_seg))
-    for key in ("split", "checkpoint", "out_dir"):
-        settings.pop(key)
-    for key in ("workers", "enabled"):  # neither changes a PNG once it is written
-        settings["crf"].pop(key)
-    return {"checkpoint": str(checkpoint.resolve()), "checkpoint_size": stat.st_size,
-            "checkpoint_mtime_ns": stat.st_mtime_ns, "msc_scales": list(cfg.seg.msc_scales),
-            "settings": settings}
-
-
-def check_record(out_dir: Path, record: dict[str, Any], ctx: DistContext) -> None:
-    """Refuse to resume into a folder made with another checkpoint or settings; else record."""
-    path = out_dir / RECORD_FILE
-    if path.is_file():
-        previous = read_json(path)
-        if previous != record:
-            changed = sorted(k for k in record if previous.get(k) != record[k])
-            raise VweError(f"the predictions in {out_dir} were made with another "
-                           f"{' / '.join(changed)} ({path}); delete the folder or set "
-                           "infer_seg.out_dir to a new one")
-    elif ctx.is_main:
-        write_json_atomic(path, record)
-
-
-def output_dir(cfg: Config) -> Path:
-    infer = cfg.infer_seg
-    return Path(infer.out_dir) if infer.out_dir else Path(cfg.run_dir) / "seg" / infer.split
-
-
 def run(cfg: Config) -> dict[str, Any]:
     return dist_utils.in_process_group(infer, cfg)
 
@@ -183,29 +141,27 @@ def run(cfg: Config) -> dict[str, Any]:
 def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     infer_cfg = cfg.infer_seg
     check_config(infer_cfg)
-    out_dir = output_dir(cfg)
+    out_dir = RunDir(cfg).infer_seg_out
     kinds = ("raw", "crf") if infer_cfg.crf.enabled else ("raw",)
     for kind in kinds:
         ensure_writable_dir(out_dir / kind, "infer_seg.out_dir")
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(infer_cfg.split)
     model = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
-    check_record(out_dir, run_record(cfg, checkpoint_path(cfg)), ctx)
-    mine = dist_utils.shard(names, ctx)
-    todo = [n for n in mine if not all((out_dir / k / f"{n}.png").exists() for k in kinds)]
-    if len(todo) < len(mine):
-        log.info("infer-seg: %d of %d images already done, resuming", len(mine) - len(todo),
-                 len(mine))
-    predict_all(cfg, ctx, model, layout, todo, out_dir)
-    dist_utils.barrier(ctx)
+    outputs = ImageOutputs((out_dir,), lambda n: [out_dir / k / f"{n}.png" for k in kinds],
+                           ("raw/*.png", "crf/*.png"))
+    result = run_per_image("infer_seg", names, outputs, stage_record(cfg, "infer_seg"),
+                           cfg.overwrite, ctx,
+                           lambda todo: predict_all(cfg, model, layout, todo, out_dir))
     log.info("infer-seg: %d images of %s in %s", len(names), infer_cfg.split, out_dir)
     return {"pred_dir": str(out_dir), "split": infer_cfg.split, "images": len(names),
-            "computed": len(todo), "crf": infer_cfg.crf.enabled}
+            "computed": len(result.computed), "crf": infer_cfg.crf.enabled}
 
 
-def predict_all(cfg: Config, ctx: DistContext, model: MSC, layout: VocLayout, names: list[str],
-                out_dir: Path) -> None:
-    """Network on this process, CRF in `crf.workers` processes (at most 2 per worker queued)."""
+def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
+                out_dir: Path) -> Iterator[str]:
+    """Network on this process, CRF in `crf.workers` processes (at most 2 per worker queued);
+    yields each image's name once all its PNGs are written."""
     infer_cfg, crf = cfg.infer_seg, cfg.infer_seg.crf
     mean, std, bgr = input_normalization(cfg.seg.layout)
     pool = None
@@ -213,33 +169,36 @@ def predict_all(cfg: Config, ctx: DistContext, model: MSC, layout: VocLayout, na
         pool = ProcessPoolExecutor(crf.workers, mp_context=multiprocessing.get_context("spawn"))
     pending: deque[tuple[str, Future]] = deque()
     try:
-        for name in progress(names, desc="infer-seg", enabled=ctx.is_main):
+        for name in names:
             image = read_image(layout.image_path(name))
             logits = predict_logits(model, normalize_pixels(image, mean, std, bgr),
                                     infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
                                     infer_cfg.scale_fusion)
             probs = torch.softmax(logits, dim=0).cpu().numpy()
-            if crf.enabled:
-                args = (crf_image(image, crf.image), probs)
-                if pool is None:
-                    _write(out_dir / "crf" / f"{name}.png",
-                           crf_inference_prob(*args, **crf_kwargs(crf)))
-                else:
-                    pending.append((name, pool.submit(crf_inference_prob, *args,
-                                                      **crf_kwargs(crf))))
             _write(out_dir / "raw" / f"{name}.png", probs)
+            if crf.enabled and pool is not None:
+                pending.append((name, pool.submit(crf_inference_prob,
+                                                  crf_image(image, crf.image), probs,
+                                                  **crf_kwargs(crf))))
+            else:
+                if crf.enabled:
+                    _write(out_dir / "crf" / f"{name}.png",
+                           crf_inference_prob(crf_image(image, crf.image), probs,
+                                              **crf_kwargs(crf)))
+                yield name
             while len(pending) > 2 * crf.workers:
-                _finish(pending.popleft(), out_dir)
+                yield _finish(pending.popleft(), out_dir)
         while pending:
-            _finish(pending.popleft(), out_dir)
+            yield _finish(pending.popleft(), out_dir)
     finally:
         if pool is not None:
             pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _finish(job: tuple[str, Future], out_dir: Path) -> None:
+def _finish(job: tuple[str, Future], out_dir: Path) -> str:
     name, future = job
     _write(out_dir / "crf" / f"{name}.png", future.result())
+    return name
 
 
 def _write(path: Path, scores: np.ndarray) -> None:

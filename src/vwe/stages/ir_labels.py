@@ -4,7 +4,8 @@ For every image of `data.train_list`: the `high_res` CAMs with a constant fg pla
 bg plane (0.05), each argmax refined by a dense CRF, combined into 0 (confident background),
 class + 1 (confident foreground) and 255 (uncertain). The CRFs run in `ir_labels.num_workers`
 spawned processes per rank; ranks take strided shares; images already written are skipped, and
-every PNG is written atomically, so an interrupted run resumes where it stopped.
+every PNG is written atomically (the per-image runner), so an interrupted run resumes where it
+stopped.
 """
 
 from __future__ import annotations
@@ -23,9 +24,12 @@ from vwe.data.io import read_image, save_label_png
 from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
-from vwe.engine.progress import progress
+from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.refine.ir_label import IGNORE, ir_label
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -85,30 +89,26 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/ir_labels/<name>.png for every image of data.train_list (irn.md §4)."""
     ir_cfg = cfg.ir_labels
     check_thresholds(ir_cfg)
+    run_dir = RunDir(cfg)
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(cfg.data.train_list)
     labels = layout.image_labels(cfg.data.train_list)
-    cam_paths = check_cam_files(layout, Path(cfg.run_dir) / "cams", names, labels, "high_res",
-                                full_size)
-    out_dir = Path(cfg.run_dir) / "ir_labels"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    tasks = [IrLabelTask(name, layout.image_path(name), cam_path, out_dir / f"{name}.png",
-                         ir_cfg.fg_thres, ir_cfg.bg_thres)
-             for name, cam_path in zip(names, cam_paths)]
-    mine = dist_utils.shard(tasks, ctx)
-    todo = [task for task in mine if not task.out_path.exists()]
-    if len(todo) < len(mine):
-        log.info("ir-labels: %d of %d images already done, resuming", len(mine) - len(todo),
-                 len(mine))
-    totals = np.zeros(3, dtype=np.int64)
-    bar = progress(run_tasks(todo, ir_cfg.num_workers), total=len(todo), desc="ir-labels",
-                   enabled=ctx.is_main)
-    for _, counts in bar:
-        totals += counts
-    dist_utils.barrier(ctx)
+    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
+                    "vwe make-cam --overwrite")
+    cam_paths = check_cam_files(layout, run_dir.cams, names, labels, "high_res", full_size)
+    out_dir = run_dir.ir_labels
+    tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path, out_dir / f"{name}.png",
+                               ir_cfg.fg_thres, ir_cfg.bg_thres)
+             for name, cam_path in zip(names, cam_paths)}
+    outputs = ImageOutputs((out_dir,), lambda name: [tasks[name].out_path], ("*.png",))
+    result = run_per_image("ir_labels", names, outputs, stage_record(cfg, "ir_labels"),
+                           cfg.overwrite, ctx,
+                           lambda todo: run_tasks([tasks[n] for n in todo], ir_cfg.num_workers))
+    totals = sum((counts for _, counts in result.results), np.zeros(3, dtype=np.int64))
     share = totals / max(int(totals.sum()), 1)
     log.info("ir-labels: %d label files in %s; this rank computed %d (bg %.1f%%, fg %.1f%%, "
-             "ignore %.1f%% of their pixels)", len(names), out_dir, len(todo), *(100 * share))
-    return {"label_dir": str(out_dir), "images": len(names), "computed": len(todo),
+             "ignore %.1f%% of their pixels)", len(names), out_dir, len(result.computed),
+             *(100 * share))
+    return {"label_dir": str(out_dir), "images": len(names), "computed": len(result.computed),
             "pixel_share": {"bg": float(share[0]), "fg": float(share[1]),
                             "ignore": float(share[2])}}

@@ -5,14 +5,15 @@ Per scale: PIL-bicubic rescale, the image and its mirror in one batch, ReLU CAMs
 and summed over scales; the labelled channels are divided by their max + 1e-5. With
 `cam.fuse_word_cam` the word CAMs go through the same steps and the stored CAM is the
 element-wise max of the two normalised maps (our reading of the paper, specs/vwe.md).
-Images already done are skipped, so an interrupted run resumes; ranks take strided shares.
+Runs on the per-image runner: images already done with the same record are skipped, so an
+interrupted run resumes; ranks take strided shares.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import logging
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -25,24 +26,21 @@ from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
-from vwe.engine.progress import progress
+from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
 NORM_EPS = 1e-5  # authors: divide by max + 1e-5
 
 
-def cam_checkpoint_path(cfg: Config) -> Path:
-    return Path(cfg.cam.checkpoint) if cfg.cam.checkpoint else \
-        Path(cfg.run_dir) / "train_cam" / "final.pt"
-
-
 def load_cam_net(cfg: Config, num_classes: int, device: torch.device
                  ) -> tuple[CamNet, torch.Tensor | None]:
     """The trained network (strictly checked against the config) and its memory-bank codebook."""
-    path = cam_checkpoint_path(cfg)
+    path = RunDir(cfg).cam_checkpoint
     state = load_checkpoint(path)
     if "model" not in state:
         raise VweError(f"checkpoint {path} has no 'model' entry; convert the authors' files "
@@ -132,24 +130,28 @@ def run(cfg: Config) -> dict:
     return dist_utils.in_process_group(make_cams, cfg)
 
 
+def cam_outputs(run_dir: RunDir) -> ImageOutputs:
+    return ImageOutputs((run_dir.cams,), lambda name: [run_dir.cams / f"{name}.npz"], ("*.npz",))
+
+
 def make_cams(cfg: Config, ctx: DistContext) -> dict:
     check_scales(cfg.cam)
+    run_dir = RunDir(cfg)
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(cfg.cam.split)
     labels = layout.image_labels(cfg.cam.split)
     model, codebook = load_cam_net(cfg, len(layout.class_names), ctx.device)
-    out_dir = Path(cfg.run_dir) / "cams"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    mine = dist_utils.shard(names, ctx)
-    todo = [n for n in mine if not (out_dir / f"{n}.npz").exists()]
-    if len(todo) < len(mine):
-        log.info("make-cam: %d of %d images already done, resuming", len(mine) - len(todo),
-                 len(mine))
-    for name in progress(todo, desc="make-cam", enabled=ctx.is_main):
-        image = read_image(layout.image_path(name))
-        keys = np.flatnonzero(labels[name])
-        arrays = multiscale_cams(model, image, keys, cfg.cam, codebook)
-        save_npz(out_dir / f"{name}.npz", **arrays)
-    dist_utils.barrier(ctx)
+    out_dir = run_dir.cams
+
+    def process(todo: list[str]) -> Iterator[None]:
+        for name in todo:
+            image = read_image(layout.image_path(name))
+            keys = np.flatnonzero(labels[name])
+            save_npz(out_dir / f"{name}.npz", **multiscale_cams(model, image, keys, cfg.cam,
+                                                                 codebook))
+            yield None
+
+    result = run_per_image("make_cam", names, cam_outputs(run_dir),
+                           stage_record(cfg, "make_cam"), cfg.overwrite, ctx, process)
     log.info("make-cam: %d CAM files in %s", len(names), out_dir)
-    return {"cam_dir": str(out_dir), "images": len(names), "computed": len(todo)}
+    return {"cam_dir": str(out_dir), "images": len(names), "computed": len(result.computed)}

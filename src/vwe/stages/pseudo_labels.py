@@ -7,13 +7,14 @@ max; a constant background plane 0.25 and the argmax: a uint8 PNG with no ignore
 The walk itself is stored too (`<run_dir>/walks/<name>.npz`: `rw` at stride 4 in
 `pseudo_labels.walk_dtype`, and `keys`) and the PNG is made from exactly the stored values, so
 `vwe eval-labels` can sweep the background threshold without walking again and reproduce the
-PNGs bit for bit. Resumable per image (PNG written last, atomically); ranks take strided shares.
+PNGs bit for bit. Resumable per image on the per-image runner (PNG written last, atomically);
+ranks take strided shares.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -26,10 +27,13 @@ from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
-from vwe.engine.progress import progress
+from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -52,15 +56,9 @@ def check_config(pl: PseudoLabelConfig) -> None:
             raise VweError(f"pseudo_labels.{key}={getattr(pl, key)!r} must be {want}")
 
 
-def irn_checkpoint_path(cfg: Config) -> Path:
-    """pseudo_labels.checkpoint, else <run_dir>/train_irn/final.pt."""
-    return Path(cfg.pseudo_labels.checkpoint) if cfg.pseudo_labels.checkpoint else \
-        Path(cfg.run_dir) / "train_irn" / "final.pt"
-
-
 def load_irnet(cfg: Config, device: torch.device) -> IRNet:
     """The trained IRNet, built as configured and strictly checked against the checkpoint."""
-    path = irn_checkpoint_path(cfg)
+    path = RunDir(cfg).irn_checkpoint
     state = load_checkpoint(path)
     weights = state.get("model")
     if not isinstance(weights, dict):
@@ -110,28 +108,32 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split (§6)."""
     pl = cfg.pseudo_labels
     check_config(pl)
+    run_dir = RunDir(cfg)
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
     names = layout.read_split(pl.split)
     labels = layout.image_labels(pl.split)
-    cam_paths = check_cam_files(layout, Path(cfg.run_dir) / "cams", names, labels, "cam",
-                                stride4_size)
+    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
+                    "vwe make-cam --overwrite")
+    cam_paths = dict(zip(names, check_cam_files(layout, run_dir.cams, names, labels, "cam",
+                                                stride4_size)))
     model = load_irnet(cfg, ctx.device)
-    label_dir, walk_dir = Path(cfg.run_dir) / "pseudo_labels", Path(cfg.run_dir) / "walks"
-    label_dir.mkdir(parents=True, exist_ok=True)
-    jobs = dist_utils.shard(list(zip(names, cam_paths)), ctx)
-    todo = [(n, p) for n, p in jobs if not (label_dir / f"{n}.png").exists()]
-    if len(todo) < len(jobs):
-        log.info("pseudo-labels: %d of %d images already done, resuming", len(jobs) - len(todo),
-                 len(jobs))
-    for name, cam_path in progress(todo, desc="pseudo-labels", enabled=ctx.is_main):
-        image = read_image(layout.image_path(name))
-        keys, cams = load_cam(cam_path, "cam")
-        rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
-        save_npz(walk_dir / f"{name}.npz", rw=rw, keys=keys)  # the PNG last: it marks "done"
-        save_label_png(label_dir / f"{name}.png",
-                       label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
-    dist_utils.barrier(ctx)
+    label_dir, walk_dir = run_dir.pseudo_labels, run_dir.walks
+
+    def process(todo: list[str]) -> Iterator[None]:
+        for name in todo:
+            image = read_image(layout.image_path(name))
+            keys, cams = load_cam(cam_paths[name], "cam")
+            rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
+            save_npz(walk_dir / f"{name}.npz", rw=rw, keys=keys)  # the PNG last: marks "done"
+            save_label_png(label_dir / f"{name}.png",
+                           label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
+            yield None
+
+    outputs = ImageOutputs((label_dir, walk_dir), lambda name: [label_dir / f"{name}.png"],
+                           ("*.png", "*.npz"))
+    result = run_per_image("pseudo_labels", names, outputs, stage_record(cfg, "pseudo_labels"),
+                           cfg.overwrite, ctx, process)
     log.info("pseudo-labels: %d label files in %s (bg_thres %g), walks in %s", len(names),
              label_dir, pl.bg_thres, walk_dir)
     return {"label_dir": str(label_dir), "walk_dir": str(walk_dir), "split": pl.split,
-            "images": len(names), "computed": len(todo), "bg_thres": pl.bg_thres}
+            "images": len(names), "computed": len(result.computed), "bg_thres": pl.bg_thres}

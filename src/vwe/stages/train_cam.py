@@ -8,45 +8,27 @@ augmentation from (seed, epoch, index), and every rank takes its slice of the sa
 from __future__ import annotations
 
 import logging
-import math
-from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 
 from vwe.config import Config, LossWeights, to_yaml
 from vwe.data.voc import ClassificationDataset, VocLayout
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
 from vwe.engine.distributed import DistContext
+from vwe.engine.loop import TrainingJob
+from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
-from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
+from vwe.engine.run_dir import RunDir
+from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
 from vwe.models.visual_words import init_codebook, memory_bank_ema, word_feature_sums
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
-
-
-def checkpoint_state(model: CamNet, codebook: torch.Tensor | None, step: int, cfg: Config,
-                     class_names: list[str], optimizer: torch.optim.Optimizer | None) -> dict:
-    """Everything later stages (and a resume) need, as plain tensors and strings."""
-    state: dict[str, Any] = {
-        "model": model.state_dict(), "step": step, "preset": cfg.preset,
-        "model_config": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
-        "num_classes": len(class_names), "class_names": list(class_names),
-        "config": to_yaml(cfg),
-    }
-    if codebook is not None:
-        state["codebook"] = codebook.detach().cpu().clone()
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    return state
 
 
 def total_steps(num_items: int, cfg: Config) -> int:
@@ -102,9 +84,10 @@ def run(cfg: Config) -> dict:
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:
-    out_dir = Path(cfg.run_dir) / "train_cam"
     tc = cfg.train_cam
-    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-cam")
+    out = RunDir(cfg).training("train_cam")
+    record = stage_record(cfg, "train_cam")
+    nothing_to_do = prepare_training_dir("train_cam", out, record, tc.resume, cfg.overwrite, ctx)
     if nothing_to_do:
         return nothing_to_do
     check_batch(cfg, ctx)
@@ -115,118 +98,70 @@ def train(cfg: Config, ctx: DistContext) -> dict:
     torch.manual_seed(cfg.seed)
     model = CamNet(cfg.model, len(class_names)).to(ctx.device)
     freeze_heads_without_loss(model, tc.losses)
-    codebook = None
-    if cfg.model.codebook == "memory_bank":  # held outside the model, like the authors' script
-        codebook = init_codebook(cfg.model.num_words, model.feature_dim).to(ctx.device)
     optimizer = build_sgd(model.param_groups(tc.lr, tc.new_lr_mult, tc.weight_decay),
                           momentum=tc.momentum, weight_decay=tc.weight_decay)
-    step = 0
-    if tc.resume and last_path.exists():
-        state = load_checkpoint(last_path)
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
-        codebook = state["codebook"].to(ctx.device) if "codebook" in state else codebook
-        step = int(state["step"])
-        log.info("train-cam: resuming from %s at step %d/%d", last_path, step, max_steps)
-    net = DistributedDataParallel(model) if ctx.distributed else model
-    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
-    try:
-        with sigterm_as_interrupt():
-            step, losses, codebook = train_loop(cfg, ctx, net, model, codebook, optimizer,
-                                                dataset, step, max_steps, class_names, writer,
-                                                last_path)
-    finally:
-        if writer is not None:
-            writer.close()
-    done = step >= max_steps
-    if ctx.is_main and done:
-        save_checkpoint(final_path, checkpoint_state(model, codebook, step, cfg, class_names,
-                                                     None))
-    dist_utils.barrier(ctx)
-    summary = {"checkpoint": str(final_path if done else last_path), "steps": step,
-               "max_steps": max_steps, "finished": done, "losses": losses}
-    log.info("train-cam: %s after %d/%d steps, %s", "finished" if done else "stopped", step,
-             max_steps, ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-    return summary
+    step_fn = CamTrainStep(cfg, ctx, optimizer, max_steps)
+    if cfg.model.codebook == "memory_bank":  # held outside the model, like the authors' script
+        step_fn.codebook = init_codebook(cfg.model.num_words, model.feature_dim).to(ctx.device)
+    job = TrainingJob(
+        "train_cam", tc, out, record, ctx, model, optimizer, dataset, max_steps, cfg.seed,
+        cfg.data.num_workers, step_fn,
+        state=lambda: checkpoint_extras(step_fn.codebook, cfg, class_names),
+        load_state=step_fn.load_codebook, after_update=step_fn.update_codebook)
+    return train_loop(job)
 
 
-def train_loop(cfg: Config, ctx: DistContext, net: torch.nn.Module, model: CamNet,
-               codebook: torch.Tensor | None, optimizer: torch.optim.Optimizer,
-               dataset: ClassificationDataset, step: int, max_steps: int,
-               class_names: list[str], writer: SummaryWriter | None,
-               last_path: Path) -> tuple[int, dict, torch.Tensor | None]:
-    """Run updates from `step` to the end (or `stop_at_step`), checkpointing on the way."""
-    tc = cfg.train_cam
-    per_epoch = len(dataset) // tc.batch_size
-    stop_at = min(max_steps, tc.stop_at_step) if tc.stop_at_step > 0 else max_steps
-    losses: dict[str, float] = {}
-    bar = progress(range(step, stop_at), total=max_steps, initial=step, desc="train-cam",
-                   enabled=ctx.is_main)
-
-    def save() -> None:
-        if ctx.is_main:
-            save_checkpoint(last_path, checkpoint_state(model, codebook, step, cfg, class_names,
-                                                        optimizer))
-
-    try:
-        while step < stop_at:
-            epoch, start_batch = divmod(step, per_epoch)
-            dataset.set_epoch(epoch)
-            sampler = GlobalBatchSampler(len(dataset), tc.batch_size, ctx, cfg.seed, epoch,
-                                         start_batch)
-            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                pin_memory=ctx.device.type == "cuda",
-                                persistent_workers=False)
-            for batch in loader:
-                losses, codebook = train_step(cfg, ctx, net, codebook, optimizer, batch, step,
-                                              max_steps)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['total']:.4f}", epoch=epoch)
-                if writer is not None and (step % tc.log_every == 0 or step == stop_at):
-                    for name, value in losses.items():
-                        writer.add_scalar(f"loss/{name}", value, step)
-                    writer.add_scalar("lr/backbone", optimizer.param_groups[0]["lr"], step)
-                if step % tc.checkpoint_every == 0 or step % per_epoch == 0 or step == stop_at:
-                    save()
-                if step >= stop_at:
-                    break
-    except KeyboardInterrupt:
-        save()
-        raise VweError(f"train-cam interrupted at step {step}; {last_path} holds the last "
-                       "checkpoint: rerun with --resume to continue") from None
-    finally:
-        bar.close()
-    return step, losses, codebook
-
-
-def train_step(cfg: Config, ctx: DistContext, net: torch.nn.Module,
-               codebook: torch.Tensor | None, optimizer: torch.optim.Optimizer, batch: dict,
-               step: int, max_steps: int) -> tuple[dict[str, float], torch.Tensor | None]:
-    """One SGD update; a non-finite loss stops the run before the weights change."""
-    tc = cfg.train_cam
-    images = batch["image"].to(ctx.device, non_blocking=True)
-    labels = batch["label"].to(ctx.device, non_blocking=True)
-    set_poly_lr(optimizer, step, max_steps, tc.poly_power)
-    use_amp = tc.amp and ctx.device.type == "cuda"
-    with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-        output = net(images, codebook=codebook)
-        terms = cam_losses(output, labels, tc.losses, learned_codebook(net))
-    values = torch.stack([terms[k].detach().float() for k in sorted(terms)])
-    dist_utils.all_reduce_sum(values, ctx)
-    values /= ctx.world_size
-    logged = dict(zip(sorted(terms), values.tolist()))
-    if not all(math.isfinite(v) for v in logged.values()):
-        raise VweError(f"train-cam: loss became non-finite at step {step} ({logged}); stopped "
-                       f"before updating. The last good checkpoint is {cfg.run_dir}/train_cam/"
-                       "last.pt; lower train_cam.lr or check the data, then --resume")
-    optimizer.zero_grad(set_to_none=True)
-    terms["total"].backward()
-    optimizer.step()
+def checkpoint_extras(codebook: torch.Tensor | None, cfg: Config,
+                      class_names: list[str]) -> dict[str, Any]:
+    """What later stages need besides the weights, as plain tensors and strings."""
+    state: dict[str, Any] = {
+        "preset": cfg.preset,
+        "model_config": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "num_classes": len(class_names), "class_names": list(class_names),
+        "config": to_yaml(cfg),
+    }
     if codebook is not None:
-        codebook = memory_bank_step(codebook, output.features.detach().float(),
-                                    output.word_labels, cfg.model.memory_rho, step, cfg.seed, ctx)
-    return logged, codebook
+        state["codebook"] = codebook.detach().cpu().clone()
+    return state
+
+
+class CamTrainStep:
+    """The CAM network's maths for one update, plus the memory-bank codebook it carries."""
+
+    def __init__(self, cfg: Config, ctx: DistContext, optimizer: torch.optim.Optimizer,
+                 max_steps: int) -> None:
+        self.cfg, self.ctx, self.optimizer, self.max_steps = cfg, ctx, optimizer, max_steps
+        self.codebook: torch.Tensor | None = None
+        self.features: torch.Tensor | None = None
+        self.word_labels: torch.Tensor | None = None
+
+    def __call__(self, net: torch.nn.Module, batch: dict, step: int) -> dict[str, float]:
+        """Forward, the three losses (docs/method.md#losses), backward; the loop updates."""
+        tc, ctx = self.cfg.train_cam, self.ctx
+        images = batch["image"].to(ctx.device, non_blocking=True)
+        labels = batch["label"].to(ctx.device, non_blocking=True)
+        set_poly_lr(self.optimizer, step, self.max_steps, tc.poly_power)
+        use_amp = tc.amp and ctx.device.type == "cuda"
+        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+            output = net(images, codebook=self.codebook)
+            terms = cam_losses(output, labels, tc.losses, learned_codebook(net))
+        values = torch.stack([terms[k].detach().float() for k in sorted(terms)])
+        dist_utils.all_reduce_sum(values, ctx)
+        values /= ctx.world_size
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["total"].backward()
+        self.features, self.word_labels = output.features.detach().float(), output.word_labels
+        return dict(zip(sorted(terms), values.tolist()))
+
+    def update_codebook(self, step: int) -> None:
+        if self.codebook is not None:
+            self.codebook = memory_bank_step(self.codebook, self.features, self.word_labels,
+                                             self.cfg.model.memory_rho, step, self.cfg.seed,
+                                             self.ctx)
+
+    def load_codebook(self, state: dict[str, Any]) -> None:
+        if "codebook" in state:
+            self.codebook = state["codebook"].to(self.ctx.device)
 
 
 def learned_codebook(net: torch.nn.Module) -> torch.Tensor | None:

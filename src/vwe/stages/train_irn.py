@@ -11,25 +11,25 @@ uninterrupted one. After training, with the displacement branch on, the mean dis
 from __future__ import annotations
 
 import logging
-import math
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 
 from vwe.config import Config, to_yaml
 from vwe.data.affinity import LABEL_STRIDE, AffinityDataset, TopLeftDataset
 from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
+from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
+from vwe.engine.loop import TrainingJob
+from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
+from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.backbone import clean_backbone_keys
 from vwe.models.irn import (
@@ -41,6 +41,7 @@ from vwe.models.irn import (
     path_tensors,
 )
 from vwe.refine.path_index import PathIndex
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -51,12 +52,6 @@ COUNT_KEYS = ("bg_pos", "fg_pos", "neg")
 def irn_backbone_name(cfg: Config) -> str:
     """train_irn.backbone, else the CAM network's model.backbone."""
     return cfg.train_irn.backbone or cfg.model.backbone
-
-
-def cam_checkpoint_path(cfg: Config) -> Path:
-    """The CAM network make-cam uses: cam.checkpoint, else <run_dir>/train_cam/final.pt."""
-    return Path(cfg.cam.checkpoint) if cfg.cam.checkpoint else \
-        Path(cfg.run_dir) / "train_cam" / "final.pt"
 
 
 def backbone_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
@@ -73,7 +68,7 @@ def backbone_state(state: dict[str, Any]) -> dict[str, torch.Tensor]:
 def load_backbone_init(model: IRNet, cfg: Config) -> None:
     """Copy `train_irn.backbone_init` weights (cam | a file) into the frozen backbone."""
     init = cfg.train_irn.backbone_init
-    path = cam_checkpoint_path(cfg) if init == "cam" else Path(init)
+    path = RunDir(cfg).cam_checkpoint if init == "cam" else Path(init)
     if init != "cam" and not path.is_file():
         raise VweError(f"train_irn.backbone_init={init}: no such file; use imagenet, cam or the "
                        "path of a weights file")
@@ -98,18 +93,12 @@ def build_irnet(cfg: Config) -> IRNet:
     return model
 
 
-def checkpoint_state(model: IRNet, step: int, cfg: Config, class_names: list[str],
-                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """Weights (backbone included, so inference needs no download), step and the IRNet shape."""
-    state: dict[str, Any] = {
-        "model": model.state_dict(), "step": step, "class_names": list(class_names),
-        "irn_config": {"backbone": irn_backbone_name(cfg),
-                       "with_displacement": cfg.train_irn.with_displacement},
-        "config": to_yaml(cfg),
-    }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    return state
+def checkpoint_extras(cfg: Config, class_names: list[str]) -> dict[str, Any]:
+    """Beside the weights (backbone included, so inference needs no download): the IRNet shape."""
+    return {"class_names": list(class_names),
+            "irn_config": {"backbone": irn_backbone_name(cfg),
+                           "with_displacement": cfg.train_irn.with_displacement},
+            "config": to_yaml(cfg)}
 
 
 def check_config(cfg: Config, ctx: DistContext, num_items: int) -> int:
@@ -150,94 +139,50 @@ def run(cfg: Config) -> dict:
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:
-    out_dir = Path(cfg.run_dir) / "train_irn"
     tc = cfg.train_irn
-    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-irn")
+    run_dir = RunDir(cfg)
+    out = run_dir.training("train_irn")
+    record = stage_record(cfg, "train_irn")
+    nothing_to_do = prepare_training_dir("train_irn", out, record, tc.resume, cfg.overwrite, ctx)
     if nothing_to_do:
         return nothing_to_do
+    require_current(run_dir.ir_labels, stage_record(cfg, "ir_labels"), "ir-labels",
+                    "vwe ir-labels --overwrite")
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    dataset = AffinityDataset(layout, cfg.data.train_list, Path(cfg.run_dir) / "ir_labels",
-                              tc.crop_size, tc.scale_range, tc.flip_prob, seed=cfg.seed)
+    dataset = AffinityDataset(layout, cfg.data.train_list, run_dir.ir_labels, tc.crop_size,
+                              tc.scale_range, tc.flip_prob, seed=cfg.seed)
     max_steps = check_config(cfg, ctx, len(dataset))
     paths = training_paths(cfg, ctx.device)
     model = build_irnet(cfg).to(ctx.device)
     optimizer = build_sgd(model.param_groups(tc.lr, tc.weight_decay), momentum=tc.momentum,
                           weight_decay=tc.weight_decay)
-    step = 0
-    if tc.resume and last_path.exists():
-        state = load_checkpoint(last_path)
-        load_model_state(model, state["model"], last_path)
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        log.info("train-irn: resuming from %s at step %d/%d", last_path, step, max_steps)
-    net = DistributedDataParallel(model) if ctx.distributed else model
-    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
 
-    def save(at_step: int) -> None:
-        if ctx.is_main:
-            save_checkpoint(last_path, checkpoint_state(model, at_step, cfg, layout.class_names,
-                                                        optimizer))
+    def train_step(net: torch.nn.Module, batch: dict, step: int) -> dict[str, float]:
+        """Boundary + displacement losses over the global batch (docs/refinement.md), backward."""
+        images = batch["image"].to(ctx.device, non_blocking=True)
+        labels = batch["label"].to(ctx.device, non_blocking=True)
+        set_poly_lr(optimizer, step, max_steps, tc.poly_power)
+        with torch.autocast(ctx.device.type, dtype=torch.bfloat16,
+                            enabled=tc.amp and ctx.device.type == "cuda"):
+            edge_logits, displacement = net(images)
+        targets = affinity_targets(labels, paths)
+        if displacement is not None:
+            displacement = displacement.float()
+        sums, counts = irn_loss_terms(edge_logits.float(), displacement, targets, paths)
+        total, logged = global_losses(sums, counts, ctx)
+        optimizer.zero_grad(set_to_none=True)
+        total.backward()
+        return logged
 
-    try:
-        with sigterm_as_interrupt():
-            step, losses = train_loop(cfg, ctx, net, optimizer, paths, dataset, step, max_steps,
-                                      writer, save)
-            done = step >= max_steps
-            if done and tc.with_displacement:  # last.pt already holds the trained weights
-                model.mean_shift.running_mean.copy_(displacement_mean(cfg, ctx, model, layout))
-    except KeyboardInterrupt:
-        raise VweError(f"train-irn interrupted; {last_path} holds the last checkpoint: rerun "
-                       "with --resume to continue") from None
-    finally:
-        if writer is not None:
-            writer.close()
-    if ctx.is_main and done:
-        save_checkpoint(final_path, checkpoint_state(model, step, cfg, layout.class_names, None))
-    dist_utils.barrier(ctx)
-    log.info("train-irn: %s after %d/%d steps, %s", "finished" if done else "stopped", step,
-             max_steps, ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
-    return {"checkpoint": str(final_path if done else last_path), "steps": step,
-            "max_steps": max_steps, "finished": done, "losses": losses}
+    def store_displacement_mean() -> None:  # last.pt already holds the trained weights
+        if tc.with_displacement:
+            model.mean_shift.running_mean.copy_(displacement_mean(cfg, ctx, model, layout))
 
-
-def train_loop(cfg: Config, ctx: DistContext, net: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, paths: PathTensors, dataset: AffinityDataset,
-               step: int, max_steps: int, writer: SummaryWriter | None,
-               save: Callable[[int], None]) -> tuple[int, dict[str, float]]:
-    """Run updates from `step` to the end (or `stop_at_step`), checkpointing on the way."""
-    tc = cfg.train_irn
-    per_epoch = len(dataset) // tc.batch_size
-    stop_at = min(max_steps, tc.stop_at_step) if tc.stop_at_step > 0 else max_steps
-    losses: dict[str, float] = {}
-    bar = progress(range(step, stop_at), total=max_steps, initial=step, desc="train-irn",
-                   enabled=ctx.is_main)
-    try:
-        while step < stop_at:
-            epoch, start_batch = divmod(step, per_epoch)
-            dataset.set_epoch(epoch)
-            sampler = GlobalBatchSampler(len(dataset), tc.batch_size, ctx, cfg.seed, epoch,
-                                         start_batch)
-            loader = DataLoader(dataset, batch_sampler=sampler, num_workers=cfg.data.num_workers,
-                                pin_memory=ctx.device.type == "cuda")
-            for batch in loader:
-                losses = train_step(cfg, ctx, net, optimizer, paths, batch, step, max_steps)
-                step += 1
-                bar.update(1)
-                bar.set_postfix(loss=f"{losses['total']:.4f}", epoch=epoch)
-                if writer is not None and (step % tc.log_every == 0 or step == stop_at):
-                    for name, value in losses.items():
-                        writer.add_scalar(f"loss/{name}", value, step)
-                    writer.add_scalar("lr/edge", optimizer.param_groups[0]["lr"], step)
-                if step % tc.checkpoint_every == 0 or step % per_epoch == 0 or step == stop_at:
-                    save(step)
-                if step >= stop_at:
-                    break
-    except KeyboardInterrupt:
-        save(step)
-        raise
-    finally:
-        bar.close()
-    return step, losses
+    job = TrainingJob("train_irn", tc, out, record, ctx, model, optimizer, dataset, max_steps,
+                      cfg.seed, cfg.data.num_workers, train_step,
+                      state=lambda: checkpoint_extras(cfg, layout.class_names),
+                      on_finished=store_displacement_mean)
+    return train_loop(job)
 
 
 def global_losses(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor],
@@ -255,27 +200,6 @@ def global_losses(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
     logged = {k: float(v) for k, v in terms.items()}
     logged["total"] = float(logged_total)
     return total, logged
-
-
-def train_step(cfg: Config, ctx: DistContext, net: torch.nn.Module,
-               optimizer: torch.optim.Optimizer, paths: PathTensors, batch: dict, step: int,
-               max_steps: int) -> dict[str, float]:
-    """One SGD update; a non-finite loss stops the run before the weights change."""
-    images = batch["image"].to(ctx.device, non_blocking=True)
-    labels = batch["label"].to(ctx.device, non_blocking=True)
-    set_poly_lr(optimizer, step, max_steps, cfg.train_irn.poly_power)
-    edge_logits, displacement = net(images)
-    targets = affinity_targets(labels, paths)
-    sums, counts = irn_loss_terms(edge_logits, displacement, targets, paths)
-    total, logged = global_losses(sums, counts, ctx)
-    if not all(math.isfinite(v) for v in logged.values()):
-        raise VweError(f"train-irn: loss became non-finite at step {step} ({logged}); stopped "
-                       f"before updating. The last good checkpoint is {cfg.run_dir}/train_irn/"
-                       "last.pt; lower train_irn.lr or check the IR labels, then --resume")
-    optimizer.zero_grad(set_to_none=True)
-    total.backward()
-    optimizer.step()
-    return logged
 
 
 @torch.no_grad()

@@ -11,27 +11,24 @@ accumulation steps equal one process (exactly with frozen batch norm).
 from __future__ import annotations
 
 import logging
-import math
 from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import torch
 from omegaconf import OmegaConf
-from torch.nn.parallel import DistributedDataParallel
-from torch.utils.data import DataLoader
-from torch.utils.tensorboard import SummaryWriter
 
 from vwe.config import Config, TrainSegConfig, to_yaml
-from vwe.data.io import ensure_writable_dir
 from vwe.data.segmentation import SegTrainDataset, SegTrainTransform, check_label_folder
 from vwe.data.voc import VocLayout
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from vwe.engine.distributed import DistContext
+from vwe.engine.loop import TrainingJob
+from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd
-from vwe.engine.progress import progress
-from vwe.engine.training import GlobalBatchSampler, checkpoint_paths, sigterm_as_interrupt
+from vwe.engine.records import require_current
+from vwe.engine.run_dir import RunDir
+from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
@@ -49,6 +46,7 @@ from vwe.models.seg_loss import (
     split_msc_loss,
     target_sizes,
 )
+from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
@@ -73,11 +71,6 @@ def recipe_settings(tc: TrainSegConfig) -> dict[str, Any]:
     return settings
 
 
-def label_dir(cfg: Config) -> Path:
-    """seg.label_dir, by default <run_dir>/pseudo_labels."""
-    return Path(cfg.seg.label_dir) if cfg.seg.label_dir else Path(cfg.run_dir) / "pseudo_labels"
-
-
 def build_seg_model(cfg: Config, num_classes: int, pretrained: str) -> MSC:
     """DeepLabV2 + MSC as `seg.*` says; batch statistics when seg.frozen_bn is false."""
     seg = cfg.seg
@@ -100,28 +93,20 @@ def check_batch(tc: TrainSegConfig, ctx: DistContext) -> int:
     return tc.batch_size // splits
 
 
-def checkpoint_state(model: MSC, step: int, cfg: Config, class_names: list[str],
-                     optimizer: torch.optim.Optimizer | None) -> dict[str, Any]:
-    """The base net's weights and what infer-seg and a resume need, as plain data."""
-    state: dict[str, Any] = {
-        "model": model.base.state_dict(), "step": step, "num_classes": len(class_names),
-        "class_names": list(class_names),
-        "seg_config": OmegaConf.to_container(OmegaConf.structured(cfg.seg)),
-        "recipe": cfg.train_seg.recipe, "config": to_yaml(cfg),
-    }
-    if optimizer is not None:
-        state["optimizer"] = optimizer.state_dict()
-    return state
+def checkpoint_extras(cfg: Config, class_names: list[str]) -> dict[str, Any]:
+    """Beside the base net's weights: what infer-seg needs, as plain data."""
+    return {"num_classes": len(class_names), "class_names": list(class_names),
+            "seg_config": OmegaConf.to_container(OmegaConf.structured(cfg.seg)),
+            "recipe": cfg.train_seg.recipe, "config": to_yaml(cfg)}
 
 
-def make_dataset(cfg: Config, layout: VocLayout) -> SegTrainDataset:
+def make_dataset(cfg: Config, layout: VocLayout, labels: Path) -> SegTrainDataset:
     """The training split with its labels, every label checked before anything is written."""
     tc, seg = cfg.train_seg, cfg.seg
     names = layout.read_split(tc.train_list)
     if len(names) < tc.batch_size:
         raise VweError(f"split '{tc.train_list}' has {len(names)} images, fewer than "
                        f"train_seg.batch_size={tc.batch_size}; lower the batch size")
-    labels = label_dir(cfg)
     check_label_folder(layout, names, labels, layout.num_classes + 1, seg.ignore_index,
                        cfg.data.num_workers)
     mean, std, bgr = input_normalization(seg.layout)
@@ -135,109 +120,48 @@ def run(cfg: Config) -> dict[str, Any]:
 
 
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
-    out_dir = Path(cfg.run_dir) / "train_seg"
     tc = cfg.train_seg
-    last_path, final_path, nothing_to_do = checkpoint_paths(out_dir, tc.resume, "train-seg")
+    run_dir = RunDir(cfg)
+    out = run_dir.training("train_seg")
+    record = stage_record(cfg, "train_seg")
+    nothing_to_do = prepare_training_dir("train_seg", out, record, tc.resume, cfg.overwrite, ctx)
     if nothing_to_do:
         return nothing_to_do
     settings = recipe_settings(tc)
     check_batch(tc, ctx)
-    ensure_writable_dir(out_dir, "run_dir")
+    if not cfg.seg.label_dir:
+        require_current(run_dir.pseudo_labels, stage_record(cfg, "pseudo_labels"),
+                        "pseudo-labels", "vwe pseudo-labels --overwrite")
     layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    dataset = make_dataset(cfg, layout)
+    dataset = make_dataset(cfg, layout, run_dir.seg_train_labels)
     class_names = ["background", *layout.class_names]
-    resuming = tc.resume and last_path.exists()
+    resuming = tc.resume and out.last.exists()
     torch.manual_seed(cfg.seed)
     model = build_seg_model(cfg, len(class_names),
                             "none" if resuming else cfg.seg.pretrained).to(ctx.device).train()
     optimizer = build_sgd(param_groups(model, settings["lr"], settings["weight_decay"],
                                        settings["recipe"]),
                           momentum=settings["momentum"], weight_decay=settings["weight_decay"])
-    step = 0
-    if resuming:
-        state = load_checkpoint(last_path)
-        load_model_state(model.base, state["model"], last_path)
-        optimizer.load_state_dict(state["optimizer"])
-        step = int(state["step"])
-        log.info("train-seg: resuming from %s at step %d/%d", last_path, step, tc.iterations)
-    net = DistributedDataParallel(model) if ctx.distributed else model
-    writer = SummaryWriter(str(out_dir / "tb")) if ctx.is_main else None
-    loop = TrainLoop(cfg, ctx, net, model, optimizer, settings, class_names, writer, last_path)
-    try:
-        with sigterm_as_interrupt():
-            step, loss = loop.run(dataset, step)
-    finally:
-        if writer is not None:
-            writer.close()
-    done = step >= tc.iterations
-    if ctx.is_main and done:
-        save_checkpoint(final_path, checkpoint_state(model, step, cfg, class_names, None))
-    dist_utils.barrier(ctx)
-    log.info("train-seg: %s after %d/%d steps, loss %.4f", "finished" if done else "stopped",
-             step, tc.iterations, loss)
-    return {"checkpoint": str(final_path if done else last_path), "steps": step,
-            "max_steps": tc.iterations, "finished": done, "loss": loss}
+    step_fn = SegTrainStep(cfg, ctx, model, optimizer, settings)
+    job = TrainingJob("train_seg", tc, out, record, ctx, model, optimizer, dataset, tc.iterations,
+                      cfg.seed, cfg.data.num_workers, step_fn,
+                      state=lambda: checkpoint_extras(cfg, class_names), saved=model.base,
+                      save_each_epoch=False)
+    return train_loop(job)
 
 
-class TrainLoop:
-    """Updates from a step to the end (or `stop_at_step`), checkpointing on the way."""
+class SegTrainStep:
+    """DeepLab's maths for one update: MSC losses over the global batch, accumulation."""
 
-    def __init__(self, cfg: Config, ctx: DistContext, net: torch.nn.Module, model: MSC,
-                 optimizer: torch.optim.Optimizer, settings: dict[str, Any],
-                 class_names: list[str], writer: SummaryWriter | None, last_path: Path) -> None:
-        self.cfg, self.ctx, self.net, self.model = cfg, ctx, net, model
-        self.optimizer, self.settings, self.class_names = optimizer, settings, class_names
-        self.writer, self.last_path = writer, last_path
+    def __init__(self, cfg: Config, ctx: DistContext, model: MSC,
+                 optimizer: torch.optim.Optimizer, settings: dict[str, Any]) -> None:
+        self.cfg, self.ctx, self.optimizer, self.settings = cfg, ctx, optimizer, settings
         sizes = msc_output_sizes(model, cfg.train_seg.crop_size, ctx.device)
         self.term_sizes = target_sizes(settings["recipe"], sizes)
 
-    def save(self, step: int) -> None:
-        if self.ctx.is_main:
-            save_checkpoint(self.last_path, checkpoint_state(self.model, step, self.cfg,
-                                                             self.class_names, self.optimizer))
-
-    def run(self, dataset: SegTrainDataset, step: int) -> tuple[int, float]:
-        tc = self.cfg.train_seg
-        per_epoch = len(dataset) // tc.batch_size
-        stop_at = min(tc.iterations, tc.stop_at_step) if tc.stop_at_step > 0 else tc.iterations
-        loss = math.nan
-        bar = progress(range(step, stop_at), total=tc.iterations, initial=step,
-                       desc="train-seg", enabled=self.ctx.is_main)
-        try:
-            while step < stop_at:
-                epoch, start_batch = divmod(step, per_epoch)
-                dataset.set_epoch(epoch)
-                sampler = GlobalBatchSampler(len(dataset), tc.batch_size, self.ctx,
-                                             self.cfg.seed, epoch, start_batch)
-                loader = DataLoader(dataset, batch_sampler=sampler,
-                                    num_workers=self.cfg.data.num_workers,
-                                    pin_memory=self.ctx.device.type == "cuda")
-                for batch in loader:
-                    loss = self.step(batch, step)
-                    step += 1
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{loss:.4f}", epoch=epoch)
-                    self.log(step, loss, stop_at)
-                    if step % tc.checkpoint_every == 0 or step == stop_at:
-                        self.save(step)
-                    if step >= stop_at:
-                        break
-        except KeyboardInterrupt:
-            self.save(step)
-            raise VweError(f"train-seg interrupted at step {step}; {self.last_path} holds the "
-                           "last checkpoint: rerun with --resume to continue") from None
-        finally:
-            bar.close()
-        return step, loss
-
-    def log(self, step: int, loss: float, stop_at: int) -> None:
-        if self.writer is not None and (step % self.cfg.train_seg.log_every == 0
-                                        or step == stop_at):
-            self.writer.add_scalar("loss/total", loss, step)
-            self.writer.add_scalar("lr/backbone", self.optimizer.param_groups[0]["lr"], step)
-
-    def step(self, batch: dict[str, Any], step: int) -> float:
-        """One SGD update over the global batch; a non-finite loss stops before the update."""
+    def __call__(self, net: torch.nn.Module, batch: dict[str, Any],
+                 step: int) -> dict[str, float]:
+        """Gradients of the global batch's loss (normalised by its pixel counts, seg_loss)."""
         tc, ctx, settings = self.cfg.train_seg, self.ctx, self.settings
         ignore = self.cfg.seg.ignore_index
         images = batch["image"].to(ctx.device, non_blocking=True)
@@ -252,19 +176,13 @@ class TrainLoop:
         use_amp = tc.amp and ctx.device.type == "cuda"
         for index, start in enumerate(range(0, images.shape[0], micro)):
             last = index == tc.accumulation - 1
-            sync = nullcontext() if last or not ctx.distributed else self.net.no_sync()
+            sync = nullcontext() if last or not ctx.distributed else net.no_sync()
             with sync:
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    outputs = self.net(images[start:start + micro])
+                    outputs = net(images[start:start + micro])
                 loss = split_msc_loss(outputs, labels[start:start + micro], counts,
                                       settings["recipe"], tc.loss, ignore)
                 (loss * ctx.world_size).backward()  # DDP averages over ranks; we want the sum
             total += loss.detach().double()
         dist_utils.all_reduce_sum(total, ctx)
-        value = float(total)
-        if not math.isfinite(value):
-            raise VweError(f"train-seg: loss became non-finite at step {step} ({value}); stopped "
-                           f"before updating. The last good checkpoint is {self.last_path}; "
-                           "lower train_seg.lr or check the labels, then --resume")
-        self.optimizer.step()
-        return value
+        return {"total": float(total)}

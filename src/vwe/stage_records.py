@@ -1,0 +1,126 @@
+"""What each stage's output depends on: the pipeline's dependency graph, in one place.
+
+`stage_record(cfg, stage)` is the record a stage would write under `cfg`: the config keys that
+change its files and the identities of its inputs (checkpoint hashes, upstream records' digests).
+A downstream record holds its upstream's digest, so a changed key reruns the stage it belongs to
+and, through the chain, every later one (docs/pipeline.md#records). Keys that only steer how a
+run proceeds (resume, stop_at_step, checkpoint and log cadence, worker counts) are left out.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+from vwe.config import Config
+from vwe.engine.records import Record, digest_of, file_identity, flat_settings, folder_identity
+from vwe.engine.run_dir import RunDir
+
+RUN_CONTROL = ("resume", "stop_at_step", "checkpoint_every", "log_every")
+
+
+def _training_exclude(section: str) -> list[str]:
+    return [f"{section}.{key}" for key in RUN_CONTROL]
+
+
+def dataset_identity(cfg: Config) -> str:
+    """The dataset root, resolved (per-image files depend on the images they came from)."""
+    return str(Path(cfg.data.root).resolve())
+
+
+def labels_identity(cfg: Config, split: str) -> str:
+    """Digest of a split's names and image-level labels (an edited XML changes it)."""
+    from vwe.data.voc import VocLayout  # here: the data layer is only needed for this input
+
+    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    labels = layout.image_labels(split)
+    return digest_of({"classes": layout.class_names,
+                      "labels": {name: vector.nonzero()[0].tolist()
+                                 for name, vector in labels.items()}})
+
+
+def _train_cam(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["seed", "data.train_list", "model", "train_cam"],
+                             _training_exclude("train_cam"))
+    return Record("train_cam", settings, {"dataset": dataset_identity(cfg),
+                                          "labels": labels_identity(cfg, cfg.data.train_list)})
+
+
+def _make_cam(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["model", "cam"], ["model.pretrained", "cam.split",
+                                                      "cam.checkpoint"])
+    return Record("make_cam", settings, {"dataset": dataset_identity(cfg),
+                                         "checkpoint": file_identity(run.cam_checkpoint)})
+
+
+def _eval_cam(cfg: Config, run: RunDir) -> Record:
+    return Record("eval_cam", flat_settings(cfg, ["eval_cam", "data.mask_dir"]),
+                  {"cams": folder_identity(run.cams)})
+
+
+def _ir_labels(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["ir_labels"], ["ir_labels.num_workers"])
+    return Record("ir_labels", settings, {"cams": folder_identity(run.cams)})
+
+
+def _train_irn(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["seed", "data.train_list", "model.backbone", "train_irn"],
+                             _training_exclude("train_irn"))
+    inputs = {"dataset": dataset_identity(cfg), "ir_labels": folder_identity(run.ir_labels)}
+    init = cfg.train_irn.backbone_init
+    if init == "cam":
+        inputs["backbone_init"] = file_identity(run.cam_checkpoint)
+    elif init not in ("imagenet", "none"):
+        inputs["backbone_init"] = file_identity(Path(init))
+    return Record("train_irn", settings, inputs)
+
+
+def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["pseudo_labels", "model.backbone", "train_irn.backbone"],
+                             ["pseudo_labels.split", "pseudo_labels.checkpoint"])
+    return Record("pseudo_labels", settings, {"dataset": dataset_identity(cfg),
+                                              "cams": folder_identity(run.cams),
+                                              "checkpoint": file_identity(run.irn_checkpoint)})
+
+
+def _eval_labels(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["eval_labels", "data.mask_dir"], ["eval_labels.label_dir"])
+    inputs = {"labels": folder_identity(run.eval_label_dir)}
+    if cfg.eval_labels.sweep:
+        inputs["walks"] = folder_identity(run.walks)
+    return Record("eval_labels", settings, inputs)
+
+
+def _train_seg(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["seed", "seg", "train_seg"],
+                             [*_training_exclude("train_seg"), "seg.label_dir"])
+    return Record("train_seg", settings, {"dataset": dataset_identity(cfg),
+                                          "labels": folder_identity(run.seg_train_labels)})
+
+
+def _infer_seg(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["infer_seg", "seg.backbone", "seg.layout", "seg.msc_scales"],
+                             ["infer_seg.split", "infer_seg.checkpoint", "infer_seg.out_dir",
+                              "infer_seg.crf.workers", "infer_seg.crf.enabled"])
+    return Record("infer_seg", settings, {"dataset": dataset_identity(cfg),
+                                          "checkpoint": file_identity(run.seg_checkpoint)})
+
+
+def _eval_seg(cfg: Config, run: RunDir) -> Record:
+    settings = flat_settings(cfg, ["eval_seg", "data.mask_dir"], ["eval_seg.pred_dir"])
+    return Record("eval_seg", settings,
+                  {"predictions": folder_identity(run.eval_seg_predictions)})
+
+
+RECORDS: dict[str, Callable[[Config, RunDir], Record]] = {
+    "train_cam": _train_cam, "make_cam": _make_cam, "eval_cam": _eval_cam,
+    "ir_labels": _ir_labels, "train_irn": _train_irn, "pseudo_labels": _pseudo_labels,
+    "eval_labels": _eval_labels, "train_seg": _train_seg, "infer_seg": _infer_seg,
+    "eval_seg": _eval_seg,
+}
+
+
+def stage_record(cfg: Config, stage: str) -> Record | None:
+    """The record `stage` would write under `cfg` (None for stages without one)."""
+    maker = RECORDS.get(stage)
+    return maker(cfg, RunDir(cfg)) if maker else None
