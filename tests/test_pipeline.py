@@ -68,3 +68,27 @@ def test_stage_table_reads_summaries():
     assert "60.4" in lines[2] and "52.9" in lines[2]
     assert "70.0" in lines[3] and "67.7" in lines[3]
     assert "65.0" in lines[4] and "66.0" in lines[5] and "67.2" in lines[5]
+
+
+def test_a_changed_record_reruns_its_stage_and_the_later_ones(tmp_path, fake_stages,
+                                                              monkeypatch):
+    from vwe import stage_records
+    from vwe.engine.records import Record
+
+    def chain(name, upstream):
+        def record(cfg, run):
+            inputs = {"up": stage_records.RECORDS[upstream](cfg, run).digest()} if upstream \
+                else {}
+            return Record(name, {"seed": cfg.seed} if name == "b" else {}, inputs)
+        return record
+
+    for name, upstream in (("a", None), ("b", "a"), ("c", "b")):
+        monkeypatch.setitem(stage_records.RECORDS, name, chain(name, upstream))
+    cfg = load_config(None, [f"run_dir={tmp_path}"])
+    run_stages(cfg, ("a", "b", "c"))
+    run_stages(cfg, ("a", "b", "c"))  # b finishes on its second call, then c
+    fake_stages.clear()
+    run_stages(cfg, ("a", "b", "c"))
+    assert fake_stages == []  # every marker holds today's record
+    run_stages(load_config(None, [f"run_dir={tmp_path}", "seed=7"]), ("a", "b", "c"))
+    assert [c[0] for c in fake_stages] == ["b", "c"]  # b's key changed: b and what follows

@@ -57,12 +57,16 @@ def test_labels_cache_is_plain_json_and_is_used(layout, tmp_path):
     layout.image_labels("val")
     cache = tmp_path / "ImageSets" / "Segmentation" / "cls_labels.json"
     data = json.loads(cache.read_text())
-    assert data["labels"] == {"2007_000032": [0, 14]}
     xml = tmp_path / "Annotations" / "2007_000032.xml"
-    xml.write_text("<annotation><object><name>cat</name></object></annotation>")  # in place
+    stat = xml.stat()
+    assert data["labels"] == {"2007_000032": {"labels": [0, 14],
+                                              "stamp": [stat.st_size, stat.st_mtime_ns]}}
+    data["labels"]["2007_000032"]["labels"] = [3]  # a cache entry whose stamp still fits
+    cache.write_text(json.dumps(data))
     np.testing.assert_array_equal(VocLayout(tmp_path).image_labels("val")["2007_000032"],
-                                  multi_hot(0, 14))  # the cache answered
-    os.utime(xml.parent, ns=(1, 1))  # the Annotations folder changed: the cache is stale
+                                  multi_hot(3))  # the cache answered
+    xml.write_text("<annotation><object><name>cat</name></object></annotation>")  # in place
+    os.utime(xml.parent, ns=(1, 1))  # the folder's time says nothing: the file's stamp counts
     np.testing.assert_array_equal(VocLayout(tmp_path).image_labels("val")["2007_000032"],
                                   multi_hot(7))
     labels = VocLayout(tmp_path).image_labels("train")  # missing names get added

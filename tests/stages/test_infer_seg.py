@@ -118,6 +118,16 @@ def test_infer_writes_palette_pngs_resumes_and_workers_agree(tiny_dataset, train
                  "infer_seg.crf.workers=0"]) == 2  # other settings: refused, not mixed in
     err = capsys.readouterr().err.splitlines()[-1]
     assert "made with other settings (infer_seg.flip: true → false)" in err and "--overwrite" in err
+    assert main(["infer-seg", *args, f"infer_seg.out_dir={inline}", "infer_seg.crf.bi_w=10",
+                 "infer_seg.crf.workers=0"]) == 2  # a CRF setting: the crf/ PNGs would differ
+    assert "infer_seg.crf.bi_w: 4.0 → 10.0" in capsys.readouterr().err.splitlines()[-1]
+    assert main(["infer-seg", "--overwrite", *args, f"infer_seg.out_dir={inline}",
+                 "infer_seg.crf.bi_w=10", "infer_seg.crf.bi_rgb_std=50",
+                 "infer_seg.crf.workers=0"]) == 0
+    assert sorted(p.stem for p in (inline / "crf").glob("*.png")) == sorted(names)
+    assert first.stat().st_mtime_ns != stamp  # every PNG recomputed, none kept
+    assert main(["infer-seg", "--overwrite", *args, f"infer_seg.out_dir={inline}",
+                 "infer_seg.crf.workers=0"]) == 0  # back to the first settings
     assert main(["infer-seg", *args, f"infer_seg.out_dir={pooled}",
                  "infer_seg.crf.workers=2"]) == 0
     for kind in ("raw", "crf"):

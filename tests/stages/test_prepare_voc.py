@@ -38,7 +38,7 @@ def test_train_aug_is_sbd_and_voc_train_minus_voc_val(voc_root, tmp_path):
     assert report["missing_jpeg"] == ["2007_000005"] and report["num_missing_mask"] == 0
     labels = json.loads((voc_root / "ImageSets" / "Segmentation" / "cls_labels.json").read_text())
     assert set(labels["labels"]) == set(expected) | {"2007_000002", "2007_000003"}
-    assert labels["labels"]["2007_000004"] == [7]  # cat
+    assert labels["labels"]["2007_000004"]["labels"] == [7]  # cat
 
 
 def test_existing_train_aug_is_reused_and_cleaned(voc_root):
@@ -63,3 +63,14 @@ def test_stage_reads_the_config(voc_root, tmp_path):
     cfg = load_config(None, [f"data.root={voc_root}", f"data.sbd_root={sbd}"])
     report = prepare_voc_stage.run(cfg)
     assert report["train_aug"] == 3 and report["num_missing_xml"] == 0
+
+
+def test_rerun_rebuilds_labels_of_an_xml_edited_in_place(voc_root, tmp_path):
+    sbd = sbd_lists(tmp_path / "sbd", ["2007_000004"], ["2007_000005"])
+    prepare_voc(voc_root, sbd)
+    cache = voc_root / "ImageSets" / "Segmentation" / "cls_labels.json"
+    xml = voc_root / "Annotations" / "2007_000004.xml"
+    xml.write_text("<annotation><object><name>dog</name></object>"
+                   "<object><name>cat</name></object></annotation>")
+    prepare_voc(voc_root, sbd)
+    assert json.loads(cache.read_text())["labels"]["2007_000004"]["labels"] == [7, 11]

@@ -47,3 +47,38 @@ def test_run_whole_pipeline_skips_resumes_and_reruns(tiny_dataset, tmp_path, ref
     seg_mtime = (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns
     assert main([*args, "--from", "eval-seg"]) == 0
     assert (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns == seg_mtime
+
+
+def stage_mtimes(run_dir):
+    return {stage: (run_dir / "done" / f"{stage}.json").stat().st_mtime_ns
+            for stage in done(run_dir)}
+
+
+def test_run_reruns_a_changed_stage_and_every_later_one(tiny_dataset, tmp_path,
+                                                        refine_overrides, capsys):
+    run_dir = tmp_path / "run"
+    args = ["run", *refine_overrides(tiny_dataset, run_dir, "pseudo_labels.exp_times=2"), *SEG]
+    assert main(args) == 0
+    first = json.loads((run_dir / "summary.json").read_text())
+    marks = stage_mtimes(run_dir)
+    capsys.readouterr()
+
+    assert main([*args, "pseudo_labels.bg_thres=0.5"]) == 0
+    out = capsys.readouterr()
+    again = stage_mtimes(run_dir)
+    later = ["pseudo_labels", "eval_labels", "train_seg", "infer_seg", "eval_seg"]
+    assert [s for s in marks if again[s] != marks[s]] == sorted(later)
+    second = json.loads((run_dir / "summary.json").read_text())
+    assert second["eval_labels"]["miou"] != first["eval_labels"]["miou"]
+    assert second["eval_cam"] == first["eval_cam"]
+    assert "bg_thres: 0.25 → 0.5" in out.err  # the log says why it reruns
+
+    seg_final = (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns
+    irn_final = (run_dir / "train_irn" / "final.pt").stat().st_mtime_ns
+    assert main([*args, "pseudo_labels.bg_thres=0.5", "--from", "pseudo-labels"]) == 0
+    third = stage_mtimes(run_dir)
+    assert [s for s in again if third[s] != again[s]] == sorted(later)
+    assert (run_dir / "train_seg" / "final.pt").stat().st_mtime_ns != seg_final  # retrained
+    assert (run_dir / "train_irn" / "final.pt").stat().st_mtime_ns == irn_final
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval_labels"]["miou"] == second["eval_labels"]["miou"]  # deterministic

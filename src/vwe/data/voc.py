@@ -34,7 +34,7 @@ VOC_CLASSES = (
 )
 IGNORE_ID = 255
 LABELS_CACHE = "cls_labels.json"
-_CACHE_VERSION = 1
+_CACHE_VERSION = 2  # 2: a (size, mtime_ns) stamp per XML
 _REPORT_NAMES = 20  # names listed per kind of missing file in the prepare_voc report
 
 
@@ -140,19 +140,37 @@ class VocLayout:
         return sorted(found)
 
     def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
-        """Multi-hot float32 (C,) labels for names, through the JSON cache (kept up to date)."""
+        """Multi-hot float32 (C,) labels for names, through the JSON cache.
+
+        Each cached entry carries its XML's (size, mtime_ns): an XML edited in place, added or
+        replaced is parsed again, so the labels always follow the annotation files.
+        """
         cache = self._load_cache()
-        missing = [name for name in names if name not in cache]
-        for name in missing:
-            cache[name] = self.parse_xml_labels(name)
-        if missing:
+        fresh: dict[str, list[int]] = {}
+        changed = False
+        for name in names:
+            stamp = self._xml_stamp(name)
+            entry = cache.get(name)
+            if entry is None or entry.get("stamp") != stamp:
+                cache[name] = {"labels": self.parse_xml_labels(name), "stamp": stamp}
+                changed = True
+            fresh[name] = cache[name]["labels"]
+        if changed:
             self._save_cache(cache)
         out = {}
         for name in names:
             vector = np.zeros(self.num_classes, dtype=np.float32)
-            vector[cache[name]] = 1.0
+            vector[fresh[name]] = 1.0
             out[name] = vector
         return out
+
+    def _xml_stamp(self, name: str) -> list[int]:
+        """(size, mtime_ns) of the image's XML; [-1, -1] when it is missing (parsing says so)."""
+        try:
+            stat = self.xml_path(name).stat()
+        except OSError:
+            return [-1, -1]
+        return [stat.st_size, stat.st_mtime_ns]
 
     def image_labels(self, split: str) -> dict[str, np.ndarray]:
         """Multi-hot labels of every image in a split, keyed by name."""
@@ -166,12 +184,9 @@ class VocLayout:
         return [self.list_dir / LABELS_CACHE, fallback]
 
     def _cache_stamp(self) -> dict[str, Any]:
-        annotations = self.root / "Annotations"
-        mtime = annotations.stat().st_mtime_ns if annotations.is_dir() else 0
-        return {"version": _CACHE_VERSION, "class_names": self.class_names,
-                "annotations_mtime_ns": mtime}
+        return {"version": _CACHE_VERSION, "class_names": self.class_names}
 
-    def _load_cache(self) -> dict[str, list[int]]:
+    def _load_cache(self) -> dict[str, dict[str, Any]]:
         stamp = self._cache_stamp()
         for path in self._cache_paths():
             if not path.is_file():
@@ -181,10 +196,12 @@ class VocLayout:
             except VweError:
                 continue
             if isinstance(data, dict) and all(data.get(k) == v for k, v in stamp.items()):
-                return {str(k): [int(i) for i in v] for k, v in data.get("labels", {}).items()}
+                return {str(k): {"labels": [int(i) for i in v["labels"]],
+                                 "stamp": [int(i) for i in v["stamp"]]}
+                        for k, v in data.get("labels", {}).items()}
         return {}
 
-    def _save_cache(self, labels: dict[str, list[int]]) -> None:
+    def _save_cache(self, labels: dict[str, dict[str, Any]]) -> None:
         data = {**self._cache_stamp(), "labels": labels}
         for path in self._cache_paths():
             try:

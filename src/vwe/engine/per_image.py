@@ -63,10 +63,10 @@ def prepare_folders(stage: str, outputs: ImageOutputs, record: Record, overwrite
     error: Exception | None = None
     if ctx.is_main:
         try:
-            if needs_clearing(outputs.folders[0], record, overwrite, stage,
+            if needs_clearing(outputs.folders[0], record, overwrite, dashed(stage),
                               outputs.has_outputs()):
                 removed = clear_outputs(outputs.folders, outputs.patterns)
-                log.info("%s: removed %d files made with other settings", stage, removed)
+                log.info("%s: removed %d earlier files", dashed(stage), removed)
             for folder in outputs.folders:
                 Path(folder).mkdir(parents=True, exist_ok=True)
             write_record(outputs.folders, record)
@@ -76,7 +76,7 @@ def prepare_folders(stage: str, outputs: ImageOutputs, record: Record, overwrite
     if error is not None:
         raise error
     if not ctx.is_main and read_record(outputs.folders[0]) != record.to_json():
-        raise VweError(f"{stage}: rank 0 refused {outputs.folders[0]}; see its message")
+        raise VweError(f"{dashed(stage)}: rank 0 refused {outputs.folders[0]}; see its message")
 
 
 def run_per_image(stage: str, names: Sequence[str], outputs: ImageOutputs, record: Record,
@@ -87,9 +87,14 @@ def run_per_image(stage: str, names: Sequence[str], outputs: ImageOutputs, recor
     mine = dist_utils.shard(list(names), ctx)
     todo = [name for name in mine if not outputs.is_done(name)]
     if len(todo) < len(mine):
-        log.info("%s: %d of %d images already done with these settings, resuming", stage,
+        log.info("%s: %d of %d images already done with these settings, resuming", dashed(stage),
                  len(mine) - len(todo), len(mine))
-    results = list(progress(process(todo), total=len(todo), desc=stage.replace("_", "-"),
+    results = list(progress(process(todo), total=len(todo), desc=dashed(stage),
                             enabled=ctx.is_main))
     dist_utils.barrier(ctx)
     return PerImageResult(todo, results)
+
+
+def dashed(stage: str) -> str:
+    """A stage's command name (make_cam → make-cam), as users type it."""
+    return stage.replace("_", "-")

@@ -35,7 +35,7 @@ def prepare_training_dir(stage: str, out: TrainingDir, record: Record, resume: b
     if ctx.is_main:
         try:
             has_files = out.last.exists() or out.final.exists()
-            if needs_clearing(out.root, record, overwrite, stage, has_files):
+            if needs_clearing(out.root, record, overwrite, stage.replace("_", "-"), has_files):
                 clear_outputs([out.root], TRAINING_FILES)
         except Exception as err:  # re-raised after the barrier, so other ranks do not hang
             error = err
@@ -43,7 +43,8 @@ def prepare_training_dir(stage: str, out: TrainingDir, record: Record, resume: b
     if error is not None:
         raise error
     if out.final.exists() and resume:
-        log.info("%s: %s already exists with these settings; nothing to resume", stage,
+        log.info("%s: %s already exists with these settings; nothing to resume",
+                 stage.replace("_", "-"),
                  out.final)
         return {"checkpoint": str(out.final), "skipped": True}
     if out.last.exists() and not resume:
