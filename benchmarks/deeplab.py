@@ -1,4 +1,5 @@
-"""DeepLabV2-R101 speed on this machine (specs/seg.md §1): training and inference images/s.
+"""DeepLabV2-R101 speed on this machine (docs/segmentation.md#deeplabv2): training and inference
+images/s.
 
 Training: one 321×321 crop per step (batch 1), MSC (1, 0.5, 0.75), the deeplab recipe's loss and
 SGD step. Inference: a VOC-sized 375×500 image, no gradient, single scale (the base net) and the

@@ -1,4 +1,5 @@
-"""Time IRNet's random walk (irn.md §6 step 3) on one VOC-sized image; prints JSON lines.
+"""Time IRNet's random walk (docs/refinement.md#random-walk step 3) on one VOC-sized image; prints
+JSON lines.
 
     python benchmarks/random_walk.py [--dense-size 40 50] [--device cuda]
 

@@ -1,9 +1,9 @@
 """Segmentation stages speed: train step, inference, dense CRF, augmentation. Prints JSON.
 
-Train: one SGD update of the global-batch MSC loss (recipe deeplab) on random crops. Infer:
-whole 500×375 image through `predict_logits` (model MSC, outer scales, optional flip). CRF: the
-seg.md §1.10 CRF on that image's softmax (21 classes), one core. Augmentation: seg.md §1.8 on a
-500×375 image. Random initialisation; nothing is downloaded.
+Train: one SGD update of the global-batch MSC loss (recipe deeplab) on random crops. Infer: whole
+500×375 image through `predict_logits` (model MSC, outer scales, optional flip). CRF: the
+docs/segmentation.md#dense-crf CRF on that image's softmax (21 classes), one core. Augmentation:
+docs/segmentation.md#augmentation on a 500×375 image. Random initialisation; nothing is downloaded.
 
     python benchmarks/seg_stages.py [--device cuda] [--backbone resnet101] [--steps 3]
 """

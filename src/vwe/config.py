@@ -34,7 +34,7 @@ class DataConfig:
 
 @dataclass
 class SyntheticConfig:
-    """The generated dataset of specs/synthetic.md (written in VOC layout)."""
+    """The generated dataset of docs/synthetic.md (written in VOC layout)."""
 
     size: str = "default"  # default | tiny: the split sizes and image sizes below are scaled
     num_classes: int = 8
@@ -56,7 +56,7 @@ class SyntheticConfig:
 
 @dataclass
 class ModelConfig:
-    """The CAM network: backbone, Visual Words Encoder, HSPP (specs/vwe.md table)."""
+    """The CAM network: backbone, Visual Words Encoder, HSPP (docs/method.md#presets)."""
 
     backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
     pretrained: str = "imagenet"  # imagenet (torchvision weights API) | none | /path/to/file.pth
@@ -78,7 +78,7 @@ class ModelConfig:
 
 @dataclass
 class LossWeights:
-    """Weights of the CAM losses (specs/vwe-authors-code.md §2.3)."""
+    """Weights of the CAM losses (docs/method.md#losses)."""
 
     img: float = 1.0
     word: float = 1.0
@@ -126,7 +126,7 @@ class TrainCamConfig(LoopSettings):
 
 @dataclass
 class CamConfig:
-    """Multi-scale + flip CAM inference (specs/vwe-authors-code.md §3)."""
+    """Multi-scale + flip CAM inference (docs/method.md#cam-inference)."""
 
     split: str = "train"
     checkpoint: str = ""  # empty: <run_dir>/train_cam/final.pt
@@ -150,7 +150,8 @@ class EvalCamConfig:
 
 @dataclass
 class IrLabelConfig:
-    """`vwe ir-labels`: confident CAM regions, two dense CRFs, over data.train_list (irn.md §4)."""
+    """`vwe ir-labels`: confident CAM regions, two dense CRFs, over data.train_list
+    (docs/refinement.md#ir-labels)."""
 
     fg_thres: float = 0.30  # conf_fg_thres: CAM score above which a pixel is confident fg
     bg_thres: float = 0.05  # conf_bg_thres: below it confident bg; between the two: ignore (255)
@@ -159,7 +160,8 @@ class IrLabelConfig:
 
 @dataclass
 class TrainIrnConfig(LoopSettings):
-    """`vwe train-irn`: boundary + displacement branches on a frozen backbone (irn.md §5)."""
+    """`vwe train-irn`: boundary + displacement branches on a frozen backbone
+    (docs/refinement.md#irnet-training)."""
 
     backbone: str = ""  # empty: model.backbone (the CAM network's)
     # imagenet (torchvision weights, IRNet) | cam (the backbone of <run_dir>/train_cam/final.pt;
@@ -173,13 +175,15 @@ class TrainIrnConfig(LoopSettings):
     batch_size: int = 32  # irn_batch_size, global batch split across ranks (drop_last)
     epochs: int = 3  # irn_num_epoches
     max_steps: int = 0  # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
-    lr: float = 0.1  # edge branch; the displacement branch trains at 10 * lr (irn.md §5.3)
+    # edge branch; the displacement branch trains at 10 * lr (docs/refinement.md#network)
+    lr: float = 0.1
     weight_decay: float = 1.0e-4
     # IRNet's PolyOptimizer passes weight decay where SGD expects momentum, so the released code
-    # trains with momentum 1e-4 (irn.md §5.5); 0.9 is one override away.
+    # trains with momentum 1e-4 (docs/refinement.md#optimiser-quirk); 0.9 is one override away.
     momentum: float = 1.0e-4
     poly_power: float = 0.9
-    mean_shift_split: str = "train"  # infer_list of the displacement-mean pass (irn.md §5.6)
+    # infer_list of the displacement-mean pass (docs/refinement.md#displacement-mean)
+    mean_shift_split: str = "train"
     checkpoint_every: int = 100  # steps; also at every epoch end and at the end
     log_every: int = 10  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16 autocast on CUDA only
@@ -189,7 +193,8 @@ class TrainIrnConfig(LoopSettings):
 
 @dataclass
 class PseudoLabelConfig:
-    """`vwe pseudo-labels`: random walk of the CAMs over IRNet's affinities (irn.md §6)."""
+    """`vwe pseudo-labels`: random walk of the CAMs over IRNet's affinities
+    (docs/refinement.md#random-walk)."""
 
     split: str = "train"  # infer_list: train to score the labels, train_aug for DeepLab
     checkpoint: str = ""  # empty: <run_dir>/train_irn/final.pt
@@ -216,13 +221,15 @@ class EvalLabelsConfig:
 
 @dataclass
 class SegConfig:
-    """DeepLabV2 and its labels, shared by train-seg / infer-seg (specs/seg.md §1, §6)."""
+    """DeepLabV2 and its labels, shared by train-seg / infer-seg (docs/segmentation.md#deeplabv2,
+    docs/segmentation.md#config-defaults)."""
 
     backbone: str = "resnet101"  # blocks [3, 4, 23, 3]; resnet_tiny for the CPU demo
     layout: str = "torchvision"  # torchvision (weights API) | caffe (KZ-converted local file)
     pretrained: str = "imagenet"  # imagenet | none | /path/to/file.pth (coco: a converted file)
-    frozen_bn: bool = True  # BN statistics fixed, affine not optimised (§1.4); false: batch
+    # BN statistics fixed, affine not optimised (docs/segmentation.md#batch-norm); false: batch
     # statistics, for training from random initialisation (the CPU demo)
+    frozen_bn: bool = True
     freeze_stem: bool = False  # true: conv1 + bn1 get no gradient (IRN, irn#21)
     msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # + max; [] disables
     label_dir: str = ""  # training label PNGs (ids 0..C, 255 ignored); empty: <run>/pseudo_labels
@@ -231,7 +238,8 @@ class SegConfig:
 
 @dataclass
 class TrainSegConfig(LoopSettings):
-    """`vwe train-seg`: DeepLabV2 on a folder of label PNGs (specs/seg.md §1.6–1.8, §6).
+    """`vwe train-seg`: DeepLabV2 on a folder of label PNGs (docs/segmentation.md#deeplabv2,
+    docs/segmentation.md#config-defaults).
 
     `recipe` picks the optimiser/loss bundle; the keys left at null take the recipe's value.
     deeplab (KZ): lr 2.5e-4, ASPP weight 10×/bias 20×, poly every 10 it, sum of 4 MSC losses.
@@ -261,7 +269,8 @@ class TrainSegConfig(LoopSettings):
 
 @dataclass
 class CrfConfig:
-    """Dense CRF on the segmentation probabilities (specs/seg.md §1.10; KZ/RL/CL values)."""
+    """Dense CRF on the segmentation probabilities (docs/segmentation.md#dense-crf; KZ/RL/CL
+    values)."""
 
     enabled: bool = True  # reported numbers include it
     iterations: int = 10
@@ -276,7 +285,8 @@ class CrfConfig:
 
 @dataclass
 class InferSegConfig:
-    """`vwe infer-seg`: whole-image inference, optional outer scales + flip, CRF (§1.9)."""
+    """`vwe infer-seg`: whole-image inference, optional outer scales + flip, CRF
+    (docs/segmentation.md#inference)."""
 
     split: str = "val"
     checkpoint: str = ""  # empty: <run_dir>/train_seg/final.pt
@@ -291,7 +301,8 @@ class InferSegConfig:
 
 @dataclass
 class EvalSegConfig:
-    """`vwe eval-seg`: per-class IoU of the raw and CRF predictions (§5)."""
+    """`vwe eval-seg`: per-class IoU of the raw and CRF predictions
+    (docs/segmentation.md#metrics)."""
 
     split: str = "val"
     pred_dir: str = ""  # empty: <run_dir>/seg/<split> (holding raw/ and/or crf/)
@@ -299,7 +310,8 @@ class EvalSegConfig:
 
 @dataclass
 class ExportConfig:
-    """`vwe export-voc-test`: the test-server archive (§2.5)."""
+    """`vwe export-voc-test`: the test-server archive
+    (docs/segmentation.md#test-server-submission)."""
 
     split: str = "test"  # 1,456 images on VOC
     pred_dir: str = ""  # empty: <run_dir>/seg/<split>
@@ -354,7 +366,7 @@ class Config:
     export: ExportConfig = field(default_factory=ExportConfig)
 
 
-# Method presets: named bundles of individual options (specs/vwe.md, table).
+# Method presets: named bundles of individual options (docs/method.md#presets).
 PRESETS: dict[str, dict[str, Any]] = {
     "paper": {
         "model.backbone": "resnet50",

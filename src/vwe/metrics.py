@@ -1,9 +1,9 @@
 """Segmentation scores: confusion matrix, IoU / precision / recall, the per-class table.
 
 One confusion matrix over all pixels of a split (rows = ground truth, columns = prediction;
-ground-truth values outside [0, n), i.e. 255, are ignored). mIoU is the mean IoU over the
-classes present in the ground truth, as the authors' `scores` computes it (specs/vwe.md,
-"Interfaces"; specs/vwe-authors-code.md §4).
+ground-truth values outside [0, n), i.e. 255, are ignored). mIoU is the mean IoU over the classes
+present in the ground truth, as the authors' `scores` computes it (docs/method.md#interfaces;
+docs/method.md#cam-evaluation).
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.n
 def cam_to_label(cams: np.ndarray, keys: np.ndarray, bkg_score: float) -> np.ndarray:
     """Label map from CAMs: argmax over [bkg plane; cams] mapped through [0] + (keys + 1).
 
-    The background plane comes first, so ties go to the background (specs/vwe-authors-code.md §4).
+    The background plane comes first, so ties go to the background (docs/method.md#cam-evaluation).
     cams: (K, H, W) scores of the K labelled classes; keys: (K,) 0-based foreground indices.
     """
     background = np.full((1, *cams.shape[1:]), bkg_score, dtype=cams.dtype)

@@ -33,7 +33,7 @@ SEG_STAGES = ("train_seg", "infer_seg", "eval_seg")
 PIPELINE = (*CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)
 ALWAYS_RUN = frozenset({"make_dataset"})  # cheap and idempotent: checks its own output
 
-# The papers' VOC 2012 numbers (mIoU %), next to which `vwe run` prints ours (specs/vwe.md).
+# The papers' VOC 2012 numbers (mIoU %), next to which `vwe run` prints ours (docs/method.md).
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
     "paper": {"cam": 52.9, "pseudo": 67.7, "seg": 66.3, "seg_crf": 67.2},
     "ijcai-code": {"cam": 52.9, "pseudo": 67.7, "seg": 66.3, "seg_crf": 67.2},

@@ -1,4 +1,5 @@
-"""DeepLab training data: the augmentation of seg.md §1.8 and the label-folder checks."""
+"""DeepLab training data: the augmentation of docs/segmentation.md#augmentation and the label-folder
+checks."""
 
 import random
 

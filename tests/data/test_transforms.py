@@ -1,4 +1,4 @@
-"""The authors' augmentation (specs/vwe-authors-code.md §2.1) with an explicit rng."""
+"""The authors' augmentation (docs/method.md#data-augmentation) with an explicit rng."""
 
 import random
 

@@ -1,4 +1,5 @@
-"""The authors' checkpoint layout (§1.10): round trip, alias conflicts, key errors."""
+"""The authors' checkpoint layout (docs/method.md#state-dict-layout): round trip, alias conflicts,
+key errors."""
 
 from __future__ import annotations
 
@@ -71,8 +72,10 @@ def test_full_size_layout_counts(version: str, keys: int, params: int) -> None:
     cfg = load_config(None, [f"preset={version}", "model.pretrained=none"])
     with torch.device("meta"):  # no memory, no init cost
         net = CamNet(cfg.model, 20)
-    assert sum(p.numel() for p in net.parameters()) == params  # the authors' counts (§1.3)
-    assert len(authors_state_dict(net, version)) == keys  # 962 / 1880 / 1878 keys (§1.10)
+    # the authors' counts (docs/method.md#heads-and-initialisation)
+    assert sum(p.numel() for p in net.parameters()) == params
+    # 962 / 1880 / 1878 keys (docs/method.md#state-dict-layout)
+    assert len(authors_state_dict(net, version)) == keys
 
 
 def test_backbone_and_newly_added_copies_win() -> None:

@@ -1,4 +1,4 @@
-"""CamNet per preset: shapes, losses, gradient routing (specs/vwe-authors-code.md §1.9)."""
+"""CamNet per preset: shapes, losses, gradient routing (docs/method.md#gradient-routing)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""DeepLabV2 model side (specs/seg.md §1): sizes, ASPP, MSC, losses, groups, weights, frozen BN."""
+"""DeepLabV2 model side (docs/segmentation.md#deeplabv2): sizes, ASPP, MSC, losses, groups, weights,
+frozen BN."""
 
 from __future__ import annotations
 
@@ -37,7 +38,7 @@ R101 = (3, 4, 23, 3)
 # ------------------------------------------------------------------ helpers (independent of src)
 
 def caffe_side(s: int) -> int:
-    """seg.md §1.1: conv1 floor, ceil max-pool, res3's strided 1×1 floor."""
+    """docs/segmentation.md#backbone: conv1 floor, ceil max-pool, res3's strided 1×1 floor."""
     n1 = (s - 1) // 2 + 1
     n2 = math.ceil((n1 - 1) / 2) + 1
     return (n2 - 1) // 2 + 1
@@ -51,7 +52,8 @@ def torchvision_side(s: int) -> int:
 
 
 def kz_shapes(width: int = 64, blocks=R101) -> dict[str, tuple[int, ...]]:
-    """The KZ key pattern of seg.md §1.1 with each tensor's shape (num_batches_tracked included)."""
+    """The KZ key pattern of docs/segmentation.md#backbone with each tensor's shape
+    (num_batches_tracked included)."""
     shapes: dict[str, tuple[int, ...]] = {}
 
     def unit(prefix: str, out_ch: int, in_ch: int, k: int) -> None:
@@ -111,7 +113,7 @@ def r101_tv() -> MSC:
     return build_deeplab(21, layout="torchvision").eval()
 
 
-# ------------------------------------------------------------------ backbone sizes (§1.1)
+# --------------------------------------------------- backbone sizes (docs/segmentation.md#backbone)
 
 @pytest.mark.parametrize("side, caffe, tv", [(321, 41, 41), (513, 65, 65), (500, 63, 63),
                                              (353, 45, 45), (319, 41, 40)])
@@ -136,7 +138,7 @@ def test_real_r101_sizes_and_params(r101_caffe: MSC, r101_tv: MSC) -> None:
         assert r101_caffe.base(x).shape == (1, 21, 9, 9)
         assert r101_tv.base(x).shape == (1, 21, 8, 8)
         assert r101_caffe.base.backbone(x)[-1].shape[1] == 2048
-    for model in (r101_caffe, r101_tv):  # §1.1 counts
+    for model in (r101_caffe, r101_tv):  # docs/segmentation.md#backbone counts
         base = model.base
         assert sum(p.numel() for p in base.parameters()) == 44_048_532
         assert sum(m.weight.numel() for m in base.backbone.modules()
@@ -173,7 +175,7 @@ def test_dilations_every_block(r101_caffe: MSC, r101_tv: MSC) -> None:
     assert caffe.layer1.pool.ceil_mode
 
 
-# ------------------------------------------------------------------ ASPP and MSC (§1.2, §1.3)
+# ------------------------------- ASPP and MSC (docs/segmentation.md#aspp, docs/segmentation.md#msc)
 
 def test_aspp_is_sum_of_four_dilated_convs() -> None:
     torch.manual_seed(0)
@@ -223,7 +225,7 @@ def test_msc_without_scales() -> None:
     assert len(model.train()(x)) == 1
 
 
-# ------------------------------------------------------------------ losses (§1.3, §1.7)
+# --------------------- losses (docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas)
 
 def hand_ce(logits: torch.Tensor, labels: torch.Tensor, ignore: int = 255) -> float:
     """Loop over pixels: −log softmax at the label, mean over non-ignored pixels."""
@@ -330,7 +332,7 @@ def test_unknown_recipe_and_loss() -> None:
         msc_loss([torch.zeros(1, 2, 2, 2)], torch.zeros(1, 2, 2, dtype=torch.long), loss="focal")
 
 
-# ------------------------------------------------------------------ optimiser (§1.6, §1.7)
+# ----- optimiser (docs/segmentation.md#training-recipes, docs/segmentation.md#loss-and-lr-formulas)
 
 def _ids(params) -> set[int]:
     return {id(p) for p in params}
@@ -390,7 +392,7 @@ def test_poly_lr_and_staircase() -> None:
         [2.5e-4 * factor, 2.5e-3 * factor, 5e-3 * factor])
 
 
-# ------------------------------------------------------------------ frozen BN (§1.4)
+# ------------------------------------------------------ frozen BN (docs/segmentation.md#batch-norm)
 
 @pytest.mark.parametrize("make", [slim_caffe, tiny_tv])
 def test_bn_frozen_after_train(make) -> None:
@@ -408,7 +410,7 @@ def test_bn_frozen_after_train(make) -> None:
                zip(stats, [b for n, b in model.named_buffers() if "running" in n]))
 
 
-# ------------------------------------------------------------------ weights (§1.5)
+# ---------------------------------------------------- weights (docs/segmentation.md#initialisation)
 
 WIDTH = 8  # slim Caffe R101: 256-channel res5
 

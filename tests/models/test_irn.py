@@ -1,4 +1,5 @@
-"""IRNet network, affinity targets and losses against hand-computed values (irn.md §5, §6)."""
+"""IRNet network, affinity targets and losses against hand-computed values
+(docs/refinement.md#irnet-training, docs/refinement.md#random-walk)."""
 
 import math
 

@@ -1,4 +1,5 @@
-"""Dense CRF wrappers on flat-colour images with an obvious answer (irn.md §4, seg.md §1.10)."""
+"""Dense CRF wrappers on flat-colour images with an obvious answer (docs/refinement.md#ir-labels,
+docs/segmentation.md#dense-crf)."""
 
 import numpy as np
 import pytest

@@ -1,4 +1,5 @@
-"""IR labels: combination rule by hand and two CRF passes on flat-colour squares (irn.md §4)."""
+"""IR labels: combination rule by hand and two CRF passes on flat-colour squares
+(docs/refinement.md#ir-labels)."""
 
 import numpy as np
 import pytest

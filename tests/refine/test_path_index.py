@@ -1,4 +1,5 @@
-"""PathIndex against hand enumeration and a brute-force geometric construction (irn.md §5.1)."""
+"""PathIndex against hand enumeration and a brute-force geometric construction
+(docs/refinement.md#pathindex)."""
 
 import math
 

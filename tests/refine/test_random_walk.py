@@ -1,4 +1,5 @@
-"""Random walk vs a float64 brute-force reference, its properties, and the label helpers (§6)."""
+"""Random walk vs a float64 brute-force reference, its properties, and the label helpers
+(docs/refinement.md#random-walk)."""
 
 import math
 

@@ -1,6 +1,6 @@
 """import-weights + make-cam with preset ijcai-code reproduce the authors' CAM inference.
 
-The reference below follows specs/vwe-authors-code.md §3 step by step on a second code path:
+The reference below follows docs/method.md#cam-inference step by step on a second code path:
 torchvision's ResNet-50 (eval-mode BN = their FixedBatchNorm, layer4 stride 1) loaded from the
 checkpoint's `resnet.*` aliases, and their classifier weight.
 """

@@ -39,7 +39,7 @@ def blurred_probs(gt, num_classes, stride=8):
 
 def test_crf_sharpens_a_blurred_prediction_of_synthetic_images(tiny_dataset):
     layout = VocLayout(tiny_dataset)
-    crf = CrfConfig()  # seg.md §1.10 defaults
+    crf = CrfConfig()  # docs/segmentation.md#dense-crf defaults
     for name in layout.read_split("val")[:3]:
         gt = layout.read_mask(name).astype(np.int64)
         gt[gt == 255] = 0

@@ -17,10 +17,12 @@ from vwe.cli import main, packaged_config
 # Documented config values only (configs/demo.yaml + these), see the module docstring.
 REFINE = [
     "cam.split=train_aug",  # IR labels and IRN training need CAMs of data.train_list
-    "ir_labels.fg_thres=0.25",  # CAM best bkg 0.11 + 0.15 (ReCAM#15 rule, irn.md §9)
+    # CAM best bkg 0.11 + 0.15 (ReCAM#15 rule, docs/refinement.md#paper-vs-code)
+    "ir_labels.fg_thres=0.25",
     "train_irn.backbone_init=cam",  # no ImageNet weights: the CAM network's features
     "train_irn.crop_size=128",  # the images are ~4× smaller than VOC's
-    "train_irn.momentum=0.9",  # the fixed optimiser (irn.md §5.5) instead of 1e-4
+    # the fixed optimiser (docs/refinement.md#optimiser-quirk) instead of 1e-4
+    "train_irn.momentum=0.9",
     "train_irn.epochs=6",  # 372 steps of 32 crops
     "pseudo_labels.pad_size=128",
     "pseudo_labels.exp_times=5",  # 2^5 steps: grids ~16× smaller in area than VOC's

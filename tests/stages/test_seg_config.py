@@ -21,7 +21,8 @@ def test_seg_config_lists_every_key_with_spec_defaults():
     cfg = load_config(path)
     defaults = load_config(None, [f"run_dir={cfg.run_dir}", f"data.root={cfg.data.root}",
                                   "data.num_workers=4", "infer_seg.crf.workers=4"])
-    for section in SEG_SECTIONS:  # the file states the dataclass defaults (= seg.md §6)
+    # the file states the dataclass defaults (= docs/segmentation.md#config-defaults)
+    for section in SEG_SECTIONS:
         assert getattr(cfg, section) == getattr(defaults, section), section
     assert (cfg.train_seg.batch_size, cfg.train_seg.crop_size, cfg.train_seg.iterations) == \
         (10, 321, 20000)

@@ -29,7 +29,8 @@ def assert_same_weights(a, b, atol=0.0):
 
 
 def hand_mean_shift(model_state, root, batch=4, crop=64):
-    """IRNet §5.6 written out: mean over full batches of the batch mean of D on top-left crops."""
+    """IRNet docs/refinement.md#displacement-mean written out: mean over full batches of the batch
+    mean of D on top-left crops."""
     model = IRNet("resnet_tiny", with_displacement=True)
     state = dict(model_state)
     state.update({k: torch.zeros(2) for k in state if k.endswith("running_mean")

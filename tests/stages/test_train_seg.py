@@ -56,7 +56,8 @@ def test_resume_equals_uninterrupted(tiny_dataset, tmp_path, extra):
 
 
 def test_head_groups_and_frozen_parts(tiny_dataset, tmp_path):
-    """deeplab: everything but BN affine trains; vwe_author: ASPP biases stay 0 (§1.4, §1.6)."""
+    """deeplab: everything but BN affine trains; vwe_author: ASPP biases stay 0
+    (docs/segmentation.md#batch-norm, docs/segmentation.md#training-recipes)."""
     for recipe in ("deeplab", "vwe_author"):
         run_dir = tmp_path / recipe
         assert main(["train-seg", *seg_overrides(tiny_dataset, run_dir,

@@ -1,10 +1,11 @@
-"""IRNet's training and mean-shift data: images with their IR labels (irn.md §5.2, §5.6).
+"""IRNet's training and mean-shift data: images with their IR labels
+(docs/refinement.md#training-targets, docs/refinement.md#displacement-mean).
 
-Training samples: a uniform random scale in [lo, hi) (bicubic image, nearest label), normalise,
-a random horizontal flip and a random crop (image padded with 0, label with 255), applied alike
-to image and label; the label is then reduced ×0.25 by nearest neighbour, i.e. pixel (4i+2, 4j+2)
-(irn.md §2.2). Every draw comes from the per-sample rng of (seed, epoch, index), so a resumed or
-distributed run sees exactly the same samples.
+Training samples: a uniform random scale in [lo, hi) (bicubic image, nearest label), normalise, a
+random horizontal flip and a random crop (image padded with 0, label with 255), applied alike to
+image and label; the label is then reduced ×0.25 by nearest neighbour, i.e. pixel (4i+2, 4j+2)
+(docs/refinement.md#image-handling). Every draw comes from the per-sample rng of (seed, epoch,
+index), so a resumed or distributed run sees exactly the same samples.
 """
 
 from __future__ import annotations
@@ -23,7 +24,8 @@ from vwe.data.transforms import normalize, random_crop, random_flip, rescale, to
 from vwe.data.voc import IGNORE_ID, EpochSeededDataset, VocLayout, sample_rng
 from vwe.errors import VweError
 
-LABEL_STRIDE = 4  # the edge map's stride: labels are reduced ×0.25 (irn.md §5.2)
+# the edge map's stride: labels are reduced ×0.25 (docs/refinement.md#training-targets)
+LABEL_STRIDE = 4
 
 
 def with_same_draws(rng: random.Random, fn: Callable[..., np.ndarray],
@@ -46,7 +48,8 @@ def reduce_label(label: np.ndarray, stride: int = LABEL_STRIDE) -> np.ndarray:
 def affinity_sample(image: np.ndarray, label: np.ndarray, rng: random.Random, crop_size: int,
                     scale_range: Sequence[float], flip_prob: float
                     ) -> tuple[np.ndarray, np.ndarray]:
-    """One augmented training pair: CHW float32 image, (crop/4, crop/4) uint8 label (§5.2)."""
+    """One augmented training pair: CHW float32 image, (crop/4, crop/4) uint8 label
+    (docs/refinement.md#training-targets)."""
     low, high = scale_range
     scale = low + rng.random() * (high - low)  # imutils.random_scale
     image = normalize(rescale(image, scale, "bicubic"))
@@ -68,7 +71,8 @@ def top_left_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 
 class AffinityDataset(EpochSeededDataset):
-    """Images of a split with their IR labels (`<label_dir>/<name>.png`), augmented (§5.2).
+    """Images of a split with their IR labels (`<label_dir>/<name>.png`), augmented
+    (docs/refinement.md#training-targets).
 
     Call `set_epoch` before each epoch's DataLoader iterator is made.
     """
@@ -104,7 +108,8 @@ class AffinityDataset(EpochSeededDataset):
 
 
 class TopLeftDataset(Dataset):
-    """Normalised images in a top-left crop, for the displacement-mean pass (irn.md §5.6)."""
+    """Normalised images in a top-left crop, for the displacement-mean pass
+    (docs/refinement.md#displacement-mean)."""
 
     def __init__(self, layout: VocLayout, names: Sequence[str], crop_size: int) -> None:
         self.layout, self.names, self.crop_size = layout, list(names), crop_size

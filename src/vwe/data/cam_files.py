@@ -23,12 +23,13 @@ REMAKE = "delete the CAM folder and rerun `vwe make-cam` on this dataset and spl
 
 
 def full_size(height: int, width: int) -> tuple[int, int]:
-    """`high_res` is the image's size (irn.md §2.3)."""
+    """`high_res` is the image's size (docs/refinement.md#make-cam-output)."""
     return height, width
 
 
 def stride4_size(height: int, width: int) -> tuple[int, int]:
-    """`cam` is (⌈H/4⌉, ⌈W/4⌉), the grid of IRNet's edge map (irn.md §2.3, §6 step 2)."""
+    """`cam` is (⌈H/4⌉, ⌈W/4⌉), the grid of IRNet's edge map (docs/refinement.md#make-cam-output,
+    docs/refinement.md#random-walk step 2)."""
     return (height + 3) // 4, (width + 3) // 4
 
 

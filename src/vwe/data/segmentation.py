@@ -1,11 +1,12 @@
 """Segmentation training data: label folders, the DeepLab augmentation, the training dataset.
 
-Labels are PNGs `<label_dir>/<name>.png` holding class ids 0..C (background 0) and 255 for
-"ignore" (specs/seg.md §4): pseudo labels, or the ground truth for a fully supervised run. Every
-label is checked once before training (its size against the image's, its ids against the class
-range), so a bad file stops the run before anything is written. The augmentation follows
-§1.8 (KZ): discrete random scale, pad with the mean colour / 255, random crop, flip; every draw
-comes from the `random.Random` passed in, so a sample's augmentation is a function of its seed.
+Labels are PNGs `<label_dir>/<name>.png` holding class ids 0..C (background 0) and 255 for "ignore"
+(docs/segmentation.md#pseudo-label-training): pseudo labels, or the ground truth for a fully
+supervised run. Every label is checked once before training (its size against the image's, its ids
+against the class range), so a bad file stops the run before anything is written. The augmentation
+follows docs/segmentation.md#augmentation (KZ): discrete random scale, pad with the mean colour /
+255, random crop, flip; every draw comes from the `random.Random` passed in, so a sample's
+augmentation is a function of its seed.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ SHOW_NAMES = 5  # names listed in an error about many files
 
 def normalize_pixels(image: np.ndarray, mean: Sequence[float], std: Sequence[float],
                      bgr: bool) -> np.ndarray:
-    """(pixels_0_255[..., order] − mean) / std as float32 HWC, as the init expects (§1.5)."""
+    """(pixels_0_255[..., order] − mean) / std as float32 HWC, as the init expects
+    (docs/segmentation.md#initialisation)."""
     pixels = image[..., ::-1] if bgr else image
     out = (pixels.astype(np.float32) - np.asarray(mean, np.float32)) / np.asarray(std, np.float32)
     return np.ascontiguousarray(out)
@@ -112,7 +114,8 @@ def check_label_folder(layout: VocLayout, names: list[str], label_dir: str | Pat
 
 @dataclass(frozen=True)
 class SegTrainTransform:
-    """Scale from a discrete set → normalise → pad (mean colour, 255) → crop → flip (§1.8)."""
+    """Scale from a discrete set → normalise → pad (mean colour, 255) → crop → flip
+    (docs/segmentation.md#augmentation)."""
 
     crop_size: int = 321
     scales: tuple[float, ...] = (0.5, 0.75, 1.0, 1.25, 1.5)

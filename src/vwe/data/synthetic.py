@@ -1,7 +1,7 @@
-"""The generated dataset of specs/synthetic.md, written in VOC layout so every stage reads it
+"""The generated dataset of docs/synthetic.md, written in VOC layout so every stage reads it
 through the VOC code path.
 
-What it poses (spec "What it must pose"):
+What it poses (docs/synthetic.md#what-it-must-pose):
 1. partial discriminative regions: classes come in *families* that share one body (outline,
    texture, colours); only a small mark (a coloured disc/square/ring/cross, `part_fraction` of the
    object's side, near its top) tells family members apart;
@@ -119,7 +119,8 @@ def _rgb(hue: float, sat: float, val: float) -> tuple[int, int, int]:
 
 
 def design(cfg: SyntheticConfig) -> tuple[list[ClassLook], list[BackgroundLook]]:
-    """The class and background looks: families of ~3 classes share a body (spec item 1)."""
+    """The class and background looks: families of ~3 classes share a body
+    (docs/synthetic.md#what-it-must-pose item 1)."""
     rng = np.random.default_rng([cfg.seed, 0])
     hue0 = float(rng.random())
     num = cfg.num_classes

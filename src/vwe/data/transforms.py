@@ -1,4 +1,4 @@
-"""The authors' CAM-training augmentation (specs/vwe-authors-code.md §2.1), with an explicit rng.
+"""The authors' CAM-training augmentation (docs/method.md#data-augmentation), with an explicit rng.
 
 Every random draw goes through the `random.Random` passed in, in the authors' order (long side,
 flip bit, crop x, crop y), so a sample's augmentation is a pure function of its rng's seed.
@@ -78,7 +78,7 @@ def random_crop(img: np.ndarray, size: int, rng: random.Random,
     """Crop a size×size window into a container filled with `pad_value` (x drawn before y).
 
     An axis longer than `size` gets a random window; a shorter one is pasted whole at a random
-    offset (IRNet's `random_crop`, specs/irn.md §2.2).
+    offset (IRNet's `random_crop`, docs/refinement.md#image-handling).
     """
     height, width = img.shape[:2]
     cont_left, img_left = _crop_axis(width, size, rng)
@@ -97,7 +97,8 @@ def to_chw(img: np.ndarray) -> np.ndarray:
 
 @dataclass(frozen=True)
 class TrainTransform:
-    """resize_long → normalise → flip → crop → CHW, the authors' order (§2.1)."""
+    """resize_long → normalise → flip → crop → CHW, the authors' order
+    (docs/method.md#data-augmentation)."""
 
     crop_size: int = 512
     resize_long: tuple[int, int] | None = (320, 640)  # None: keep the image's size

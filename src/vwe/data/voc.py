@@ -1,6 +1,6 @@
 """The PASCAL VOC 2012 + SBD layout, read the same way for VOC and for the generated dataset.
 
-Layout (specs/synthetic.md, specs/irn.md §2): `JPEGImages/<name>.jpg`,
+Layout (docs/synthetic.md, docs/refinement.md#data-conventions): `JPEGImages/<name>.jpg`,
 `SegmentationClassAug/` or `SegmentationClass/<name>.png`, `Annotations/<name>.xml`,
 `ImageSets/Segmentation/<split>.txt`, optional `classes.txt` (else the 20 VOC classes).
 Image-level labels come from the XML `<object><name>` tags, as IRNet's `make_cls_labels.py` does,

@@ -1,4 +1,4 @@
-"""The authors' released CAM checkpoints ↔ `CamNet` state dicts (vwe-authors-code.md §1.10).
+"""The authors' released CAM checkpoints ↔ `CamNet` state dicts (docs/method.md#state-dict-layout).
 
 Their `Net` registers each tensor under several names, in this order:
 `resnet.*` (torchvision names), `stage1..4.*`, `classifier`, `fc_a`, `fc_b`, `VWE.centroid`
@@ -156,7 +156,8 @@ def _pick(state: Mapping[str, Tensor], our_key: str, aliases: list[str]) -> tupl
 def convert_authors_state_dict(state: Mapping[str, Tensor], version: str,
                                backbone: str | None = None, num_classes: int | None = None,
                                source: str = "the checkpoint") -> tuple[dict[str, Tensor], str]:
-    """The authors' checkpoint → (`CamNet` state dict, preset name); strict key check (§1.10).
+    """The authors' checkpoint → (`CamNet` state dict, preset name); strict key check
+    (docs/method.md#state-dict-layout).
 
     `backbone` overrides the version's network (tests use small ones); `source` names the file
     in error messages.

@@ -1,4 +1,4 @@
-"""ResNet backbones with frozen batch-norm statistics (specs/vwe-authors-code.md §1.1).
+"""ResNet backbones with frozen batch-norm statistics (docs/method.md#backbone).
 
 Parameter names follow torchvision (`conv1, bn1, layer1..layer4`, blocks with `conv1, bn1, …,
 downsample.0/1`) so torchvision state dicts load key for key; there is no `fc`.
@@ -20,12 +20,14 @@ from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
 
-CAM_STRIDES = (1, 2, 2, 1)  # authors' CAM net: output stride 16, no dilation (§1.1)
+# authors' CAM net: output stride 16, no dilation (docs/method.md#backbone)
+CAM_STRIDES = (1, 2, 2, 1)
 CAM_DILATIONS = (1, 1, 1, 1)
 
 
 class FixedBatchNorm2d(nn.BatchNorm2d):
-    """Batch norm that always uses its running statistics and never updates them (§1.1).
+    """Batch norm that always uses its running statistics and never updates them
+    (docs/method.md#backbone).
 
     The affine weight and bias stay trainable parameters; the `training` flag has no effect.
     """
@@ -94,7 +96,8 @@ class BasicBlock(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    """1×1 → 3×3 (strided, "v1.5") → 1×1 ×4 with a residual (ResNet-50/101, §1.1)."""
+    """1×1 → 3×3 (strided, "v1.5") → 1×1 ×4 with a residual (ResNet-50/101,
+    docs/method.md#backbone)."""
 
     expansion = 4
 
@@ -122,9 +125,10 @@ class Bottleneck(nn.Module):
 class ResNet(nn.Module):
     """ResNet trunk returning the stem and every layer's output.
 
-    `strides`/`dilations` are per layer (layer1, layer2, layer3, layer4); each dilation applies
-    to every block of its layer. The stem is always stride 4. CAM net: strides (1, 2, 2, 1),
-    dilations (1, 1, 1, 1) → output stride 16 (§1.1). DeepLab: (1, 2, 1, 1), (1, 1, 2, 4) → 8.
+    `strides`/`dilations` are per layer (layer1, layer2, layer3, layer4); each dilation applies to
+    every block of its layer. The stem is always stride 4. CAM net: strides (1, 2, 2, 1), dilations
+    (1, 1, 1, 1) → output stride 16 (docs/method.md#backbone). DeepLab: (1, 2, 1, 1), (1, 1, 2, 4) →
+    8.
     """
 
     def __init__(self, block: type[BasicBlock | Bottleneck], layers: list[int],
@@ -221,7 +225,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
 
 
 def clean_backbone_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
-    """Drop a DataParallel `module.` prefix and the classifier `fc.*` (§1.1)."""
+    """Drop a DataParallel `module.` prefix and the classifier `fc.*` (docs/method.md#backbone)."""
     out = {}
     for key, value in state.items():
         key = key.removeprefix("module.")

@@ -1,6 +1,6 @@
 """The CAM network: ResNet + HSPP image classifier + Visual Words Encoder heads.
 
-specs/vwe.md (presets) and specs/vwe-authors-code.md §1.2-1.9. Module names:
+docs/method.md#presets and docs/method.md#network. Module names:
 `backbone` (ResNet, torchvision names), `classifier` (W_img, authors' `classifier`),
 `w2i` (word → image, authors' `fc_a`), `word_classifier` (authors' `fc_b`),
 `codebook` (`LearnedCodebook`, authors' `VWE.centroid`; None for the memory bank).
@@ -65,7 +65,8 @@ def _linear_1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:
 
 
 class CamNet(nn.Module):
-    """VWE CAM network built from `ModelConfig`; output stride 16 (§1.1, §1.4)."""
+    """VWE CAM network built from `ModelConfig`; output stride 16 (docs/method.md#backbone,
+    docs/method.md#forward-pass)."""
 
     def __init__(self, cfg: ModelConfig, num_classes: int) -> None:
         super().__init__()
@@ -85,7 +86,8 @@ class CamNet(nn.Module):
         self._freeze()
 
     def _freeze(self) -> None:
-        """Stem frozen (§1.2); with the stage-2 detach, stem..layer2 can get no gradient anyway.
+        """Stem frozen (docs/method.md#frozen-parts-and-detach); with the stage-2 detach,
+        stem..layer2 can get no gradient anyway.
 
         Setting requires_grad=False there is numerically the authors' behaviour (their grads stay
         None, so SGD and weight decay skip them) and keeps DDP from waiting for them.
@@ -101,7 +103,8 @@ class CamNet(nn.Module):
                 p.requires_grad_(False)
 
     def features(self, images: Tensor) -> Tensor:
-        """F = layer4 output (N, d, ⌈H/16⌉, ⌈W/16⌉); stage 2 detached when configured (§1.4)."""
+        """F = layer4 output (N, d, ⌈H/16⌉, ⌈W/16⌉); stage 2 detached when configured
+        (docs/method.md#forward-pass)."""
         bb = self.backbone
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.detach_after_stage2):
             x = bb.layer2(bb.layer1(bb.stem(images)))
@@ -121,7 +124,8 @@ class CamNet(nn.Module):
         return codebook
 
     def forward(self, images: Tensor, codebook: Tensor | None = None) -> CamNetOutput:
-        """Training forward: image, word→image and word logits plus word targets (§1.4)."""
+        """Training forward: image, word→image and word logits plus word targets
+        (docs/method.md#forward-pass)."""
         cfg = self.cfg
         feats = self.features(images)
         pooled = hybrid_pool(feats, cfg.hspp_gamma, cfg.hspp_levels, cfg.hspp_cells)  # f_hspp
@@ -140,7 +144,7 @@ class CamNet(nn.Module):
                  with_word_cam: bool = False) -> tuple[Tensor, Tensor | None]:
         """M_img = ReLU(W_img·F) and, when asked, M_word = ReLU(Σ_j W_w2i[j,c] P_j) (N, C, h, w).
 
-        M_word is our reading of the paper (specs/vwe.md); the authors' code has only M_img.
+        M_word is our reading of the paper (docs/method.md); the authors' code has only M_img.
         """
         feats = self.features(images)
         img_cam = F.relu(F.conv2d(feats, self.classifier.weight))
@@ -151,13 +155,15 @@ class CamNet(nn.Module):
         return img_cam, F.relu(F.conv2d(words.probs, self.w2i.weight))
 
     def new_parameters(self) -> list[nn.Parameter]:
-        """Heads and learned codebook: the authors' `newly_added` group (§1.3)."""
+        """Heads and learned codebook: the authors' `newly_added` group
+        (docs/method.md#heads-and-initialisation)."""
         modules = [self.classifier, self.w2i, self.word_classifier]
         modules += [self.codebook] if self.codebook is not None else []
         return [p for m in modules for p in m.parameters() if p.requires_grad]
 
     def param_groups(self, lr: float, new_lr_mult: float, weight_decay: float) -> list[dict]:
-        """Group 0: trainable backbone at lr; group 1: new layers at lr·mult (§1.3, §2.2)."""
+        """Group 0: trainable backbone at lr; group 1: new layers at lr·mult
+        (docs/method.md#heads-and-initialisation, docs/method.md#optimiser)."""
         backbone = [p for p in self.backbone.parameters() if p.requires_grad]
         return [
             {"params": backbone, "lr": lr, "weight_decay": weight_decay, "name": "backbone"},
@@ -167,13 +173,15 @@ class CamNet(nn.Module):
 
 
 def multilabel_loss(logits: Tensor, targets: Tensor) -> Tensor:
-    """MLSM: mean over classes and batch of −[y log σ(z) + (1 − y) log σ(−z)] (§1.9)."""
+    """MLSM: mean over classes and batch of −[y log σ(z) + (1 − y) log σ(−z)]
+    (docs/method.md#gradient-routing)."""
     return F.multilabel_soft_margin_loss(logits, targets.to(logits.dtype))
 
 
 def cam_losses(output: CamNetOutput, labels: Tensor, weights: LossWeights,
                codebook: Tensor | None = None) -> dict[str, Tensor]:
-    """The CAM losses and their weighted `total` (§1.7, §2.3).
+    """The CAM losses and their weighted `total` (docs/method.md#decov-and-entropy,
+    docs/method.md#losses).
 
     A term with weight 0 is still computed for logging, but detached, so it builds no graph and
     sends no gradient (the authors log loss2 in VWL-M and entropy in VWL-L without adding them).

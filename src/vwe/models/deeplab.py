@@ -1,11 +1,14 @@
-"""DeepLabV2 (ResNet, output stride 8, ASPP-V2, MSC) as trained on pseudo labels (specs/seg.md §1).
+"""DeepLabV2 (ResNet, output stride 8, ASPP-V2, MSC) as trained on pseudo labels
+(docs/segmentation.md#deeplabv2).
 
 `build_deeplab` gives an `MSC` wrapper around a `DeepLabV2` base net whose backbone is either the
 Caffe/MSRA layout (`deeplab_caffe.CaffeResNet`, loads the converted Caffe files) or the torchvision
 layout (`backbone.build_backbone`, loads torchvision weights). Every batch norm is a
-`FixedBatchNorm2d`: running statistics are always used, whatever `train()`/`eval()` says (§1.4).
-Also here: the multi-scale loss of both recipes (§1.3, §1.7), the poly-schedule parameter groups
-(§1.6) and the initialisation rules (§1.5).
+`FixedBatchNorm2d`: running statistics are always used, whatever `train()`/`eval()` says
+(docs/segmentation.md#batch-norm). Also here: the multi-scale loss of both recipes
+(docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas), the poly-schedule parameter
+groups (docs/segmentation.md#training-recipes) and the initialisation rules
+(docs/segmentation.md#initialisation).
 """
 
 from __future__ import annotations
@@ -31,15 +34,17 @@ from vwe.models.deeplab_caffe import (
 
 log = logging.getLogger(__name__)
 
-ASPP_RATES = (6, 12, 18, 24)  # §1.2
-MSC_SCALES = (0.5, 0.75)  # §1.3
+ASPP_RATES = (6, 12, 18, 24)  # docs/segmentation.md#aspp
+MSC_SCALES = (0.5, 0.75)  # docs/segmentation.md#msc
 LAYOUTS = ("caffe", "torchvision")
-CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)  # §1.5, pixel values 0–255, std 1
+# docs/segmentation.md#initialisation, pixel values 0–255, std 1
+CAFFE_MEAN_BGR = (104.008, 116.669, 122.675)
 TORCHVISION_MEAN_RGB = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) × 255
 TORCHVISION_STD_RGB = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) × 255
 CAFFE_IMAGENET_FILE = ("deeplabv1_resnet101-imagenet.pth "
                        "(Google Drive id 14soMKDnIZ_crXQTlol9sNHVPozcQQpMn)")
-# Per-recipe optimiser/loss settings (§1.6, §6); the batch (10), crop (321) and iterations
+# Per-recipe optimiser/loss settings (docs/segmentation.md#training-recipes,
+# docs/segmentation.md#config-defaults); the batch (10), crop (321) and iterations
 # (20k) are shared.
 RECIPES: dict[str, dict[str, Any]] = {
     "deeplab": {"lr": 2.5e-4, "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9,
@@ -50,7 +55,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 class ASPP(nn.Module):
-    """ASPP-V2: four 3×3 convs with bias, dilation = padding = rate, summed into logits (§1.2)."""
+    """ASPP-V2: four 3×3 convs with bias, dilation = padding = rate, summed into logits
+    (docs/segmentation.md#aspp)."""
 
     def __init__(self, in_ch: int, num_classes: int, rates: Sequence[int] = ASPP_RATES) -> None:
         super().__init__()
@@ -69,7 +75,8 @@ class ASPP(nn.Module):
 
 
 class DeepLabV2(nn.Module):
-    """Backbone (output stride 8) + ASPP-V2; logits at stride 8, never upsampled here (§1.2)."""
+    """Backbone (output stride 8) + ASPP-V2; logits at stride 8, never upsampled here
+    (docs/segmentation.md#aspp)."""
 
     def __init__(self, backbone: CaffeResNet | ResNet, num_classes: int,
                  rates: Sequence[int] = ASPP_RATES, backbone_name: str = "resnet101",
@@ -86,7 +93,7 @@ class DeepLabV2(nn.Module):
 
 
 class MSC(nn.Module):
-    """Multi-scale inputs with max fusion (§1.3).
+    """Multi-scale inputs with max fusion (docs/segmentation.md#msc).
 
     Training returns [L1, L_s for each scale at its own size, L_max]; eval returns L_max, the
     element-wise max of L1 and the bilinearly upsampled L_s at L1's size. No scales: L1 alone
@@ -121,7 +128,8 @@ def _base(model: nn.Module) -> DeepLabV2:
 
 
 def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
-    """Output-stride-8 trunk: res4 all dilation 2, res5 all dilation 4, stride 1 (§1.1)."""
+    """Output-stride-8 trunk: res4 all dilation 2, res5 all dilation 4, stride 1
+    (docs/segmentation.md#backbone)."""
     if layout == "caffe":
         if name not in CAFFE_BLOCKS:
             raise VweError(f"model.backbone={name} has no Caffe layout; use one of "
@@ -135,7 +143,8 @@ def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
 
 
 def _freeze_stem(trunk: CaffeResNet | ResNet) -> None:
-    """Stop gradients into conv1 + bn1 (IRN's choice, irn#21; option freeze_stem, §1.4)."""
+    """Stop gradients into conv1 + bn1 (IRN's choice, irn#21; option freeze_stem,
+    docs/segmentation.md#batch-norm)."""
     stem = [trunk.layer1] if isinstance(trunk, CaffeResNet) else [trunk.conv1, trunk.bn1]
     for module in stem:
         module.requires_grad_(False)
@@ -155,7 +164,8 @@ def build_deeplab(num_classes: int, backbone: str = "resnet101", layout: str = "
 
 
 def input_normalization(layout: str) -> tuple[tuple[float, ...], tuple[float, ...], bool]:
-    """(mean, std, bgr) for `(pixels_0_255[..., order] − mean) / std`, tied to the weights (§1.5).
+    """(mean, std, bgr) for `(pixels_0_255[..., order] − mean) / std`, tied to the weights
+    (docs/segmentation.md#initialisation).
 
     caffe: BGR, mean (104.008, 116.669, 122.675), std 1; torchvision: RGB, ImageNet mean/std ×255.
     """
@@ -166,10 +176,11 @@ def input_normalization(layout: str) -> tuple[tuple[float, ...], tuple[float, ..
     raise VweError(f"model.layout={layout} is unknown; choose caffe or torchvision")
 
 
-# ---------------------------------------------------------------- losses (§1.3, §1.7)
+# --------------------- losses (docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas)
 
 def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
-    """(N, H, W) ids → `size` with nearest-exact, which equals PIL NEAREST used by KZ/RL (§1.3)."""
+    """(N, H, W) ids → `size` with nearest-exact, which equals PIL NEAREST used by KZ/RL
+    (docs/segmentation.md#msc)."""
     if tuple(labels.shape[-2:]) == tuple(size):
         return labels
     resized = F.interpolate(labels[:, None].float(), size=tuple(size), mode="nearest-exact")
@@ -177,14 +188,16 @@ def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
 
 
 def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """Mean CE over pixels ≠ ignore_index (§1.7); 0, not NaN, when every pixel is ignored."""
+    """Mean CE over pixels ≠ ignore_index (docs/segmentation.md#loss-and-lr-formulas); 0, not NaN,
+    when every pixel is ignored."""
     per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     valid = (labels != ignore_index).sum()
     return per_pixel.sum() / valid.clamp(min=1)
 
 
 def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """½(Σ_B ℓ/|B| + Σ_F ℓ/|F|) (CL, §1.7); an empty B or F is dropped and the other kept alone."""
+    """½(Σ_B ℓ/|B| + Σ_F ℓ/|F|) (CL, docs/segmentation.md#loss-and-lr-formulas); an empty B or F is
+    dropped and the other kept alone."""
     per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
     background = labels == 0
     foreground = (labels != 0) & (labels != ignore_index)
@@ -202,13 +215,14 @@ def _check_recipe(recipe: str) -> str:
     """Accept `deeplab` | `vwe_author` (or `vwe-author`)."""
     name = recipe.replace("-", "_")
     if name not in RECIPES:
-        raise VweError(f"recipe={recipe} is unknown; choose deeplab or vwe_author (seg.md §1.6)")
+        raise VweError(f"recipe={recipe} is unknown; choose deeplab or vwe_author "
+                       "(docs/segmentation.md#training-recipes)")
     return name
 
 
 def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "deeplab",
              loss: str = "ce", ignore_index: int = 255) -> Tensor:
-    """Loss over the MSC training outputs (§1.3).
+    """Loss over the MSC training outputs (docs/segmentation.md#msc).
 
     deeplab (KZ): each output at its own size, the label resized to it (nearest-exact), CE summed.
     vwe_author (RL): outputs upsampled bilinearly to L1's size, label resized to it, CE averaged.
@@ -228,10 +242,11 @@ def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "
     return total / len(terms) if recipe == "vwe_author" else total
 
 
-# ------------------------------------------------------------ optimiser (§1.6, §1.7)
+# ----- optimiser (docs/segmentation.md#training-recipes, docs/segmentation.md#loss-and-lr-formulas)
 
 def _conv_params(base: DeepLabV2) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
-    """Trainable (backbone conv params, ASPP weights, ASPP biases); BN affine left out (§1.4)."""
+    """Trainable (backbone conv params, ASPP weights, ASPP biases); BN affine left out
+    (docs/segmentation.md#batch-norm)."""
     backbone, head_weights, head_biases = [], [], []
     for name, module in base.named_modules():
         if not isinstance(module, nn.Conv2d):
@@ -246,7 +261,8 @@ def _conv_params(base: DeepLabV2) -> tuple[list[Tensor], list[Tensor], list[Tens
 
 def param_groups(model: nn.Module, lr: float, weight_decay: float = 5e-4,
                  recipe: str = "deeplab") -> list[dict[str, Any]]:
-    """SGD parameter groups with `lr_mult` for the poly schedule (§1.6).
+    """SGD parameter groups with `lr_mult` for the poly schedule
+    (docs/segmentation.md#training-recipes).
 
     deeplab: backbone convs 1× (wd), ASPP weights 10× (wd), ASPP biases 20× (wd 0).
     vwe_author: every conv weight 1× (wd); ASPP biases never trained (stay 0).
@@ -270,7 +286,8 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 5e-4,
 
 def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9,
             update_every: int = 1) -> float:
-    """base·(1 − t/T)^power with t = finished iterations rounded down to `update_every` (§1.7).
+    """base·(1 − t/T)^power with t = finished iterations rounded down to `update_every`
+    (docs/segmentation.md#loss-and-lr-formulas).
 
     update_every=10 is KZ's staircase (the first 10 steps use the base lr); 1 is RL's.
     """
@@ -287,10 +304,11 @@ def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, max
     return lr
 
 
-# ------------------------------------------------------------ initialisation (§1.5)
+# --------------------------------------------- initialisation (docs/segmentation.md#initialisation)
 
 def looks_like_coco(path: str | Path, state: Mapping[str, Tensor]) -> bool:
-    """A COCO init: "coco" in the file name or a 91-class head (KZ's converted init, §1.5)."""
+    """A COCO init: "coco" in the file name or a 91-class head (KZ's converted init,
+    docs/segmentation.md#initialisation)."""
     if "coco" in Path(path).name.lower():
         return True
     return any(key.endswith(("fc.weight", "aspp.c0.weight")) and value.ndim > 0
@@ -298,7 +316,8 @@ def looks_like_coco(path: str | Path, state: Mapping[str, Tensor]) -> bool:
 
 
 def _refuse_coco(source: str, dataset_name: str) -> None:
-    """COCO-pretrained DeepLab weights saw COCO pixel labels: never for COCO runs (§1.5, §3)."""
+    """COCO-pretrained DeepLab weights saw COCO pixel labels: never for COCO runs
+    (docs/segmentation.md#initialisation, docs/segmentation.md#ms-coco-2014)."""
     if "coco" in dataset_name.lower():
         raise VweError(f"{source} is a COCO-pretrained initialisation, refused for the COCO "
                        f"dataset ({dataset_name}): it was trained on COCO segmentation masks. Use "
@@ -307,7 +326,8 @@ def _refuse_coco(source: str, dataset_name: str) -> None:
 
 
 def _load_caffe_file(base: DeepLabV2, state: Mapping[str, Tensor], source: str) -> None:
-    """Explicit key map; any missing backbone tensor or wrong shape is an error (§1.5)."""
+    """Explicit key map; any missing backbone tensor or wrong shape is an error
+    (docs/segmentation.md#initialisation)."""
     if any(key.startswith("backbone.") for key in state):  # written by import-weights
         mapped = {k: v for k, v in state.items() if k.startswith(("backbone.", "aspp."))}
         mapped = {k: v for k, v in mapped.items()
@@ -328,7 +348,8 @@ def _load_caffe_file(base: DeepLabV2, state: Mapping[str, Tensor], source: str) 
 
 def load_deeplab_init(model: nn.Module, spec: str | None, layout: str | None = None,
                       dataset_name: str = "voc", coco_init: bool | None = None) -> None:
-    """Initialise from `spec`: none | imagenet | coco | a local file (§1.5).
+    """Initialise from `spec`: none | imagenet | coco | a local file
+    (docs/segmentation.md#initialisation).
 
     A file loads in the model's layout: caffe = KZ-converted keys, torchvision = torchvision keys.
     `coco_init` says whether the file is COCO-pretrained (None: guessed by `looks_like_coco`);

@@ -1,4 +1,5 @@
-"""Caffe/MSRA-layout ResNet for DeepLabV2 and the converted Caffe weights' key map (seg.md §1.1).
+"""Caffe/MSRA-layout ResNet for DeepLabV2 and the converted Caffe weights' key map
+(docs/segmentation.md#backbone).
 
 Parameter names are those of the converted files (`deeplabv1_resnet101-coco.pth`,
 `deeplabv1_resnet101-imagenet.pth`): stem `layer1.conv1.{conv,bn}.*`, stages
@@ -26,8 +27,8 @@ CAFFE_BLOCKS: dict[str, tuple[int, int, int, int]] = {
     "resnet50": (3, 4, 6, 3),
     "resnet101": (3, 4, 23, 3),
 }
-DEEPLAB_STRIDES = (1, 2, 1, 1)  # res2..res5: output stride 8 (§1.1)
-DEEPLAB_DILATIONS = (1, 1, 2, 4)  # every block of res4 / res5 (§1.1)
+DEEPLAB_STRIDES = (1, 2, 1, 1)  # res2..res5: output stride 8 (docs/segmentation.md#backbone)
+DEEPLAB_DILATIONS = (1, 1, 2, 4)  # every block of res4 / res5 (docs/segmentation.md#backbone)
 CONV_BN_KEYS = ("conv.weight", "bn.weight", "bn.bias", "bn.running_mean", "bn.running_var")
 BN_COUNTER = "bn.num_batches_tracked"  # optional in files: filled with 0 when absent
 BACKBONE_PREFIX = "backbone."
@@ -35,7 +36,8 @@ ASPP_FILE_KEY = re.compile(r"^aspp\.c(\d+)\.(weight|bias)$")  # KZ's ASPP: aspp.
 
 
 class ConvBn(nn.Module):
-    """Conv (no bias) → frozen BN → optional ReLU; the KZ `conv`/`bn` pair (§1.1)."""
+    """Conv (no bias) → frozen BN → optional ReLU; the KZ `conv`/`bn` pair
+    (docs/segmentation.md#backbone)."""
 
     def __init__(self, in_ch: int, out_ch: int, kernel: int, stride: int = 1, dilation: int = 1,
                  relu: bool = True) -> None:
@@ -52,7 +54,8 @@ class ConvBn(nn.Module):
 
 
 class CaffeBottleneck(nn.Module):
-    """1×1 reduce (strided) → 3×3 (dilated) → 1×1 increase, plus shortcut (Caffe "v1", §1.1)."""
+    """1×1 reduce (strided) → 3×3 (dilated) → 1×1 increase, plus shortcut (Caffe "v1",
+    docs/segmentation.md#backbone)."""
 
     def __init__(self, in_ch: int, out_ch: int, stride: int, dilation: int,
                  shortcut: bool) -> None:
@@ -70,7 +73,8 @@ class CaffeBottleneck(nn.Module):
 
 
 class CaffeStem(nn.Module):
-    """7×7/2 conv + BN + ReLU, then 3×3/2 max-pool with pad 1 in ceil mode (§1.1)."""
+    """7×7/2 conv + BN + ReLU, then 3×3/2 max-pool with pad 1 in ceil mode
+    (docs/segmentation.md#backbone)."""
 
     def __init__(self, width: int) -> None:
         super().__init__()
@@ -119,7 +123,8 @@ class CaffeResNet(nn.Module):
 
 def caffe_backbone_keys(blocks: Sequence[int] = CAFFE_BLOCKS["resnet101"],
                         counters: bool = False) -> list[str]:
-    """The converted files' backbone keys (§1.1 pattern); `counters` adds num_batches_tracked."""
+    """The converted files' backbone keys (docs/segmentation.md#backbone pattern); `counters` adds
+    num_batches_tracked."""
     suffixes = CONV_BN_KEYS + ((BN_COUNTER,) if counters else ())
     units = ["layer1.conv1"]
     for stage, count in enumerate(blocks, start=2):
@@ -130,7 +135,8 @@ def caffe_backbone_keys(blocks: Sequence[int] = CAFFE_BLOCKS["resnet101"],
 
 
 def _strip_prefix(state: Mapping[str, Tensor], source: str) -> dict[str, Tensor]:
-    """Drop a DataParallel `module.` prefix; refuse KZ's VOC-trained MSC release (§1.5)."""
+    """Drop a DataParallel `module.` prefix; refuse KZ's VOC-trained MSC release
+    (docs/segmentation.md#initialisation)."""
     out = {key.removeprefix("module."): value for key, value in state.items()}
     if any(key.startswith(("base.layer", "base.aspp")) for key in out):
         raise VweError(f"{source} has `base.`-prefixed keys: it looks like KZ's "
@@ -146,7 +152,8 @@ def map_caffe_state_dict(state: Mapping[str, Tensor], num_classes: int | None = 
 
     Backbone keys gain `backbone.`; `aspp.c{i}.*` become `aspp.branches.{i}.*` and are kept only
     when their class count equals `num_classes` (the COCO file's 91-class `fc` head and a foreign
-    ASPP are dropped, §1.5). num_batches_tracked is filled with 0 when the file lacks it.
+    ASPP are dropped, docs/segmentation.md#initialisation). num_batches_tracked is filled with 0
+    when the file lacks it.
     """
     state = _strip_prefix(state, source)
     required = caffe_backbone_keys(blocks)

@@ -1,4 +1,4 @@
-"""Hybrid spatial pyramid pooling, HSPP (specs/vwe.md; specs/vwe-authors-code.md §1.6).
+"""Hybrid spatial pyramid pooling, HSPP (docs/method.md#hspp).
 
 f = (γ·GAP(F) + Σ_{r ∈ levels} mean over the r×r cells of the cell max) / (γ + |levels|).
 

@@ -1,8 +1,9 @@
 """IRNet: boundary and displacement branches on a frozen backbone, its targets and losses.
 
-Network of irn.md §5.3, affinity targets of §5.2, losses of §5.4 and the inference edge map of
-§6 step 1. The losses return sums and counts separately so that a DDP run can all-reduce them
-before dividing, which reproduces IRNet's whole-batch normalisation (§5.4).
+Network of docs/refinement.md#network, affinity targets of docs/refinement.md#training-targets,
+losses of docs/refinement.md#losses and the inference edge map of docs/refinement.md#random-walk
+step 1. The losses return sums and counts separately so that a DDP run can all-reduce them before
+dividing, which reproduces IRNet's whole-batch normalisation (docs/refinement.md#losses).
 """
 
 from __future__ import annotations
@@ -18,11 +19,12 @@ from torch import Tensor, nn
 from vwe.models.backbone import CAM_DILATIONS, CAM_STRIDES, build_backbone
 from vwe.refine.path_index import PathIndex
 
-EPS = 1e-5  # IRNet's epsilon in the logs and the loss denominators (§5.4)
+EPS = 1e-5  # IRNet's epsilon in the logs and the loss denominators (docs/refinement.md#losses)
 
 
 class MeanShift(nn.Module):
-    """Identity in training; subtracts the stored mean displacement (2,) in eval (§5.3, §5.6)."""
+    """Identity in training; subtracts the stored mean displacement (2,) in eval
+    (docs/refinement.md#network, docs/refinement.md#displacement-mean)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -35,7 +37,8 @@ class MeanShift(nn.Module):
 
 
 def _branch(in_ch: int, out_ch: int, groups: int, upscale: int = 1) -> nn.Sequential:
-    """1×1 conv (no bias) → GroupNorm → ×upscale bilinear → ReLU, IRNet's order (§5.3)."""
+    """1×1 conv (no bias) → GroupNorm → ×upscale bilinear → ReLU, IRNet's order
+    (docs/refinement.md#network)."""
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 1, bias=False),
                                nn.GroupNorm(groups, out_ch)]
     if upscale > 1:
@@ -50,7 +53,8 @@ def _crop_to(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class IRNet(nn.Module):
-    """Frozen ResNet (output stride 16, layer4 stride 1) with IRNet's two branches (§5.3).
+    """Frozen ResNet (output stride 16, layer4 stride 1) with IRNet's two branches
+    (docs/refinement.md#network).
 
     `forward` returns (edge logits B (N,1,h,w), displacement D (N,2,h,w) or None) at stride 4.
     Displacement channel 0 is the row (y) offset, channel 1 the column (x) offset.
@@ -79,30 +83,33 @@ class IRNet(nn.Module):
 
     @property
     def mean_shift(self) -> MeanShift:
-        """The displacement mean subtracted in eval; set `running_mean` after training (§5.6)."""
+        """The displacement mean subtracted in eval; set `running_mean` after training
+        (docs/refinement.md#displacement-mean)."""
         if not self.with_displacement:
             raise AttributeError("this IRNet has no displacement branch")
         return self.disp_head[-1]
 
     def train(self, mode: bool = True) -> IRNet:
-        """Train the branches; the backbone always stays in eval (§5.3)."""
+        """Train the branches; the backbone always stays in eval (docs/refinement.md#network)."""
         super().train(mode)
         self.backbone.eval()
         return self
 
     def features(self, x: Tensor) -> list[Tensor]:
-        """Backbone outputs [stem, layer1..layer4], detached: the backbone is frozen (§5.3)."""
+        """Backbone outputs [stem, layer1..layer4], detached: the backbone is frozen
+        (docs/refinement.md#network)."""
         with torch.no_grad():
             return [f.detach() for f in self.backbone(x)]
 
     def edge_logits(self, feats: list[Tensor]) -> Tensor:
-        """Boundary logits B (N, 1, h, w) at the stem's resolution (§5.3)."""
+        """Boundary logits B (N, 1, h, w) at the stem's resolution (docs/refinement.md#network)."""
         maps = [stage(f) for stage, f in zip(self.edge_stages, feats)]
         maps = [_crop_to(m, maps[1]) for m in maps]
         return self.edge_classifier(torch.cat(maps, dim=1))
 
     def displacement(self, feats: list[Tensor]) -> Tensor:
-        """Displacement field D (N, 2, h, w) at the stem's resolution (§5.3)."""
+        """Displacement field D (N, 2, h, w) at the stem's resolution
+        (docs/refinement.md#network)."""
         dp1, dp2, dp3, dp4, dp5 = (stage(f) for stage, f in zip(self.disp_stages, feats))
         deep = torch.cat([dp3, _crop_to(dp4, dp3), _crop_to(dp5, dp3)], dim=1)
         deep = _crop_to(self.disp_deep(deep), dp2)
@@ -114,7 +121,8 @@ class IRNet(nn.Module):
         return self.edge_logits(feats), disp
 
     def param_groups(self, lr: float, weight_decay: float) -> list[dict]:
-        """Edge branch at lr, displacement branch at 10·lr, both with weight decay (§5.3)."""
+        """Edge branch at lr, displacement branch at 10·lr, both with weight decay
+        (docs/refinement.md#network)."""
         edge = list(self.edge_stages.parameters()) + list(self.edge_classifier.parameters())
         groups = [{"params": edge, "lr": lr, "weight_decay": weight_decay}]
         if self.with_displacement:
@@ -125,7 +133,8 @@ class IRNet(nn.Module):
 
 
 def edge_map(model: IRNet, image_pair: Tensor, multiple: int = 16, min_size: int = 0) -> Tensor:
-    """Boundary probabilities (h, w) = sigmoid(½B₀ + ½·flip(B₁)) for [image, flipped image] (§6).
+    """Boundary probabilities (h, w) = sigmoid(½B₀ + ½·flip(B₁)) for [image, flipped image]
+    (docs/refinement.md#random-walk).
 
     `image_pair` is the normalised (2, 3, H, W) batch. IRNet zero-pads to a fixed 512×512, which
     silently crops larger images; here each side is padded to the next multiple of `multiple`
@@ -145,7 +154,8 @@ def edge_map(model: IRNet, image_pair: Tensor, multiple: int = 16, min_size: int
 
 @dataclass
 class PathTensors:
-    """A PathIndex as tensors on one device, for the training losses (§5.1)."""
+    """A PathIndex as tensors on one device, for the training losses
+    (docs/refinement.md#pathindex)."""
 
     size: tuple[int, int]
     radius_floor: int
@@ -171,7 +181,8 @@ def _tensors(paths: PathIndex | PathTensors, device: torch.device) -> PathTensor
 
 
 def affinity_from_edge(edge_logits: Tensor, paths: PathIndex | PathTensors) -> Tensor:
-    """a_ij = 1 − max over the path of sigmoid(B): (N, n_dirs, n_src) (§5.4)."""
+    """a_ij = 1 − max over the path of sigmoid(B): (N, n_dirs, n_src)
+    (docs/refinement.md#losses)."""
     paths = _tensors(paths, edge_logits.device)
     if tuple(edge_logits.shape[-2:]) != paths.size:
         raise ValueError(f"edge map {tuple(edge_logits.shape[-2:])} != path grid {paths.size}")
@@ -185,7 +196,8 @@ def affinity_from_edge(edge_logits: Tensor, paths: PathIndex | PathTensors) -> T
 
 def affinity_targets(label: Tensor | np.ndarray, paths: PathIndex | PathTensors,
                      ignore_index: int = 255) -> dict[str, Tensor]:
-    """bg_pos, fg_pos, neg (N, n_dirs, n_src) float32 from reduced labels (N, h, w) (§5.2).
+    """bg_pos, fg_pos, neg (N, n_dirs, n_src) float32 from reduced labels (N, h, w)
+    (docs/refinement.md#training-targets).
 
     IRNet tests validity with label < 21 (VOC); here any value but `ignore_index` is valid,
     which is the same on VOC labels and also works for other class counts.
@@ -205,7 +217,7 @@ def affinity_targets(label: Tensor | np.ndarray, paths: PathIndex | PathTensors,
 
 
 def pair_displacement(displacement: Tensor, paths: PathIndex | PathTensors) -> Tensor:
-    """D(src) − D(dst) for every pair: (N, 2, n_dirs, n_src) (§5.4)."""
+    """D(src) − D(dst) for every pair: (N, 2, n_dirs, n_src) (docs/refinement.md#losses)."""
     paths = _tensors(paths, displacement.device)
     flat = displacement.reshape(*displacement.shape[:2], -1)
     src = flat[:, :, paths.src_indices][:, :, None, :]
@@ -215,7 +227,8 @@ def pair_displacement(displacement: Tensor, paths: PathIndex | PathTensors) -> T
 
 def irn_loss_terms(edge_logits: Tensor, displacement: Tensor | None, targets: dict[str, Tensor],
                    paths: PathIndex | PathTensors) -> tuple[dict[str, Tensor], dict[str, Tensor]]:
-    """Per-term loss sums and target counts over the batch (§5.4); see `irn_total_loss`.
+    """Per-term loss sums and target counts over the batch (docs/refinement.md#losses); see
+    `irn_total_loss`.
 
     Sums: bg_pos, fg_pos (of −log(a+ε)), neg (of −log(1+ε−a)), dp_fg (of |D(src)−D(dst)−(dy,dx)|
     over both components), dp_bg (of |D(src)−D(dst)|). Counts: bg_pos, fg_pos, neg (no grad).
@@ -241,7 +254,8 @@ def irn_loss_terms(edge_logits: Tensor, displacement: Tensor | None, targets: di
 
 def irn_total_loss(sums: dict[str, Tensor], counts: dict[str, Tensor],
                    scale: float = 1.0) -> tuple[Tensor, dict[str, Tensor]]:
-    """total = (L_pos + L_neg)/2 + (L_dfg + L_dbg)/2 with IRNet's normalisation (§5.4).
+    """total = (L_pos + L_neg)/2 + (L_dfg + L_dbg)/2 with IRNet's normalisation
+    (docs/refinement.md#losses).
 
     Returns the total and the four terms (pos, neg, dp_fg, dp_bg). With DDP, all-reduce
     (sum) the counts and pass this rank's sums with scale = world size: DDP averages gradients

@@ -1,11 +1,11 @@
 """The DeepLab MSC loss of one global batch, however it is split over ranks and micro-batches.
 
 `msc_loss` (models/deeplab.py) averages each CE term over the pixels of the batch it is given
-(specs/seg.md §1.3, §1.7). Split over W ranks × A accumulation steps, per-split means would
-weight pixels unequally (crop padding is ignored, so splits hold different pixel counts). Here
-each term divides by the pixel counts of the whole global batch, summed over ranks beforehand,
-so the summed gradient equals the one of the unsplit batch: batch size means the global batch.
-With one split it equals `msc_loss` exactly.
+(docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas). Split over W ranks × A
+accumulation steps, per-split means would weight pixels unequally (crop padding is ignored, so
+splits hold different pixel counts). Here each term divides by the pixel counts of the whole global
+batch, summed over ranks beforehand, so the summed gradient equals the one of the unsplit batch:
+batch size means the global batch. With one split it equals `msc_loss` exactly.
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ LOSS_TYPES = ("ce", "balanced_ce")
 
 
 def target_sizes(recipe: str, output_sizes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
-    """Where each MSC term is scored: KZ at each output's own size, RL at L1's size (§1.3)."""
+    """Where each MSC term is scored: KZ at each output's own size, RL at L1's size
+    (docs/segmentation.md#msc)."""
     if recipe == "vwe_author":
         return [tuple(output_sizes[0])] * len(output_sizes)
     return [tuple(size) for size in output_sizes]
@@ -44,7 +45,8 @@ def msc_output_sizes(model: MSC, crop_size: int, device: torch.device) -> list[t
 
 
 def _part_masks(labels: Tensor, loss: str, ignore_index: int) -> list[Tensor]:
-    """Pixel sets normalised separately: CE all valid pixels; balanced CE B and F (§1.7)."""
+    """Pixel sets normalised separately: CE all valid pixels; balanced CE B and F
+    (docs/segmentation.md#loss-and-lr-formulas)."""
     if loss == "ce":
         return [labels != ignore_index]
     if loss == "balanced_ce":
@@ -68,7 +70,8 @@ def split_msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, counts: T
     """This split's share of the global MSC loss; `counts` = `pixel_counts` over all splits.
 
     term_o = Σ_p [n_op > 0] Σ_{i∈p} ℓ_i / n_op / #{p: n_op > 0}; deeplab sums the terms, vwe_author
-    (outputs upsampled bilinearly to L1's size first) averages them (§1.3, §1.7).
+    (outputs upsampled bilinearly to L1's size first) averages them (docs/segmentation.md#msc,
+    docs/segmentation.md#loss-and-lr-formulas).
     """
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     if recipe == "vwe_author":

@@ -1,4 +1,4 @@
-"""Visual Words Encoder, codebooks and codebook losses (specs/vwe.md; vwe-authors-code §1.5-1.8).
+"""Visual Words Encoder, codebooks and codebook losses (docs/method.md#network).
 
 Shapes: features F (N, d, h, w); codebook C (k, d); word probabilities P (N, k, h, w).
 Temperature convention: P = softmax_j(S_ij / temperature); temperature 1 is the authors' code
@@ -15,8 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 NORM_EPS = 1e-12  # F.normalize's clamp, as in the authors' `_cosine`
-COUNT_EPS = 1e-4  # memory-bank mean denominator (§1.8)
-ENTROPY_EPS = 1e-8  # v2 entropy_loss (§1.7)
+COUNT_EPS = 1e-4  # memory-bank mean denominator (docs/method.md#memory-bank-codebook)
+ENTROPY_EPS = 1e-8  # v2 entropy_loss (docs/method.md#decov-and-entropy)
 
 
 @dataclass
@@ -29,7 +29,8 @@ class WordEncoding:
 
 
 def init_codebook(k: int, d: int, generator: torch.Generator | None = None) -> Tensor:
-    """kaiming_normal_(a=√5) on a (k, d, 1, 1) weight: N(0, 1/(3d)) entries (§1.3)."""
+    """kaiming_normal_(a=√5) on a (k, d, 1, 1) weight: N(0, 1/(3d)) entries
+    (docs/method.md#heads-and-initialisation)."""
     gain = math.sqrt(2.0 / (1.0 + 5.0))
     return torch.randn(k, d, generator=generator) * (gain / math.sqrt(d))
 
@@ -43,7 +44,8 @@ class LearnedCodebook(nn.Module):
         self.reset_parameters()
 
     def reset_parameters(self) -> None:
-        """The authors' init: kaiming_normal_(a=√5) on the (k, d, 1, 1) view, fan_in d (§1.3)."""
+        """The authors' init: kaiming_normal_(a=√5) on the (k, d, 1, 1) view, fan_in d
+        (docs/method.md#heads-and-initialisation)."""
         nn.init.kaiming_normal_(self.weight.data.view(*self.weight.shape, 1, 1), a=math.sqrt(5))
 
     def forward(self) -> Tensor:
@@ -51,7 +53,8 @@ class LearnedCodebook(nn.Module):
 
 
 def word_similarity(features: Tensor, codebook: Tensor, detach_features: bool = True) -> Tensor:
-    """S_ij = cosine(F_i, C_j) (N, k, h, w); features detached after normalising (§1.5)."""
+    """S_ij = cosine(F_i, C_j) (N, k, h, w); features detached after normalising
+    (docs/method.md#visual-words-encoder)."""
     feats = F.normalize(features, dim=1, eps=NORM_EPS)
     if detach_features:
         feats = feats.detach()
@@ -67,7 +70,8 @@ def word_presence(labels: Tensor, num_words: int) -> Tensor:
 
 def encode_words(features: Tensor, codebook: Tensor, temperature: float = 1.0,
                  detach_features: bool = True) -> WordEncoding:
-    """P = softmax(S / temperature) over words, Y = argmax P, y_word presence (Eq. 1, §1.5)."""
+    """P = softmax(S / temperature) over words, Y = argmax P, y_word presence (Eq. 1,
+    docs/method.md#visual-words-encoder)."""
     probs = torch.softmax(word_similarity(features, codebook, detach_features) / temperature, 1)
     with torch.no_grad():
         labels = probs.argmax(dim=1)  # torch.argmax returns the first maximal index
@@ -76,7 +80,8 @@ def encode_words(features: Tensor, codebook: Tensor, temperature: float = 1.0,
 
 
 def word_histogram(probs: Tensor, mode: str = "mean") -> Tensor:
-    """f_word (N, k): mean (paper) or sum (authors' code, §1.5) of P over pixels."""
+    """f_word (N, k): mean (paper) or sum (authors' code, docs/method.md#visual-words-encoder) of P
+    over pixels."""
     if mode == "mean":
         return probs.mean(dim=(2, 3))
     if mode == "sum":
@@ -85,19 +90,21 @@ def word_histogram(probs: Tensor, mode: str = "mean") -> Tensor:
 
 
 def decov_loss(codebook: Tensor) -> Tensor:
-    """v2 decov: ½(‖G‖_F − ‖diag G‖₂), G = C_c C_cᵀ of the row-centred raw codebook (§1.7)."""
+    """v2 decov: ½(‖G‖_F − ‖diag G‖₂), G = C_c C_cᵀ of the row-centred raw codebook
+    (docs/method.md#decov-and-entropy)."""
     centred = codebook.flatten(1) - codebook.flatten(1).mean(dim=1, keepdim=True)
     gram = centred @ centred.T  # (k, k)
     return 0.5 * (torch.linalg.norm(gram) - torch.linalg.norm(torch.diagonal(gram)))
 
 
 def entropy_loss(word_logits: Tensor) -> Tensor:
-    """v2 entropy: batch mean of −Σ q log q with q = softmax(logits) + 1e-8 (§1.7)."""
+    """v2 entropy: batch mean of −Σ q log q with q = softmax(logits) + 1e-8
+    (docs/method.md#decov-and-entropy)."""
     q = torch.softmax(word_logits, dim=-1) + ENTROPY_EPS
     return -(q * torch.log(q)).sum(dim=-1).mean()
 
 
-# ---- memory-bank codebook (VWL-M, §1.8) -----------------------------------------------------
+# ---- memory-bank codebook (VWL-M, docs/method.md#memory-bank-codebook) ---------------------------
 
 
 def flatten_pixels(features: Tensor) -> Tensor:
@@ -132,7 +139,8 @@ def random_feature_codebook(features: Tensor, num_words: int,
 
 def memory_bank_update(codebook: Tensor, features: Tensor, word_labels: Tensor, rho: float,
                        first_step: bool, generator: torch.Generator | None = None) -> Tensor:
-    """One memory-bank step (§1.8, arg-max assignment); at step 0 random batch features win."""
+    """One memory-bank step (docs/method.md#memory-bank-codebook, arg-max assignment); at step 0
+    random batch features win."""
     if first_step:  # the authors' first EMA update is overwritten by this reset
         return random_feature_codebook(features, codebook.shape[0], generator).to(codebook)
     sums, counts = word_feature_sums(features, word_labels, codebook.shape[0])

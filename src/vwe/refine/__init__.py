@@ -1,4 +1,4 @@
-"""Refinement: IRNet's path index, random walk, dense CRF and IR labels (irn.md §4–§6)."""
+"""Refinement: IRNet's path index, random walk, dense CRF and IR labels (docs/refinement.md)."""
 
 from vwe.refine.ir_label import ir_label
 from vwe.refine.random_walk import random_walk

@@ -1,8 +1,9 @@
 """Dense CRF (pydensecrf): hard-label refinement for IR labels and soft refinement for DeepLab.
 
-`crf_inference_label` is IRNet's `crf_inference_label` (irn.md §4); `crf_inference_prob` is the
-DeepLab CRF with the KZ/RL/CL/ReCAM parameters as defaults (seg.md §1.10). pydensecrf needs the
-image as C-contiguous uint8 (H, W, 3); both functions make sure of that.
+`crf_inference_label` is IRNet's `crf_inference_label` (docs/refinement.md#ir-labels);
+`crf_inference_prob` is the DeepLab CRF with the KZ/RL/CL/ReCAM parameters as defaults
+(docs/segmentation.md#dense-crf). pydensecrf needs the image as C-contiguous uint8 (H, W, 3); both
+functions make sure of that.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from pydensecrf.utils import unary_from_labels, unary_from_softmax
 
 
 def _crf_image(image: np.ndarray) -> np.ndarray:
-    """The image as pydensecrf wants it: C-contiguous uint8 (H, W, 3) (seg.md §1.10)."""
+    """The image as pydensecrf wants it: C-contiguous uint8 (H, W, 3)
+    (docs/segmentation.md#dense-crf)."""
     if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
         raise ValueError(f"image must be uint8 (H, W, 3), got {image.dtype} {image.shape}")
     return np.ascontiguousarray(image)
@@ -21,7 +23,8 @@ def _crf_image(image: np.ndarray) -> np.ndarray:
 
 def crf_inference_label(image: np.ndarray, labels: np.ndarray, n_labels: int, t: int = 10,
                         gt_prob: float = 0.7) -> np.ndarray:
-    """Refine a hard label map (values 0..n_labels−1) with IRNet's dense CRF (§4): (H, W) int64.
+    """Refine a hard label map (values 0..n_labels−1) with IRNet's dense CRF
+    (docs/refinement.md#ir-labels): (H, W) int64.
 
     Unary −log(gt_prob) for the given label and −log((1−gt_prob)/(n−1)) for the others, label 0
     included (zero_unsure=False); Gaussian sxy=3 compat=3; bilateral sxy=50 srgb=5 compat=10;
@@ -51,7 +54,8 @@ def crf_inference_prob(image: np.ndarray, probs: np.ndarray, t: int = 10, gauss_
     """Refine class probabilities (C, H, W) with a dense CRF; returns Q (C, H, W) float32.
 
     Unary −log(clip(probs, 1e-5)); defaults are the DeepLab CRF of KZ, RL (final), CL, LPCAM and
-    ReCAM: 10 iterations, pos_w 3, pos_xy_std 1, bi_w 4, bi_xy_std 67, bi_rgb_std 3 (seg.md §1.10).
+    ReCAM: 10 iterations, pos_w 3, pos_xy_std 1, bi_w 4, bi_xy_std 67, bi_rgb_std 3
+    (docs/segmentation.md#dense-crf).
     """
     rgb = _crf_image(image)
     height, width = rgb.shape[:2]

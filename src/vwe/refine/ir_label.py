@@ -1,7 +1,9 @@
-"""Inter-pixel relation labels from CAMs: two CRF passes and IRNet's combination rule (irn.md §4).
+"""Inter-pixel relation labels from CAMs: two CRF passes and IRNet's combination rule
+(docs/refinement.md#ir-labels).
 
 Confident foreground comes from a high threshold, confident background from a low one; pixels
-between the two are ignored (255) when IRNet's affinity targets are built (§5.2).
+between the two are ignored (255) when IRNet's affinity targets are built
+(docs/refinement.md#training-targets).
 """
 
 from __future__ import annotations
@@ -31,7 +33,8 @@ def _check(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, fg_thres: 
 
 def crf_pass(image: np.ndarray, high_res: np.ndarray, keys_ext: np.ndarray,
              thres: float) -> np.ndarray:
-    """Threshold plane + argmax, CRF over K+1 labels, mapped through keys_ext (§4 steps 2–3)."""
+    """Threshold plane + argmax, CRF over K+1 labels, mapped through keys_ext
+    (docs/refinement.md#ir-labels steps 2–3)."""
     plane = np.full((1, *high_res.shape[1:]), thres, dtype=np.float32)
     labels = np.argmax(np.concatenate([plane, high_res.astype(np.float32)]), axis=0)
     refined = crf_inference_label(image, labels, n_labels=len(keys_ext))
@@ -39,7 +42,8 @@ def crf_pass(image: np.ndarray, high_res: np.ndarray, keys_ext: np.ndarray,
 
 
 def combine_confident(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:
-    """conf = fg_conf; 255 where fg_conf is 0; 0 where both are 0 (§4 step 4).
+    """conf = fg_conf; 255 where fg_conf is 0; 0 where both are 0 (docs/refinement.md#ir-labels step
+    4).
 
     The class always comes from the fg pass, even where the bg pass disagrees.
     """
@@ -51,7 +55,8 @@ def combine_confident(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:
 
 def ir_label(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, fg_thres: float = 0.30,
              bg_thres: float = 0.05) -> np.ndarray:
-    """IR label (H, W) uint8: 0 background, class index + 1 foreground, 255 uncertain (§4).
+    """IR label (H, W) uint8: 0 background, class index + 1 foreground, 255 uncertain
+    (docs/refinement.md#ir-labels).
 
     `image` is the raw uint8 (H, W, 3) image, `high_res` the (K, H, W) max-normalised CAMs and
     `keys` their 0-based class indices. An image without classes is all background.

@@ -1,4 +1,4 @@
-"""Pixel pairs within a radius and the thick-line paths between them (irn.md §5.1).
+"""Pixel pairs within a radius and the thick-line paths between them (docs/refinement.md#pathindex).
 
 IRNet links every pixel to the pixels of a half disc of radius r in front of it (the other half
 is covered by the reversed pairs) and scores a pair by the strongest boundary on the straight
@@ -15,12 +15,13 @@ import numpy as np
 
 
 def radius_floor(radius: float) -> int:
-    """ceil(r) − 1: the largest offset along one axis (9 for r=10, 4 for r=5; §5.1)."""
+    """ceil(r) − 1: the largest offset along one axis (9 for r=10, 4 for r=5;
+    docs/refinement.md#pathindex)."""
     return int(math.ceil(radius)) - 1
 
 
 def search_directions(radius: float) -> list[tuple[int, int]]:
-    """Half-disc offsets (dy, dx) in IRNet's enumeration order (§5.1).
+    """Half-disc offsets (dy, dx) in IRNet's enumeration order (docs/refinement.md#pathindex).
 
     First (0, x) for x = 1..rf, then for y = 1..rf and x = −rf..rf every (y, x) with
     x² + y² < r². The order matters only as the tie order before grouping by path length.
@@ -33,7 +34,8 @@ def search_directions(radius: float) -> list[tuple[int, int]]:
 
 
 def direction_path(dy: int, dx: int) -> np.ndarray:
-    """The thick line from (0,0) to (dy,dx), destination first: (len, 2) int64 (§5.1).
+    """The thick line from (0,0) to (dy,dx), destination first: (len, 2) int64
+    (docs/refinement.md#pathindex).
 
     Points of the bounding box (row-major) within distance < 1 of the line, stably sorted by
     decreasing |y| + |x|, so row 0 is the destination and the last row is (0, 0).
@@ -50,7 +52,8 @@ def direction_path(dy: int, dx: int) -> np.ndarray:
 
 
 def search_paths(radius: float) -> list[np.ndarray]:
-    """Paths grouped by length, ascending: one (n_paths_g, len_g, 2) array per group (§5.1)."""
+    """Paths grouped by length, ascending: one (n_paths_g, len_g, 2) array per group
+    (docs/refinement.md#pathindex)."""
     by_length: dict[int, list[np.ndarray]] = {}
     for dy, dx in search_directions(radius):
         path = direction_path(dy, dx)
@@ -62,7 +65,7 @@ class PathIndex:
     """Directions, pairs and path pixels of radius `radius` on a grid of `size` = (Hg, Wg).
 
     Sources are rows [0, Hg−rf) × cols [rf, Wg−rf), row-major, so every destination
-    src + (dy, dx) stays on the grid without wrapping (§5.1).
+    src + (dy, dx) stays on the grid without wrapping (docs/refinement.md#pathindex).
     """
 
     def __init__(self, radius: float, size: tuple[int, int]) -> None:

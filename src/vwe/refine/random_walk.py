@@ -1,4 +1,5 @@
-"""Random walk of CAMs over boundary-derived affinities, and the labels from it (irn.md §6).
+"""Random walk of CAMs over boundary-derived affinities, and the labels from it
+(docs/refinement.md#random-walk).
 
 IRNet builds the dense (hw)² transition matrix and squares it 8 times (408 s and > 3 GB for one
 500×375 image on 2 CPU cores). The walk only needs x·T^(2^n), so `method="sparse"` applies the
@@ -29,7 +30,8 @@ def _numpy(x: ArrayLike) -> np.ndarray:
 
 
 def path_affinity(boundary_flat: np.ndarray, path_index: PathIndex) -> np.ndarray:
-    """a = 1 − max boundary on the path of each pair: (n_dirs, n_src) (§5.4, §6 step 3)."""
+    """a = 1 − max boundary on the path of each pair: (n_dirs, n_src) (docs/refinement.md#losses,
+    docs/refinement.md#random-walk step 3)."""
     groups = [boundary_flat[idx].max(axis=1) for idx in path_index.path_indices]
     return 1.0 - np.concatenate(groups, axis=0)
 
@@ -37,9 +39,10 @@ def path_affinity(boundary_flat: np.ndarray, path_index: PathIndex) -> np.ndarra
 def walk_pairs(edge: np.ndarray, radius: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Pairs of real pixels and their affinities: (src, dst, a), flat indices into h·w.
 
-    The edge map is padded with 1.0 (left r, right r, top 0, bottom r) as IRNet does, so pairs
-    near the border see the padding as a boundary; pairs touching padding are dropped (they are
-    cropped away in the dense version). Each unordered pair appears once (§6 step 3).
+    The edge map is padded with 1.0 (left r, right r, top 0, bottom r) as IRNet does, so pairs near
+    the border see the padding as a boundary; pairs touching padding are dropped (they are cropped
+    away in the dense version). Each unordered pair appears once (docs/refinement.md#random-walk
+    step 3).
     """
     h, w = edge.shape
     padded = np.pad(edge, ((0, radius), (radius, radius)), constant_values=1.0)
@@ -65,7 +68,8 @@ def _check_inputs(cams: np.ndarray, edge: np.ndarray, radius: int) -> None:
 
 
 def dense_transition(edge: np.ndarray, beta: float, radius: int) -> np.ndarray:
-    """T = A^∘β / column sums as a dense (hw, hw) float32 matrix (§6 step 3). Small images only."""
+    """T = A^∘β / column sums as a dense (hw, hw) float32 matrix (docs/refinement.md#random-walk
+    step 3). Small images only."""
     h, w = edge.shape
     src, dst, aff = walk_pairs(edge, radius)
     affinity = np.eye(h * w, dtype=np.float32)  # diag = 1, float32 as in IRNet
@@ -139,10 +143,11 @@ def random_walk(cams: ArrayLike, edge: ArrayLike, beta: float = 10, exp_times: i
                 device: str | torch.device | None = None) -> np.ndarray:
     """IRNet's `propagate_to_edge`: (cams ⊙ (1 − edge)) · T^(2^exp_times), shape (K, h, w).
 
-    `cams` (K, h, w) and `edge` (h, w) (boundary probabilities in [0, 1]) live on the stride-4
-    grid (§6 step 3). "sparse" multiplies by the sparse transition 2^exp_times times on `device`
-    (default: the device of `cams` if it is a tensor, else the CPU; scipy on the CPU, torch CSR
-    elsewhere); "dense" is the official float32 (hw)² computation, for small images.
+    `cams` (K, h, w) and `edge` (h, w) (boundary probabilities in [0, 1]) live on the stride-4 grid
+    (docs/refinement.md#random-walk step 3). "sparse" multiplies by the sparse transition
+    2^exp_times times on `device` (default: the device of `cams` if it is a tensor, else the CPU;
+    scipy on the CPU, torch CSR elsewhere); "dense" is the official float32 (hw)² computation, for
+    small images.
     """
     if device is None and isinstance(cams, torch.Tensor) and cams.device.type != "cpu":
         device = cams.device
@@ -166,7 +171,8 @@ def random_walk(cams: ArrayLike, edge: ArrayLike, beta: float = 10, exp_times: i
 
 
 def upsample_walk(rw: ArrayLike, image_size: tuple[int, int]) -> np.ndarray:
-    """Walk maps ×4 bilinear (align_corners=False), cropped to the image, / global max (§6 step 4).
+    """Walk maps ×4 bilinear (align_corners=False), cropped to the image, / global max
+    (docs/refinement.md#random-walk step 4).
 
     The maximum is over all classes and pixels, not per class. All-zero maps stay zero (IRNet
     would divide by 0). Keep the result to sweep background thresholds without re-walking.
@@ -186,7 +192,8 @@ def upsample_walk(rw: ArrayLike, image_size: tuple[int, int]) -> np.ndarray:
 
 
 def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray, bg_thres: float = 0.25) -> np.ndarray:
-    """Constant background plane `bg_thres` + argmax, mapped through [0, keys+1] (§6 step 5).
+    """Constant background plane `bg_thres` + argmax, mapped through [0, keys+1]
+    (docs/refinement.md#random-walk step 5).
 
     `keys` are 0-based class indices of the K maps. Returns (H, W) uint8 with no ignore label.
     """
@@ -203,5 +210,6 @@ def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray, bg_thres: float = 0.25) 
 
 def propagated_to_label(rw: ArrayLike, keys: np.ndarray, image_size: tuple[int, int],
                         bg_thres: float = 0.25) -> np.ndarray:
-    """Semantic pseudo label (H, W) uint8 from stride-4 walk maps (§6 steps 4–5)."""
+    """Semantic pseudo label (H, W) uint8 from stride-4 walk maps (docs/refinement.md#random-walk
+    steps 4–5)."""
     return walk_to_labels(upsample_walk(rw, image_size), keys, bg_thres)

@@ -40,7 +40,7 @@ def write_panels(cfg: Config, count: int = NUM_PANELS) -> list[str]:
 
 
 def fusion_line(eval_cam: dict) -> str:
-    """CAM mIoU with the word-CAM fusion on and off (specs/vwe.md asks for both)."""
+    """CAM mIoU with the word-CAM fusion on and off (docs/method.md asks for both)."""
     variants = eval_cam.get("variants", {})
     parts = [f"{name} {100 * v['miou']:.1f}" for name, v in variants.items() if "miou" in v]
     return "CAM mIoU by variant (fused = max(M_img, M_word)): " + ", ".join(parts)

@@ -2,8 +2,8 @@
 
 For every image of `eval_cam.split`, the prediction is the argmax over [bkg plane; high_res]
 mapped through [0] + (keys + 1), ties to the background; one confusion matrix over all pixels,
-255 ignored; mIoU over the classes present in the ground truth (specs/vwe-authors-code.md §4,
-specs/vwe.md "Interfaces"). Every CAM variant the files hold is scored: "fused" is the
+255 ignored; mIoU over the classes present in the ground truth (docs/method.md#cam-evaluation,
+docs/method.md#interfaces). Every CAM variant the files hold is scored: "fused" is the
 `high_res` array (M_img alone when `cam.fuse_word_cam` is off), "img" and "word" its parts.
 """
 

@@ -2,10 +2,10 @@
 
 Scores `eval_labels.label_dir` (default the pseudo labels) against the ground truth of
 `eval_labels.split` with the same confusion matrix, table and JSON fields as eval-cam; 255 in a
-label counts as background, as IRNet's eval_sem_seg does (irn.md §3). With `eval_labels.sweep`
-and the walks of `vwe pseudo-labels` present for every image, the background threshold of the
-walk (pseudo_labels.bg_thres) is swept on the stored walks, without walking again: at each
-threshold the result equals scoring the PNGs pseudo-labels would write with it.
+label counts as background, as IRNet's eval_sem_seg does (docs/refinement.md#evaluation). With
+`eval_labels.sweep` and the walks of `vwe pseudo-labels` present for every image, the background
+threshold of the walk (pseudo_labels.bg_thres) is swept on the stored walks, without walking again:
+at each threshold the result equals scoring the PNGs pseudo-labels would write with it.
 """
 
 from __future__ import annotations

@@ -1,4 +1,5 @@
-"""`vwe eval-seg`: per-class IoU / precision / recall of the DeepLab predictions (seg.md §5).
+"""`vwe eval-seg`: per-class IoU / precision / recall of the DeepLab predictions
+(docs/segmentation.md#metrics).
 
 Scores every prediction folder `infer-seg` wrote for the split (`raw/` without CRF, `crf/` with
 it): one confusion matrix per variant over all pixels of all images, GT 255 ignored, mIoU over
@@ -99,7 +100,8 @@ def run(cfg: Config) -> dict[str, Any]:
               "variants": {v: _entry(totals[v], class_names) for v in variants}}
     json_path = run_dir.eval_json("eval_seg")
     write_json_atomic(json_path, report)
-    primary = variants[-1]  # crf when present: the reported number (§4 problem 2)
+    # crf when present: the reported number (docs/segmentation.md#pseudo-label-training problem 2)
+    primary = variants[-1]
     title = f"DeepLab ({primary}) on {split}, {len(names)} images"
     lines = [format_table(segmentation_scores(totals[primary], class_names), title), ""]
     lines += [f"{v:<4} mIoU {_pct(report['variants'][v]['miou'])}" for v in variants]

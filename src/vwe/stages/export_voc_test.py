@@ -1,4 +1,5 @@
-"""`vwe export-voc-test`: the PASCAL VOC test-server archive (specs/seg.md §2.5).
+"""`vwe export-voc-test`: the PASCAL VOC test-server archive
+(docs/segmentation.md#test-server-submission).
 
 `results/VOC2012/Segmentation/comp6_test_cls/<id>.png` for every image of the test list: palette
 PNGs (mode 'P', VOC colours, ids 0..C) at the JPEG's size, archived as tar.gz. The archive is

@@ -1,7 +1,7 @@
 """`vwe import-weights`: the authors' released checkpoints into this project's format.
 
 Their files come from `nn.DataParallel` (`module.` prefix) and store every tensor under several
-aliases (specs/vwe-authors-code.md §1.10); `vwe.models.authors_weights` checks and maps them.
+aliases (docs/method.md#state-dict-layout); `vwe.models.authors_weights` checks and maps them.
 The result records its preset, so `make-cam preset=<format> cam.checkpoint=DST` reproduces the
 authors' CAM inference.
 """

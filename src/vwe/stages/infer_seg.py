@@ -1,11 +1,11 @@
 """`vwe infer-seg`: DeepLab predictions as palette PNGs, without and with the dense CRF.
 
-Whole image, batch 1, the model's MSC (1, 0.5, 0.75) with max fusion (KZ/RL); optional outer
-scales and flip (irn#26, ToCo), each upsampled to H×W and fused; softmax → argmax gives
-`raw/<name>.png`, the dense CRF on the raw RGB image → `crf/<name>.png` (specs/seg.md §1.9,
-§1.10). The CRF runs in CPU worker processes while the network goes on. Ranks take strided
-shares of the split; an image with all its PNGs is skipped, so an interrupted run resumes
-(the folder's `record.json` holds the checkpoint's hash and the settings: a changed one is
+Whole image, batch 1, the model's MSC (1, 0.5, 0.75) with max fusion (KZ/RL); optional outer scales
+and flip (irn#26, ToCo), each upsampled to H×W and fused; softmax → argmax gives `raw/<name>.png`,
+the dense CRF on the raw RGB image → `crf/<name>.png` (docs/segmentation.md#inference,
+docs/segmentation.md#dense-crf). The CRF runs in CPU worker processes while the network goes on.
+Ranks take strided shares of the split; an image with all its PNGs is skipped, so an interrupted run
+resumes (the folder's `record.json` holds the checkpoint's hash and the settings: a changed one is
 recomputed or refused, never mixed in).
 """
 
@@ -59,7 +59,8 @@ def fuse(maps: Sequence[torch.Tensor], how: str) -> torch.Tensor:
 @torch.no_grad()
 def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip: bool,
                    flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
-    """(C, H, W) logits of one normalised (H, W, 3) image: outer scales × flip, fused (§1.9)."""
+    """(C, H, W) logits of one normalised (H, W, 3) image: outer scales × flip, fused
+    (docs/segmentation.md#inference)."""
     device = next(model.parameters()).device
     image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(device)
     height, width = pixels.shape[:2]
@@ -77,7 +78,8 @@ def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip
 
 
 def crf_image(image: np.ndarray, how: str) -> np.ndarray:
-    """The CRF's image: raw RGB uint8, or KZ's mean-subtracted BGR cast to uint8 (wraps, §1.10)."""
+    """The CRF's image: raw RGB uint8, or KZ's mean-subtracted BGR cast to uint8 (wraps,
+    docs/segmentation.md#dense-crf)."""
     if how == "raw":
         return np.ascontiguousarray(image)
     if how == "kz_quirk":

@@ -1,4 +1,5 @@
-"""`vwe ir-labels`: IRNet's inter-pixel relation labels from confident CAM regions (irn.md §4).
+"""`vwe ir-labels`: IRNet's inter-pixel relation labels from confident CAM regions
+(docs/refinement.md#ir-labels).
 
 For every image of `data.train_list`: the `high_res` CAMs with a constant fg plane (0.30) and a
 bg plane (0.05), each argmax refined by a dense CRF, combined into 0 (confident background),
@@ -47,7 +48,8 @@ class IrLabelTask:
 
 
 def check_thresholds(ir_cfg: IrLabelConfig) -> None:
-    """0 ≤ bg_thres ≤ fg_thres ≤ 1, else the ignore band is meaningless (irn.md §4)."""
+    """0 ≤ bg_thres ≤ fg_thres ≤ 1, else the ignore band is meaningless
+    (docs/refinement.md#ir-labels)."""
     if not 0.0 <= ir_cfg.bg_thres <= ir_cfg.fg_thres <= 1.0:
         raise VweError(f"ir_labels thresholds must satisfy 0 <= bg_thres <= fg_thres <= 1 "
                        f"(got bg_thres={ir_cfg.bg_thres}, fg_thres={ir_cfg.fg_thres}); "
@@ -86,7 +88,8 @@ def run(cfg: Config) -> dict:
 
 
 def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
-    """Write <run_dir>/ir_labels/<name>.png for every image of data.train_list (irn.md §4)."""
+    """Write <run_dir>/ir_labels/<name>.png for every image of data.train_list
+    (docs/refinement.md#ir-labels)."""
     ir_cfg = cfg.ir_labels
     check_thresholds(ir_cfg)
     run_dir = RunDir(cfg)

@@ -1,10 +1,10 @@
-"""`vwe make-cam`: multi-scale + flip CAMs, one `.npz` per image (specs/vwe-authors-code.md §3).
+"""`vwe make-cam`: multi-scale + flip CAMs, one `.npz` per image (docs/method.md#cam-inference).
 
 Per scale: PIL-bicubic rescale, the image and its mirror in one batch, ReLU CAMs, flip fusion
 (max, or IRNet's sum); then each scale is resized bilinearly to stride 4 and to full resolution
 and summed over scales; the labelled channels are divided by their max + 1e-5. With
 `cam.fuse_word_cam` the word CAMs go through the same steps and the stored CAM is the
-element-wise max of the two normalised maps (our reading of the paper, specs/vwe.md).
+element-wise max of the two normalised maps (our reading of the paper, docs/method.md).
 Runs on the per-image runner: images already done with the same record are skipped, so an
 interrupted run resumes; ranks take strided shares.
 """
@@ -67,7 +67,7 @@ def fuse_flips(maps: torch.Tensor, how: str) -> torch.Tensor:
 
 def resize_maps(maps: torch.Tensor, size: tuple[int, int], how: str = "direct") -> torch.Tensor:
     """Bilinear (align_corners=False) to `size`; `irnet_crop` resizes to the stride-16-rounded
-    size and crops, as IRNet's make_cam does (irn.md §2.3)."""
+    size and crops, as IRNet's make_cam does (docs/refinement.md#make-cam-output)."""
     if how == "direct":
         return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
     if how == "irnet_crop":

@@ -1,4 +1,4 @@
-"""`vwe make-dataset`: write the generated dataset (specs/synthetic.md) to `data.root`.
+"""`vwe make-dataset`: write the generated dataset (docs/synthetic.md) to `data.root`.
 
 Idempotent: a complete dataset made with the same `synthetic` config is kept (the config is
 recorded in `<root>/synthetic.json`, written last); a different config regenerates it. A folder

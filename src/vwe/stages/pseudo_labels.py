@@ -1,4 +1,5 @@
-"""`vwe pseudo-labels`: CAMs propagated by a random walk over IRNet's affinities (irn.md §6).
+"""`vwe pseudo-labels`: CAMs propagated by a random walk over IRNet's affinities
+(docs/refinement.md#random-walk).
 
 Per image of `pseudo_labels.split`: the boundary map of the image and its mirror (logits averaged
 before the sigmoid) at stride 4; affinities on pairs within radius 5; the K foreground CAMs
@@ -41,7 +42,8 @@ WALK_DTYPES = ("float16", "float32")
 
 
 def check_config(pl: PseudoLabelConfig) -> None:
-    """Every walk setting in its valid range (irn.md §6), as one VweError naming the key."""
+    """Every walk setting in its valid range (docs/refinement.md#random-walk), as one VweError
+    naming the key."""
     problems = {
         "bg_thres": (not 0.0 <= pl.bg_thres <= 1.0, "in [0, 1] (IRNet: 0.25)"),
         "beta": (not pl.beta > 0, "> 0 (IRNet: 10)"),
@@ -78,7 +80,8 @@ def load_irnet(cfg: Config, device: torch.device) -> IRNet:
 
 
 def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:
-    """The normalised image and its mirror as a (2, 3, H, W) batch (irn.md §6 step 1)."""
+    """The normalised image and its mirror as a (2, 3, H, W) batch (docs/refinement.md#random-walk
+    step 1)."""
     normalised = normalize(image)
     pair = np.stack([normalised, normalised[:, ::-1]]).transpose(0, 3, 1, 2)
     return torch.from_numpy(np.ascontiguousarray(pair)).to(device)
@@ -86,7 +89,8 @@ def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:
 
 def walk_image(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabelConfig,
                device: torch.device) -> np.ndarray:
-    """Random-walk maps (K, ⌈H/4⌉, ⌈W/4⌉) of one image's stride-4 CAMs (irn.md §6 steps 1–3)."""
+    """Random-walk maps (K, ⌈H/4⌉, ⌈W/4⌉) of one image's stride-4 CAMs
+    (docs/refinement.md#random-walk steps 1–3)."""
     edge = edge_map(model, image_pair(image, device), min_size=pl.pad_size)
     walk_device = device if pl.method == "sparse" else None
     return random_walk(cams, edge.float().cpu().numpy(), beta=pl.beta, exp_times=pl.exp_times,
@@ -95,7 +99,8 @@ def walk_image(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabe
 
 def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int],
                     bg_thres: float) -> np.ndarray:
-    """The pseudo label (H, W) uint8 from stored walk maps (irn.md §6 steps 4–5)."""
+    """The pseudo label (H, W) uint8 from stored walk maps (docs/refinement.md#random-walk steps
+    4–5)."""
     return propagated_to_label(rw.astype(np.float32), keys, image_size, bg_thres)
 
 
@@ -105,7 +110,8 @@ def run(cfg: Config) -> dict:
 
 @torch.no_grad()
 def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
-    """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split (§6)."""
+    """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split
+    (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
     check_config(pl)
     run_dir = RunDir(cfg)

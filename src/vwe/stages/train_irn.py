@@ -1,11 +1,13 @@
-"""`vwe train-irn`: IRNet's boundary and displacement branches on a frozen backbone (irn.md §5).
+"""`vwe train-irn`: IRNet's boundary and displacement branches on a frozen backbone
+(docs/refinement.md#irnet-training).
 
 Targets come from the IR labels (`vwe ir-labels`) on pairs within `train_irn.radius` (10) of the
-stride-4 grid; losses as §5.4, normalised over the global batch (sums and counts all-reduced), so
-W ranks equal one process. Deterministic like train-cam: the image order is a function of
-(seed, epoch), each sample's augmentation of (seed, epoch, index), so a resumed run equals an
-uninterrupted one. After training, with the displacement branch on, the mean displacement over
-`train_irn.mean_shift_split` is stored in the MeanShift buffer (§5.6).
+stride-4 grid; losses as docs/refinement.md#losses, normalised over the global batch (sums and
+counts all-reduced), so W ranks equal one process. Deterministic like train-cam: the image order is
+a function of (seed, epoch), each sample's augmentation of (seed, epoch, index), so a resumed run
+equals an uninterrupted one. After training, with the displacement branch on, the mean displacement
+over `train_irn.mean_shift_split` is stored in the MeanShift buffer
+(docs/refinement.md#displacement-mean).
 """
 
 from __future__ import annotations
@@ -123,7 +125,8 @@ def check_config(cfg: Config, ctx: DistContext, num_items: int) -> int:
 
 
 def training_paths(cfg: Config, device: torch.device) -> PathTensors:
-    """PathIndex of train_irn.radius on the (crop/4)² label grid, as tensors (§5.1)."""
+    """PathIndex of train_irn.radius on the (crop/4)² label grid, as tensors
+    (docs/refinement.md#pathindex)."""
     grid = cfg.train_irn.crop_size // LABEL_STRIDE
     try:
         index = PathIndex(cfg.train_irn.radius, (grid, grid))
@@ -187,7 +190,8 @@ def train(cfg: Config, ctx: DistContext) -> dict:
 
 def global_losses(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor],
                   ctx: DistContext) -> tuple[torch.Tensor, dict[str, float]]:
-    """The loss to back-propagate and the logged terms, normalised over the global batch (§5.4).
+    """The loss to back-propagate and the logged terms, normalised over the global batch
+    (docs/refinement.md#losses).
 
     Counts are all-reduced; the differentiable loss keeps this rank's sums scaled by the world
     size (DDP averages gradients); the logged values use all-reduced detached sums.
@@ -205,7 +209,8 @@ def global_losses(sums: dict[str, torch.Tensor], counts: dict[str, torch.Tensor]
 @torch.no_grad()
 def displacement_mean(cfg: Config, ctx: DistContext, model: IRNet,
                       layout: VocLayout) -> torch.Tensor:
-    """Mean displacement (2,) over the full batches of mean_shift_split, top-left crops (§5.6).
+    """Mean displacement (2,) over the full batches of mean_shift_split, top-left crops
+    (docs/refinement.md#displacement-mean).
 
     IRNet averages per-batch means over batches of 32 (drop_last); batches are equal and every
     crop has the same size, so that is the mean of per-image means over the first ⌊N/B⌋·B

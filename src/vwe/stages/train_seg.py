@@ -1,11 +1,12 @@
 """`vwe train-seg`: DeepLabV2 on a folder of label PNGs (pseudo labels, or GT for a sanity run).
 
-Recipes `deeplab` (KZ) and `vwe_author` (RL) of specs/seg.md §1.6; augmentation §1.8; poly SGD
-with the head groups of `models.deeplab.param_groups`. Deterministic like train-cam: the image
-order comes from (seed, epoch), each sample's augmentation from (seed, epoch, index), every rank
-takes its slice of the same global batch and the loss is normalised by the global batch's pixel
-counts (`models.seg_loss`), so a resumed run equals an uninterrupted one and W ranks × A
-accumulation steps equal one process (exactly with frozen batch norm).
+Recipes `deeplab` (KZ) and `vwe_author` (RL) of docs/segmentation.md#training-recipes; augmentation
+docs/segmentation.md#augmentation; poly SGD with the head groups of `models.deeplab.param_groups`.
+Deterministic like train-cam: the image order comes from (seed, epoch), each sample's augmentation
+from (seed, epoch, index), every rank takes its slice of the same global batch and the loss is
+normalised by the global batch's pixel counts (`models.seg_loss`), so a resumed run equals an
+uninterrupted one and W ranks × A accumulation steps equal one process (exactly with frozen batch
+norm).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
-# TrainSegConfig key → RECIPES key, for the keys a recipe fills when they are null (§1.6)
+# TrainSegConfig key → RECIPES key, for the keys a recipe fills when they are null
+# (docs/segmentation.md#training-recipes)
 RECIPE_KEYS = {"lr": "lr", "weight_decay": "weight_decay", "momentum": "momentum",
                "poly_power": "poly_power", "poly_update_every": "update_every"}
 
@@ -60,7 +62,7 @@ def recipe_settings(tc: TrainSegConfig) -> dict[str, Any]:
     name = tc.recipe.replace("-", "_")
     if name not in RECIPES:
         raise VweError(f"train_seg.recipe={tc.recipe} is unknown; choose deeplab or vwe_author "
-                       "(specs/seg.md §1.6)")
+                       "(docs/segmentation.md#training-recipes)")
     settings = {"recipe": name, **RECIPES[name]}
     for key, recipe_key in RECIPE_KEYS.items():
         if getattr(tc, key) is not None:
