@@ -16,7 +16,8 @@ import time
 
 import torch
 
-from vwe.models.deeplab import build_deeplab, msc_loss, param_groups
+from vwe.models.deeplab import build_deeplab, param_groups
+from vwe.models.seg_loss import msc_loss
 
 
 def _timed(step, iters: int, warmup: int) -> float:

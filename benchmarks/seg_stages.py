@@ -20,8 +20,8 @@ import torch
 
 from vwe.config import CrfConfig
 from vwe.data.segmentation import SegTrainTransform, normalize_pixels
-from vwe.engine.optim import build_sgd
-from vwe.models.deeplab import build_deeplab, input_normalization, param_groups, set_poly_lr
+from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.models.deeplab import build_deeplab, input_normalization, param_groups
 from vwe.models.seg_loss import msc_output_sizes, pixel_counts, split_msc_loss, target_sizes
 from vwe.refine.crf import crf_inference_prob
 from vwe.stages.infer_seg import crf_kwargs, predict_logits
@@ -41,7 +41,7 @@ def train_speed(model, batch: int, crop: int, steps: int, device: torch.device) 
     labels = torch.randint(0, NUM_CLASSES, (batch, crop, crop), device=device)
 
     def step(t: int) -> None:
-        set_poly_lr(optimizer, 2.5e-4, t, 1000, 0.9, 10)
+        set_poly_lr(optimizer, t, 1000, 0.9, 10)
         counts = pixel_counts(labels, sizes, "ce")
         optimizer.zero_grad(set_to_none=True)
         split_msc_loss(model(images), labels, counts).backward()

@@ -60,9 +60,10 @@ def fake_voc() -> Callable[..., Path]:
     return make_voc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def single_torch_thread():
-    """Tiny tensors: two torch threads on shared, busy cores are far slower than one."""
+    """Tiny tensors: two torch threads on shared, busy cores are far slower than one (once
+    requested, the rest of the session keeps one thread)."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield

@@ -127,3 +127,14 @@ def test_sweep_property(seed, num_keys, thresholds):
     gt = rng.choice([0, 1, 2, 3, 4, 255], size=(4, 5)).astype(np.uint8)
     np.testing.assert_array_equal(sweep_confusions(gt, cams, keys, thresholds, n),
                                   _brute_force(gt, cams, keys, thresholds, n))
+
+
+def test_percent_and_threshold_grid():
+    from vwe.errors import VweError
+    from vwe.metrics import percent, threshold_grid
+
+    assert percent(0.6041) == "60.4" and percent(None) == "-" and percent(float("nan")) == "-"
+    assert threshold_grid(0.1, 0.4, 0.15, "eval_labels").tolist() == [0.1, 0.25, 0.4]
+    assert threshold_grid(0.0, 0.6, 0.01, "eval_cam").shape == (61,)
+    with pytest.raises(VweError, match="eval_cam sweep needs"):
+        threshold_grid(0.5, 0.2, 0.1, "eval_cam")

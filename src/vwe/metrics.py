@@ -14,6 +14,8 @@ from typing import Any
 
 import numpy as np
 
+from vwe.errors import VweError
+
 
 def confusion_matrix(gt: np.ndarray, pred: np.ndarray, num_classes: int) -> np.ndarray:
     """(n, n) int64 pixel counts, rows GT and columns prediction; GT ∉ [0, n) ignored."""
@@ -125,8 +127,22 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def _percent(value: float) -> str:
-    return "-" if value is None or math.isnan(value) else f"{100.0 * value:.1f}"
+def percent(value: float | None) -> str:
+    """A score in [0, 1] as papers print it (one decimal, in %); "-" when there is none."""
+    if not isinstance(value, int | float) or math.isnan(value):
+        return "-"
+    return f"{100.0 * value:.1f}"
+
+
+def threshold_grid(start: float, stop: float, step: float, section: str) -> np.ndarray:
+    """start, start + step, …, up to stop inclusive (rounded to 1e-6), for a background sweep;
+    `section` names the config keys in the error (scores are normalised to [0, 1])."""
+    if not (step > 0 and 0 <= start <= stop <= 1):
+        raise VweError(f"{section} sweep needs 0 <= sweep_start <= sweep_stop <= 1 and "
+                       f"sweep_step > 0 (got start={start}, stop={stop}, step={step}); the "
+                       "scores are scaled to [0, 1]")
+    count = int(np.floor((stop - start) / step + 1e-6)) + 1
+    return np.round(start + step * np.arange(count), 6)
 
 
 def format_table(scores: dict[str, Any], title: str = "") -> str:
@@ -138,13 +154,13 @@ def format_table(scores: dict[str, Any], title: str = "") -> str:
     lines += [header, "-" * len(header)]
     for index, name in enumerate(names):
         mark = "" if scores["present"][index] else "  (not in GT)"
-        lines.append(f"{name:<{width}}  {_percent(scores['iou'][index]):>6}  "
-                     f"{_percent(scores['precision'][index]):>6}  "
-                     f"{_percent(scores['recall'][index]):>6}{mark}")
+        lines.append(f"{name:<{width}}  {percent(scores['iou'][index]):>6}  "
+                     f"{percent(scores['precision'][index]):>6}  "
+                     f"{percent(scores['recall'][index]):>6}{mark}")
     lines.append("-" * len(header))
-    lines.append(f"{'mIoU':<{width}}  {_percent(scores['miou']):>6}  "
-                 f"{_percent(scores['mean_precision']):>6}  {_percent(scores['mean_recall']):>6}")
-    lines.append(f"{'pixel accuracy':<{width}}  {_percent(scores['pixel_accuracy']):>6}")
+    lines.append(f"{'mIoU':<{width}}  {percent(scores['miou']):>6}  "
+                 f"{percent(scores['mean_precision']):>6}  {percent(scores['mean_recall']):>6}")
+    lines.append(f"{'pixel accuracy':<{width}}  {percent(scores['pixel_accuracy']):>6}")
     return "\n".join(lines)
 
 

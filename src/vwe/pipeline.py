@@ -14,7 +14,6 @@ import dataclasses
 import importlib
 import json
 import logging
-import math
 from collections.abc import Sequence
 from typing import Any
 
@@ -23,6 +22,7 @@ from vwe.data.io import read_json, write_json_atomic
 from vwe.engine.records import Record
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
+from vwe.metrics import percent
 from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
@@ -103,12 +103,6 @@ def _jsonable(summary: dict) -> dict:
     return json.loads(json.dumps(summary, default=str))
 
 
-def _percent(value: Any) -> str:
-    if not isinstance(value, int | float) or math.isnan(value):
-        return "-"
-    return f"{100 * value:.1f}" if value <= 1.0 else f"{value:.1f}"
-
-
 def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str:
     """One table: CAM, pseudo-label and segmentation mIoU, next to the paper's VOC numbers."""
     paper = PAPER_NUMBERS.get(preset, {})
@@ -122,7 +116,9 @@ def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str
     lines = [title] if title else []
     lines += [f"{'stage':28s}{'ours':>8s}{'paper':>8s}", "-" * 44]
     for label, key, value in rows:
-        lines.append(f"{label:28s}{_percent(value):>8s}{_percent(paper.get(key)):>8s}")
+        paper_value = paper.get(key)
+        lines.append(f"{label:28s}{percent(value):>8s}"
+                     f"{percent(None if paper_value is None else paper_value / 100):>8s}")
     lines.append(f"(mIoU %; paper column: the {preset} preset's VOC 2012 numbers)")
     return "\n".join(lines)
 

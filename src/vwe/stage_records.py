@@ -13,7 +13,15 @@ from collections.abc import Callable
 from pathlib import Path
 
 from vwe.config import Config
-from vwe.engine.records import Record, digest_of, file_identity, flat_settings, folder_identity
+from vwe.data.voc import open_dataset
+from vwe.engine.records import (
+    Record,
+    digest_of,
+    file_identity,
+    flat_settings,
+    folder_identity,
+    require_current,
+)
 from vwe.engine.run_dir import RunDir
 
 RUN_CONTROL = ("resume", "stop_at_step", "checkpoint_every", "log_every")
@@ -30,9 +38,8 @@ def dataset_identity(cfg: Config) -> str:
 
 def labels_identity(cfg: Config, split: str) -> str:
     """Digest of a split's names and image-level labels (an edited XML changes it)."""
-    from vwe.data.voc import VocLayout  # here: the data layer is only needed for this input
 
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     labels = layout.image_labels(split)
     return digest_of({"classes": layout.class_names,
                       "labels": {name: vector.nonzero()[0].tolist()
@@ -124,3 +131,9 @@ def stage_record(cfg: Config, stage: str) -> Record | None:
     """The record `stage` would write under `cfg` (None for stages without one)."""
     maker = RECORDS.get(stage)
     return maker(cfg, RunDir(cfg)) if maker else None
+
+
+def require_input(cfg: Config, producer: str, folder: Path) -> None:
+    """Refuse an input folder that `producer` would not make under `cfg` (its keys named)."""
+    command = producer.replace("_", "-")
+    require_current(folder, stage_record(cfg, producer), command, f"vwe {command} --overwrite")

@@ -136,3 +136,16 @@ def test_npz_with_pickled_object_is_not_unpickled(tmp_path):
     np.savez(path, bad=np.array([{"a": 1}], dtype=object))  # written by someone else
     with pytest.raises(VweError, match="p.npz"):
         load_npz(path)
+
+
+def test_read_label_map_checks_size_and_ids(tmp_path):
+    from vwe.data.io import read_label_map
+
+    label = np.array([[0, 1, 255], [2, 2, 0]], dtype=np.uint8)
+    save_label_png(tmp_path / "a.png", label)
+    np.testing.assert_array_equal(read_label_map(tmp_path / "a.png", (2, 3), 3, "label", "x",
+                                                 ignore_as=0), np.where(label == 255, 0, label))
+    with pytest.raises(VweError, match=r"prediction .*a.png is 2x3 but its image is 3x3; fix"):
+        read_label_map(tmp_path / "a.png", (3, 3), 3, "prediction", "fix")
+    with pytest.raises(VweError, match="holds id 255, outside 0..2"):
+        read_label_map(tmp_path / "a.png", (2, 3), 3, "prediction", "fix")

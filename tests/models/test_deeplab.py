@@ -12,6 +12,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
+from vwe.engine.optim import poly_factor, set_poly_lr
 from vwe.errors import VweError
 from vwe.models import deeplab as dl
 from vwe.models.backbone import FixedBatchNorm2d
@@ -19,18 +20,14 @@ from vwe.models.deeplab import (
     ASPP,
     MSC,
     DeepLabV2,
-    balanced_cross_entropy,
     build_deeplab,
-    cross_entropy,
     input_normalization,
     load_deeplab_init,
-    msc_loss,
     param_groups,
-    poly_lr,
     resize_labels,
-    set_poly_lr,
 )
 from vwe.models.deeplab_caffe import CaffeResNet
+from vwe.models.seg_loss import msc_loss
 
 R101 = (3, 4, 23, 3)
 
@@ -298,11 +295,11 @@ def test_ce_ignores_255_and_never_nan() -> None:
     logits = torch.randn(2, 4, 3, 3, requires_grad=True)
     labels = torch.randint(0, 4, (2, 3, 3))
     labels[0, 0] = 255
-    torch.testing.assert_close(cross_entropy(logits, labels),
+    torch.testing.assert_close(msc_loss([logits], labels),
                                F.cross_entropy(logits, labels, ignore_index=255))
     empty = torch.full((2, 3, 3), 255)
-    for fn in (cross_entropy, balanced_cross_entropy):
-        loss = fn(logits, empty)
+    for loss_type in ("ce", "balanced_ce"):
+        loss = msc_loss([logits], empty, loss=loss_type)
         loss.backward()
         assert loss.item() == 0.0 and torch.isfinite(logits.grad).all()
 
@@ -314,13 +311,14 @@ def test_balanced_ce_hand_and_guards() -> None:
             if labels[0, i, j] != 255 else 0.0 for j in range(3)] for i in range(2)]
     bg = (per[0][0] + per[0][1] + per[1][2]) / 3
     fg = (per[0][2] + per[1][0]) / 2
-    assert balanced_cross_entropy(logits, labels).item() == pytest.approx((bg + fg) / 2, 1e-5)
+    def balanced(labels):
+        return msc_loss([logits], labels, loss="balanced_ce").item()
+
+    assert balanced(labels) == pytest.approx((bg + fg) / 2, 1e-5)
     only_bg = torch.tensor([[[0, 0, 255], [0, 255, 0]]])
-    assert balanced_cross_entropy(logits, only_bg).item() == pytest.approx(
-        hand_ce(logits, only_bg), rel=1e-5)
+    assert balanced(only_bg) == pytest.approx(hand_ce(logits, only_bg), rel=1e-5)
     only_fg = torch.tensor([[[1, 2, 255], [2, 1, 1]]])
-    assert balanced_cross_entropy(logits, only_fg).item() == pytest.approx(
-        hand_ce(logits, only_fg), rel=1e-5)
+    assert balanced(only_fg) == pytest.approx(hand_ce(logits, only_fg), rel=1e-5)
     assert msc_loss([logits], labels, loss="balanced_ce").item() == pytest.approx(
         (bg + fg) / 2, rel=1e-5)
 
@@ -328,7 +326,7 @@ def test_balanced_ce_hand_and_guards() -> None:
 def test_unknown_recipe_and_loss() -> None:
     with pytest.raises(VweError, match="recipe"):
         msc_loss([torch.zeros(1, 2, 2, 2)], torch.zeros(1, 2, 2, dtype=torch.long), "kz")
-    with pytest.raises(VweError, match="loss.type"):
+    with pytest.raises(VweError, match="train_seg.loss=focal"):
         msc_loss([torch.zeros(1, 2, 2, 2)], torch.zeros(1, 2, 2, dtype=torch.long), loss="focal")
 
 
@@ -380,13 +378,13 @@ def test_training_step_keeps_bn_and_rl_bias_fixed() -> None:
 
 
 def test_poly_lr_and_staircase() -> None:
-    assert [poly_lr(1.0, s, 100, 0.9, 10) for s in range(10)] == [1.0] * 10
-    assert poly_lr(1.0, 19, 100, 0.9, 10) == pytest.approx(0.9**0.9)
-    assert poly_lr(1.0, 1, 100) == pytest.approx(0.99**0.9)
-    assert poly_lr(1.0, 100, 100) == 0.0 and poly_lr(1.0, 120, 100) == 0.0
+    assert [poly_factor(s, 100, 0.9, 10) for s in range(10)] == [1.0] * 10
+    assert poly_factor(19, 100, 0.9, 10) == pytest.approx(0.9**0.9)
+    assert poly_factor(1, 100, 0.9) == pytest.approx(0.99**0.9)
+    assert poly_factor(100, 100, 0.9) == 0.0 and poly_factor(120, 100, 0.9) == 0.0
     model = tiny_tv()
     optimizer = torch.optim.SGD(param_groups(model, 2.5e-4), lr=2.5e-4, momentum=0.9)
-    set_poly_lr(optimizer, 2.5e-4, 10, 100, update_every=10)
+    set_poly_lr(optimizer, 10, 100, 0.9, update_every=10)
     factor = 0.9**0.9
     assert [g["lr"] for g in optimizer.param_groups] == pytest.approx(
         [2.5e-4 * factor, 2.5e-3 * factor, 5e-3 * factor])

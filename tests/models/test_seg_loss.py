@@ -1,19 +1,21 @@
-"""The global-batch MSC loss: one split equals `msc_loss`; any split sums to the same loss and
-gradient (the property that makes ranks × accumulation steps equal one process)."""
+"""The global-batch MSC loss: one split equals the per-batch CE of each term (an independent
+reference); any split sums to the same loss and gradient (the property that makes ranks ×
+accumulation steps equal one process)."""
 
 import pytest
 import torch
+import torch.nn.functional as F
 
-from vwe.models.deeplab import build_deeplab, msc_loss
-from vwe.models.seg_loss import msc_output_sizes, pixel_counts, split_msc_loss, target_sizes
+from vwe.models.deeplab import build_deeplab, resize_labels
+from vwe.models.seg_loss import (
+    msc_loss,
+    msc_output_sizes,
+    pixel_counts,
+    split_msc_loss,
+    target_sizes,
+)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
 def random_outputs(batch=4, classes=5, seed=0, requires_grad=False):
@@ -32,14 +34,35 @@ def random_labels(batch=4, classes=5, seed=1, ignore_band=True):
     return labels
 
 
+def reference_term(logits, labels, loss):
+    """Mean CE over valid pixels, or ½(mean over B + mean over F), an empty part dropped."""
+    per_pixel = F.cross_entropy(logits, labels, ignore_index=255, reduction="none")
+    parts = [labels != 255] if loss == "ce" else [labels == 0, (labels != 0) & (labels != 255)]
+    means = [per_pixel[mask].mean() for mask in parts if mask.any()]
+    return torch.stack(means).mean()
+
+
+def reference_msc_loss(outputs, labels, recipe, loss):
+    """KZ: terms at each output's size, summed; RL: outputs upsampled to L1's size, averaged."""
+    if recipe == "vwe_author":
+        size = outputs[0].shape[-2:]
+        outputs = [F.interpolate(o, size=size, mode="bilinear", align_corners=False)
+                   for o in outputs]
+    terms = [reference_term(o, resize_labels(labels, o.shape[-2:]), loss) for o in outputs]
+    total = torch.stack(terms).sum()
+    return total / len(terms) if recipe == "vwe_author" else total
+
+
 @pytest.mark.parametrize("recipe", ["deeplab", "vwe_author"])
 @pytest.mark.parametrize("loss", ["ce", "balanced_ce"])
-def test_one_split_equals_msc_loss(recipe, loss):
+def test_one_split_equals_the_reference(recipe, loss):
     outputs, labels = random_outputs(), random_labels()
     sizes = target_sizes(recipe, [o.shape[-2:] for o in outputs])
     counts = pixel_counts(labels, sizes, loss)
     got = split_msc_loss(outputs, labels, counts, recipe, loss)
-    torch.testing.assert_close(got, msc_loss(outputs, labels, recipe, loss), rtol=1e-6, atol=0)
+    want = reference_msc_loss(outputs, labels, recipe, loss)
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=0)
+    torch.testing.assert_close(msc_loss(outputs, labels, recipe, loss), want, rtol=1e-6, atol=0)
 
 
 @pytest.mark.parametrize("recipe", ["deeplab", "vwe_author"])

@@ -4,7 +4,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
 from vwe.cli import main
 
@@ -30,16 +29,12 @@ def refine_overrides():
 
 
 @pytest.fixture(scope="session")
-def cam_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def cam_run(tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory,
+            single_torch_thread: None) -> Path:
     """A run dir with train_cam/final.pt and CAMs of every train_aug image (do not modify)."""
     run_dir = tmp_path_factory.mktemp("cam_run") / "run"
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train-cam", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
-        assert main(["make-cam", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
-    finally:
-        torch.set_num_threads(before)
+    assert main(["train-cam", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
+    assert main(["make-cam", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
     return run_dir
 
 
@@ -66,15 +61,11 @@ def ir_run(cam_run: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathF
 
 
 @pytest.fixture(scope="session")
-def irn_run(ir_run: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+def irn_run(ir_run: Path, tiny_dataset: Path, tmp_path_factory: pytest.TempPathFactory,
+            single_torch_thread: None) -> Path:
     """The IR-label run plus a trained IRNet (train_irn/final.pt) (do not modify)."""
     run_dir = tmp_path_factory.mktemp("irn_run") / "run"
     for part in ("train_cam", "cams", "ir_labels"):
         shutil.copytree(ir_run / part, run_dir / part)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        assert main(["train-irn", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
-    finally:
-        torch.set_num_threads(before)
+    assert main(["train-irn", *tiny_refine_overrides(tiny_dataset, run_dir)]) == 0
     return run_dir

@@ -10,7 +10,6 @@ With IRNet's fg_thres 0.30, 3 epochs and no momentum the labels were below the C
 import json
 
 import pytest
-import torch
 
 from vwe.cli import main, packaged_config
 
@@ -30,8 +29,8 @@ REFINE = [
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("single_torch_thread")
 def test_pseudo_labels_beat_cams(tmp_path):
-    torch.set_num_threads(1)
     config = ["--config", str(packaged_config("demo.yaml"))]
     base = [f"data.root={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", *REFINE]
     for command in ("make-dataset", "train-cam", "make-cam", "eval-cam", "ir-labels",

@@ -5,9 +5,9 @@ import yaml
 from omegaconf import OmegaConf
 
 from vwe.cli import packaged_config
-from vwe.config import Config, all_keys, load_config
+from vwe.config import Config, TrainSegConfig, all_keys, load_config, with_recipe
 from vwe.errors import VweError
-from vwe.stages.train_seg import recipe_settings
+from vwe.models.seg_loss import check_loss_type
 
 SEG_SECTIONS = ("seg", "train_seg", "infer_seg", "eval_seg", "export")
 
@@ -32,13 +32,14 @@ def test_seg_config_lists_every_key_with_spec_defaults():
 
 
 def test_recipes_fill_null_keys_and_overrides_win():
-    kz = recipe_settings(load_config(None).train_seg)
-    assert (kz["lr"], kz["update_every"], kz["msc_reduce"]) == (2.5e-4, 10, "sum")
-    rl = recipe_settings(load_config(None, ["train_seg.recipe=vwe-author"]).train_seg)
-    assert (rl["recipe"], rl["lr"], rl["update_every"]) == ("vwe_author", 1e-3, 1)
-    mine = recipe_settings(load_config(None, ["train_seg.lr=0.01"]).train_seg)
-    assert mine["lr"] == 0.01 and mine["weight_decay"] == 5e-4
+    kz = load_config(None).train_seg
+    assert (kz.recipe, kz.lr, kz.poly_update_every, kz.momentum) == ("deeplab", 2.5e-4, 10, 0.9)
+    rl = load_config(None, ["train_seg.recipe=vwe-author"]).train_seg
+    assert (rl.recipe, rl.lr, rl.poly_update_every) == ("vwe_author", 1e-3, 1)
+    mine = load_config(None, ["train_seg.lr=0.01"]).train_seg
+    assert mine.lr == 0.01 and mine.weight_decay == 5e-4
+    assert with_recipe(TrainSegConfig()).lr == 2.5e-4  # a config built by hand resolves too
     with pytest.raises(VweError, match="train_seg.recipe=kz is unknown"):
-        recipe_settings(load_config(None, ["train_seg.recipe=kz"]).train_seg)
+        load_config(None, ["train_seg.recipe=kz"])
     with pytest.raises(VweError, match="train_seg.loss=focal is unknown"):
-        recipe_settings(load_config(None, ["train_seg.loss=focal"]).train_seg)
+        check_loss_type(load_config(None, ["train_seg.loss=focal"]).train_seg.loss)

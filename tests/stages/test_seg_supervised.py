@@ -4,7 +4,7 @@ all-background prediction, whose mIoU is computed here from the masks alone."""
 import json
 
 import numpy as np
-import torch
+import pytest
 
 from vwe.cli import main
 from vwe.data.voc import VocLayout
@@ -21,20 +21,16 @@ def all_background_miou(layout, names):
     return background / valid / len(present)
 
 
+@pytest.mark.usefixtures("single_torch_thread")
 def test_supervised_run_beats_all_background(tiny_dataset, tmp_path):
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        run_dir = tmp_path / "run"
-        args = [f"data.root={tiny_dataset}", f"run_dir={run_dir}", "data.num_workers=0",
-                "device=cpu", "seg.backbone=resnet_tiny", "seg.pretrained=none",
-                "seg.frozen_bn=false", f"seg.label_dir={tiny_dataset / 'SegmentationClassAug'}",
-                "train_seg.iterations=120", "train_seg.batch_size=8", "train_seg.crop_size=64",
-                "train_seg.lr=0.002", "infer_seg.crf.workers=0"]
-        for command in ("train-seg", "infer-seg", "eval-seg"):
-            assert main([command, *args]) == 0
-    finally:
-        torch.set_num_threads(threads)
+    run_dir = tmp_path / "run"
+    args = [f"data.root={tiny_dataset}", f"run_dir={run_dir}", "data.num_workers=0",
+            "device=cpu", "seg.backbone=resnet_tiny", "seg.pretrained=none",
+            "seg.frozen_bn=false", f"seg.label_dir={tiny_dataset / 'SegmentationClassAug'}",
+            "train_seg.iterations=120", "train_seg.batch_size=8", "train_seg.crop_size=64",
+            "train_seg.lr=0.002", "infer_seg.crf.workers=0"]
+    for command in ("train-seg", "infer-seg", "eval-seg"):
+        assert main([command, *args]) == 0
     report = json.loads((run_dir / "eval_seg.json").read_text())
     layout = VocLayout(tiny_dataset)
     baseline = all_background_miou(layout, layout.read_split("val"))

@@ -149,6 +149,23 @@ def read_label_png(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+def read_label_map(path: str | Path, shape: tuple[int, ...], num_classes: int, what: str,
+                   fix: str, ignore_as: int | None = None) -> np.ndarray:
+    """A label PNG (a prediction, a pseudo label) checked against its image's (H, W) and the
+    class ids 0..num_classes-1; with `ignore_as`, 255 is first mapped to that id."""
+    path = Path(path)
+    label = read_label_png(path)
+    if label.shape != tuple(shape[:2]):
+        raise VweError(f"{what} {path} is {label.shape[0]}x{label.shape[1]} but its image is "
+                       f"{shape[0]}x{shape[1]}; {fix}")
+    if ignore_as is not None:
+        label = np.where(label == 255, np.uint8(ignore_as), label)
+    if label.size and int(label.max()) >= num_classes:
+        raise VweError(f"{what} {path} holds id {int(label.max())}, outside "
+                       f"0..{num_classes - 1}; it was made for another dataset")
+    return label
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, decoding it fully so truncated files fail here."""
     image = _open_fully(Path(path), "image")

@@ -21,6 +21,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from vwe.config import DataConfig
 from vwe.data.io import read_image, read_json, read_label_png, write_json_atomic, write_text_atomic
 from vwe.data.transforms import TrainTransform
 from vwe.errors import VweError
@@ -176,6 +177,11 @@ class VocLayout:
         """Multi-hot labels of every image in a split, keyed by name."""
         return self.labels_for(self.read_split(split))
 
+    def split_with_labels(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        """A split's names, in list order, and their multi-hot labels."""
+        names = self.read_split(split)
+        return names, self.labels_for(names)
+
     def _cache_paths(self) -> list[Path]:
         """Where the labels cache may live: beside the lists, then a per-root user cache."""
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
@@ -210,6 +216,11 @@ class VocLayout:
             except OSError:
                 continue
         log.warning("could not write the labels cache anywhere; labels are re-read each run")
+
+
+def open_dataset(data: DataConfig) -> VocLayout:
+    """The dataset `data` describes: the one call through which every stage opens it."""
+    return VocLayout(data.root, data.mask_dir)
 
 
 def sample_rng(seed: int, epoch: int, index: int) -> random.Random:

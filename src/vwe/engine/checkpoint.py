@@ -44,11 +44,6 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
-def strip_module_prefix(state_dict: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Drop the `module.` prefix that DataParallel/DDP checkpoints carry."""
-    return {k.removeprefix("module."): v for k, v in state_dict.items()}
-
-
 def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor],
                      source: str | Path) -> None:
     """Strict load with a one-line error that lists what does not fit."""

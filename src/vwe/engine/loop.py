@@ -28,9 +28,9 @@ from vwe.data.voc import EpochSeededDataset
 from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from vwe.engine.distributed import DistContext, barrier
 from vwe.engine.progress import progress
-from vwe.engine.records import Record, write_record
+from vwe.engine.records import write_record
 from vwe.engine.run_dir import TrainingDir
-from vwe.engine.training import GlobalBatchSampler, sigterm_as_interrupt
+from vwe.engine.training import GlobalBatchSampler, TrainingStart, sigterm_as_interrupt
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -45,8 +45,7 @@ class TrainingJob:
 
     stage: str  # train_cam | train_irn | train_seg (its config section)
     settings: LoopSettings
-    out: TrainingDir
-    record: Record  # what the folder's checkpoints are made from
+    start: TrainingStart  # the folder and the record its checkpoints are made from
     ctx: DistContext
     model: torch.nn.Module  # the bare model, wrapped in DDP by the loop
     optimizer: torch.optim.Optimizer
@@ -62,12 +61,16 @@ class TrainingJob:
     on_finished: Callable[[], None] | None = None  # before final.pt is written
     save_each_epoch: bool = True
 
+    @property
+    def out(self) -> TrainingDir:
+        return self.start.out
+
 
 def train(job: TrainingJob) -> dict[str, Any]:
     """Run the job from its last checkpoint (or step 0) to the end or `stop_at_step`."""
     ensure_writable_dir(job.out.root, "run_dir")
     if job.ctx.is_main:
-        write_record([job.out.root], job.record)
+        write_record([job.out.root], job.start.record)
     step = resume(job) if job.settings.resume and job.out.last.exists() else 0
     net = DistributedDataParallel(job.model) if job.ctx.distributed else job.model
     writer = SummaryWriter(str(job.out.tensorboard)) if job.ctx.is_main else None

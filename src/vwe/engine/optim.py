@@ -23,16 +23,26 @@ def build_sgd(param_groups: Sequence[dict], momentum: float,
     return torch.optim.SGD(groups, lr=groups[0]["lr"], momentum=momentum)
 
 
-def poly_factor(step: int, max_steps: int, power: float) -> float:
-    """(1 − t/T)^power with t counted from 0: the first update uses the initial rate."""
-    if max_steps <= 0 or step >= max_steps:
+def poly_factor(step: int, max_steps: int, power: float, update_every: int = 1) -> float:
+    """(1 − t/T)^power with t = `step` rounded down to a multiple of `update_every`, counted
+    from 0: the first update uses the initial rate. update_every=10 is KZ's DeepLab staircase."""
+    t = step - step % update_every
+    if max_steps <= 0 or t >= max_steps:
         return 0.0
-    return (1.0 - step / max_steps) ** power
+    return (1.0 - t / max_steps) ** power
 
 
-def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float) -> float:
-    """Set every group's rate for update `step`; returns the factor applied."""
-    factor = poly_factor(step, max_steps, power)
+def set_poly_lr(optimizer: torch.optim.Optimizer, step: int, max_steps: int, power: float,
+                update_every: int = 1) -> float:
+    """Set every group's rate for update `step`; returns the factor applied.
+
+    A group with `base_lr` and `lr_mult` (DeepLab's head groups) gets base_lr·factor·lr_mult,
+    in that order, as KZ computes it; any other group initial_lr·factor.
+    """
+    factor = poly_factor(step, max_steps, power, update_every)
     for group in optimizer.param_groups:
-        group["lr"] = group["initial_lr"] * factor
+        if "base_lr" in group and "lr_mult" in group:
+            group["lr"] = group["base_lr"] * factor * group["lr_mult"]
+        else:
+            group["lr"] = group["initial_lr"] * factor
     return factor

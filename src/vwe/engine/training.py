@@ -6,14 +6,16 @@ import logging
 import signal
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import torch
 from torch.utils.data import Sampler
 
+from vwe.config import Config
 from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
 from vwe.engine.records import Record, clear_outputs, needs_clearing
-from vwe.engine.run_dir import TrainingDir
+from vwe.engine.run_dir import RunDir, TrainingDir
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -22,20 +24,32 @@ log = logging.getLogger(__name__)
 TRAINING_FILES = ("last.pt", "final.pt", "tb/*")
 
 
-def prepare_training_dir(stage: str, out: TrainingDir, record: Record, resume: bool,
-                         overwrite: str, ctx: DistContext) -> dict | None:
-    """Check the training folder's record, then say what to do: None to train, or the summary
-    when final.pt is already this config's. The loop writes the record when training starts.
+@dataclass(frozen=True)
+class TrainingStart:
+    """A training stage's folder and record, and its summary when there is nothing to do."""
+
+    out: TrainingDir
+    record: Record
+    done: dict | None
+
+
+def prepare_training_dir(cfg: Config, stage: str, record: Record,
+                         ctx: DistContext) -> TrainingStart:
+    """The stage's training folder; `done` is the summary when final.pt is already this
+    config's and `resume` is on (nothing to do), else None: train.
 
     A folder trained with other settings is cleared (overwrite=changed/always) or refused, so a
     resume never continues another config's run; an earlier run's last.pt is never overwritten
-    silently: continue it with --resume or pick another run_dir.
+    silently: continue it with --resume or pick another run_dir. The loop writes the record
+    when training starts.
     """
+    out, resume, command = RunDir(cfg).training(stage), getattr(cfg, stage).resume, \
+        stage.replace("_", "-")
     error: Exception | None = None
     if ctx.is_main:
         try:
             has_files = out.last.exists() or out.final.exists()
-            if needs_clearing(out.root, record, overwrite, stage.replace("_", "-"), has_files):
+            if needs_clearing(out.root, record, cfg.overwrite, command, has_files):
                 clear_outputs([out.root], TRAINING_FILES)
         except Exception as err:  # re-raised after the barrier, so other ranks do not hang
             error = err
@@ -43,14 +57,13 @@ def prepare_training_dir(stage: str, out: TrainingDir, record: Record, resume: b
     if error is not None:
         raise error
     if out.final.exists() and resume:
-        log.info("%s: %s already exists with these settings; nothing to resume",
-                 stage.replace("_", "-"),
+        log.info("%s: %s already exists with these settings; nothing to resume", command,
                  out.final)
-        return {"checkpoint": str(out.final), "skipped": True}
+        return TrainingStart(out, record, {"checkpoint": str(out.final), "skipped": True})
     if out.last.exists() and not resume:
         raise VweError(f"{out.last} exists from an earlier run; pass --resume to continue it, "
                        "--overwrite to start again, or set run_dir to a new folder")
-    return None
+    return TrainingStart(out, record, None)
 
 
 class GlobalBatchSampler(Sampler[list[int]]):

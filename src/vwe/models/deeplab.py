@@ -5,10 +5,9 @@
 Caffe/MSRA layout (`deeplab_caffe.CaffeResNet`, loads the converted Caffe files) or the torchvision
 layout (`backbone.build_backbone`, loads torchvision weights). Every batch norm is a
 `FixedBatchNorm2d`: running statistics are always used, whatever `train()`/`eval()` says
-(docs/segmentation.md#batch-norm). Also here: the multi-scale loss of both recipes
-(docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas), the poly-schedule parameter
-groups (docs/segmentation.md#training-recipes) and the initialisation rules
-(docs/segmentation.md#initialisation).
+(docs/segmentation.md#batch-norm). Also here: the recipes' parameter groups
+(docs/segmentation.md#training-recipes) and the initialisation rules
+(docs/segmentation.md#initialisation); the loss is in `models/seg_loss.py`.
 """
 
 from __future__ import annotations
@@ -22,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from vwe.config import seg_recipe
 from vwe.errors import VweError
 from vwe.models.backbone import ResNet, build_backbone, load_pretrained, read_state_dict
 from vwe.models.deeplab_caffe import (
@@ -43,16 +43,6 @@ TORCHVISION_MEAN_RGB = (123.675, 116.28, 103.53)  # (0.485, 0.456, 0.406) × 255
 TORCHVISION_STD_RGB = (58.395, 57.12, 57.375)  # (0.229, 0.224, 0.225) × 255
 CAFFE_IMAGENET_FILE = ("deeplabv1_resnet101-imagenet.pth "
                        "(Google Drive id 14soMKDnIZ_crXQTlol9sNHVPozcQQpMn)")
-# Per-recipe optimiser/loss settings (docs/segmentation.md#training-recipes,
-# docs/segmentation.md#config-defaults); the batch (10), crop (321) and iterations
-# (20k) are shared.
-RECIPES: dict[str, dict[str, Any]] = {
-    "deeplab": {"lr": 2.5e-4, "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9,
-                "update_every": 10, "msc_reduce": "sum"},
-    "vwe_author": {"lr": 1e-3, "weight_decay": 5e-4, "momentum": 0.9, "poly_power": 0.9,
-                   "update_every": 1, "msc_reduce": "mean"},
-}
-
 
 class ASPP(nn.Module):
     """ASPP-V2: four 3×3 convs with bias, dilation = padding = rate, summed into logits
@@ -187,61 +177,6 @@ def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
     return resized[:, 0].to(labels.dtype)
 
 
-def cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """Mean CE over pixels ≠ ignore_index (docs/segmentation.md#loss-and-lr-formulas); 0, not NaN,
-    when every pixel is ignored."""
-    per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
-    valid = (labels != ignore_index).sum()
-    return per_pixel.sum() / valid.clamp(min=1)
-
-
-def balanced_cross_entropy(logits: Tensor, labels: Tensor, ignore_index: int = 255) -> Tensor:
-    """½(Σ_B ℓ/|B| + Σ_F ℓ/|F|) (CL, docs/segmentation.md#loss-and-lr-formulas); an empty B or F is
-    dropped and the other kept alone."""
-    per_pixel = F.cross_entropy(logits, labels, ignore_index=ignore_index, reduction="none")
-    background = labels == 0
-    foreground = (labels != 0) & (labels != ignore_index)
-    counts = torch.stack([background.sum(), foreground.sum()])
-    sums = torch.stack([per_pixel[background].sum(), per_pixel[foreground].sum()])
-    present = (counts > 0).to(per_pixel.dtype)
-    terms = sums / counts.clamp(min=1)
-    return (terms * present).sum() / present.sum().clamp(min=1)  # no sync, no NaN
-
-
-LOSSES = {"ce": cross_entropy, "balanced_ce": balanced_cross_entropy}
-
-
-def _check_recipe(recipe: str) -> str:
-    """Accept `deeplab` | `vwe_author` (or `vwe-author`)."""
-    name = recipe.replace("-", "_")
-    if name not in RECIPES:
-        raise VweError(f"recipe={recipe} is unknown; choose deeplab or vwe_author "
-                       "(docs/segmentation.md#training-recipes)")
-    return name
-
-
-def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "deeplab",
-             loss: str = "ce", ignore_index: int = 255) -> Tensor:
-    """Loss over the MSC training outputs (docs/segmentation.md#msc).
-
-    deeplab (KZ): each output at its own size, the label resized to it (nearest-exact), CE summed.
-    vwe_author (RL): outputs upsampled bilinearly to L1's size, label resized to it, CE averaged.
-    """
-    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    recipe = _check_recipe(recipe)
-    if loss not in LOSSES:
-        raise VweError(f"loss.type={loss} is unknown; choose one of {', '.join(LOSSES)}")
-    if recipe == "vwe_author":
-        size = outputs[0].shape[-2:]
-        outputs = [out if out.shape[-2:] == size else
-                   F.interpolate(out, size=size, mode="bilinear", align_corners=False)
-                   for out in outputs]
-    terms = [LOSSES[loss](out, resize_labels(labels, out.shape[-2:]), ignore_index)
-             for out in outputs]
-    total = torch.stack(terms).sum()
-    return total / len(terms) if recipe == "vwe_author" else total
-
-
 # ----- optimiser (docs/segmentation.md#training-recipes, docs/segmentation.md#loss-and-lr-formulas)
 
 def _conv_params(base: DeepLabV2) -> tuple[list[Tensor], list[Tensor], list[Tensor]]:
@@ -268,11 +203,11 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 5e-4,
     vwe_author: every conv weight 1× (wd); ASPP biases never trained (stay 0).
     Frozen-BN affine parameters and a frozen stem are in no group.
     """
-    recipe = _check_recipe(recipe)
+    recipe = seg_recipe(recipe)
     backbone, head_weights, head_biases = _conv_params(_base(model))
 
     def group(name: str, params: list[Tensor], mult: float, wd: float) -> dict[str, Any]:
-        return {"name": name, "params": params, "lr": lr * mult, "lr_mult": mult,
+        return {"name": name, "params": params, "lr": lr * mult, "base_lr": lr, "lr_mult": mult,
                 "weight_decay": wd}
 
     if recipe == "deeplab":
@@ -282,26 +217,6 @@ def param_groups(model: nn.Module, lr: float, weight_decay: float = 5e-4,
     else:
         groups = [group("conv_weight", backbone + head_weights, 1.0, weight_decay)]
     return [g for g in groups if g["params"]]
-
-
-def poly_lr(base_lr: float, step: int, max_steps: int, power: float = 0.9,
-            update_every: int = 1) -> float:
-    """base·(1 − t/T)^power with t = finished iterations rounded down to `update_every`
-    (docs/segmentation.md#loss-and-lr-formulas).
-
-    update_every=10 is KZ's staircase (the first 10 steps use the base lr); 1 is RL's.
-    """
-    t = step - step % update_every
-    return base_lr * max(0.0, 1.0 - t / max_steps) ** power
-
-
-def set_poly_lr(optimizer: torch.optim.Optimizer, base_lr: float, step: int, max_steps: int,
-                power: float = 0.9, update_every: int = 1) -> float:
-    """Set every group's lr to poly_lr × its `lr_mult`; returns the 1× lr."""
-    lr = poly_lr(base_lr, step, max_steps, power, update_every)
-    for group in optimizer.param_groups:
-        group["lr"] = lr * group.get("lr_mult", 1.0)
-    return lr
 
 
 # --------------------------------------------- initialisation (docs/segmentation.md#initialisation)

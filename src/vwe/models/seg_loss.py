@@ -1,11 +1,11 @@
 """The DeepLab MSC loss of one global batch, however it is split over ranks and micro-batches.
 
-`msc_loss` (models/deeplab.py) averages each CE term over the pixels of the batch it is given
+The recipes average each CE term over the pixels of the batch
 (docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas). Split over W ranks × A
 accumulation steps, per-split means would weight pixels unequally (crop padding is ignored, so
 splits hold different pixel counts). Here each term divides by the pixel counts of the whole global
 batch, summed over ranks beforehand, so the summed gradient equals the one of the unsplit batch:
-batch size means the global batch. With one split it equals `msc_loss` exactly.
+batch size means the global batch. `msc_loss` is the loss of one batch on its own (one split).
 """
 
 from __future__ import annotations
@@ -16,10 +16,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from vwe.config import seg_recipe
 from vwe.errors import VweError
 from vwe.models.deeplab import MSC, resize_labels
 
 LOSS_TYPES = ("ce", "balanced_ce")
+
+
+def check_loss_type(loss: str) -> str:
+    """The one check of `train_seg.loss`: VweError naming the choices."""
+    if loss not in LOSS_TYPES:
+        raise VweError(f"train_seg.loss={loss} is unknown; choose one of {', '.join(LOSS_TYPES)}")
+    return loss
 
 
 def target_sizes(recipe: str, output_sizes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
@@ -51,7 +59,7 @@ def _part_masks(labels: Tensor, loss: str, ignore_index: int) -> list[Tensor]:
         return [labels != ignore_index]
     if loss == "balanced_ce":
         return [labels == 0, (labels != 0) & (labels != ignore_index)]
-    raise VweError(f"train_seg.loss={loss} is unknown; choose one of {', '.join(LOSS_TYPES)}")
+    raise ValueError(f"loss {loss!r}: check it with check_loss_type first")
 
 
 def pixel_counts(labels: Tensor, sizes: Sequence[tuple[int, int]], loss: str,
@@ -94,3 +102,13 @@ def split_msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, counts: T
     total = torch.stack(terms).sum()
     return total / len(terms) if recipe == "vwe_author" else total
 
+
+def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "deeplab",
+             loss: str = "ce", ignore_index: int = 255) -> Tensor:
+    """The MSC loss of one batch on its own: deeplab (KZ) sums the terms, each output scored at
+    its own size against the nearest-resized label; vwe_author (RL) averages them at L1's size."""
+    outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
+    recipe, loss = seg_recipe(recipe), check_loss_type(loss)
+    sizes = target_sizes(recipe, [out.shape[-2:] for out in outputs])
+    counts = pixel_counts(labels, sizes, loss, ignore_index).to(labels.device)
+    return split_msc_loss(outputs, labels, counts, recipe, loss, ignore_index)

@@ -12,7 +12,7 @@ import numpy as np
 
 from vwe.config import Config
 from vwe.data.io import load_npz, read_image
-from vwe.data.voc import VocLayout
+from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
 from vwe.pipeline import PIPELINE, run_stages, stage_table
 from vwe.visualize import save_cam_panel
@@ -24,7 +24,7 @@ NUM_PANELS = 8
 
 def write_panels(cfg: Config, count: int = NUM_PANELS) -> list[str]:
     """Image | ground truth | CAM per labelled class, for the first images of the eval split."""
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     run_dir = RunDir(cfg)
     out_dir = run_dir.cam_panels
     written = []

@@ -15,37 +15,27 @@ from typing import Any
 
 import numpy as np
 
-from vwe.config import Config, EvalCamConfig
+from vwe.config import Config
 from vwe.data.io import load_npz, write_json_atomic
-from vwe.data.voc import VocLayout
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine.progress import progress
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     format_table,
     json_ready,
+    percent,
     scores_to_json,
     segmentation_scores,
     sweep_confusions,
+    threshold_grid,
 )
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input
 
 log = logging.getLogger(__name__)
 
 # Variant name → array in the CAM file (written by `vwe make-cam`).
 VARIANTS = {"fused": "high_res", "img": "high_res_img", "word": "high_res_word"}
-
-
-def sweep_thresholds(eval_cfg: EvalCamConfig) -> np.ndarray:
-    """Background scores sweep_start, +step, …, up to sweep_stop inclusive (rounded to 1e-6)."""
-    if eval_cfg.sweep_step <= 0 or eval_cfg.sweep_stop < eval_cfg.sweep_start:
-        raise VweError("eval_cam.sweep_step must be > 0 and eval_cam.sweep_stop >= "
-                       f"eval_cam.sweep_start (got start={eval_cfg.sweep_start}, "
-                       f"stop={eval_cfg.sweep_stop}, step={eval_cfg.sweep_step})")
-    count = int(np.floor((eval_cfg.sweep_stop - eval_cfg.sweep_start) / eval_cfg.sweep_step
-                         + 1e-6)) + 1
-    return np.round(eval_cfg.sweep_start + eval_cfg.sweep_step * np.arange(count), 6)
 
 
 def _cam_paths(cam_dir: Path, names: list[str]) -> list[Path]:
@@ -98,8 +88,7 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
     """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time."""
     num_classes = layout.num_classes + 1  # background first
     run_dir = RunDir(cfg)
-    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
-                    "vwe make-cam --overwrite")
+    require_input(cfg, "make_cam", run_dir.cams)
     paths = _cam_paths(run_dir.cams, names)
     variants: list[str] = []
     totals: dict[str, np.ndarray] = {}
@@ -150,24 +139,21 @@ def _summary_table(report: dict[str, Any], fused: np.ndarray, bkg_score: float) 
              f"bkg score {bkg_score:g}")
     lines = [format_table(segmentation_scores(fused, report["class_names"]), title), ""]
     for variant, result in report["variants"].items():
-        line = f"{variant:<6} mIoU {_pct(result['at_bkg_score']['miou'])} at bkg {bkg_score:g}"
+        line = f"{variant:<6} mIoU {percent(result['at_bkg_score']['miou'])} at bkg {bkg_score:g}"
         if result["sweep"] is not None:
-            line += (f"; sweep best {_pct(result['sweep']['best']['miou'])} at bkg "
+            line += (f"; sweep best {percent(result['sweep']['best']['miou'])} at bkg "
                      f"{result['sweep']['best_threshold']:g}")
         lines.append(line)
     return "\n".join(lines)
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100.0 * value:.1f}"
-
-
 def run(cfg: Config) -> dict[str, Any]:
     """Score the CAM files of `eval_cam.split`; write <run_dir>/eval_cam.json; return a summary."""
     eval_cfg = cfg.eval_cam
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
-    sweep = sweep_thresholds(eval_cfg) if eval_cfg.sweep else np.zeros(0)
+    sweep = threshold_grid(eval_cfg.sweep_start, eval_cfg.sweep_stop, eval_cfg.sweep_step,
+                           "eval_cam") if eval_cfg.sweep else np.zeros(0)
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
     class_names = ["background", *layout.class_names]
     variants, totals = _accumulate(cfg, layout, names, thresholds)
@@ -185,7 +171,7 @@ def run(cfg: Config) -> dict[str, Any]:
     summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(names),
                "miou": primary["at_bkg_score"]["miou"], "table": table,
                "variants": {v: _short(r) for v, r in report["variants"].items()}}
-    log.info("eval-cam: %s mIoU %s at bkg %g; written %s", variants[0], _pct(summary["miou"]),
+    log.info("eval-cam: %s mIoU %s at bkg %g; written %s", variants[0], percent(summary["miou"]),
              eval_cfg.bkg_score, json_path)
     return summary
 

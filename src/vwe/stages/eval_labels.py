@@ -16,48 +16,26 @@ from typing import Any
 
 import numpy as np
 
-from vwe.config import Config, EvalLabelsConfig
-from vwe.data.io import load_npz, read_label_png, write_json_atomic
-from vwe.data.voc import IGNORE_ID, VocLayout
+from vwe.config import Config
+from vwe.data.io import load_npz, read_label_map, write_json_atomic
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine.progress import progress
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     confusion_matrix,
     format_table,
     json_ready,
+    percent,
     scores_to_json,
     segmentation_scores,
     sweep_confusions,
+    threshold_grid,
 )
 from vwe.refine.random_walk import upsample_walk
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input
 
 log = logging.getLogger(__name__)
-
-
-def sweep_thresholds(ec: EvalLabelsConfig) -> np.ndarray:
-    """sweep_start, +step, …, up to sweep_stop inclusive (rounded to 1e-6), within [0, 1]."""
-    if not (ec.sweep_step > 0 and 0 <= ec.sweep_start <= ec.sweep_stop <= 1):
-        raise VweError("eval_labels sweep needs 0 <= sweep_start <= sweep_stop <= 1 and "
-                       f"sweep_step > 0 (got start={ec.sweep_start}, stop={ec.sweep_stop}, "
-                       f"step={ec.sweep_step}); the walk maps are scaled to [0, 1]")
-    count = int(np.floor((ec.sweep_stop - ec.sweep_start) / ec.sweep_step + 1e-6)) + 1
-    return np.round(ec.sweep_start + ec.sweep_step * np.arange(count), 6)
-
-
-def read_prediction(path: Path, gt_shape: tuple[int, ...], num_classes: int) -> np.ndarray:
-    """A label PNG with 255 → background, checked for size and class ids."""
-    pred = read_label_png(path)
-    if pred.shape != gt_shape:
-        raise VweError(f"label {path} is {pred.shape[0]}x{pred.shape[1]} but its ground truth is "
-                       f"{gt_shape[0]}x{gt_shape[1]}; the labels were made from other images")
-    pred = np.where(pred == IGNORE_ID, 0, pred)
-    if pred.max(initial=0) >= num_classes:
-        raise VweError(f"label {path} holds class id {int(pred.max())}, outside "
-                       f"0..{num_classes - 1}; were the labels made on another dataset?")
-    return pred
 
 
 def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
@@ -90,7 +68,9 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
         np.zeros((len(thresholds), num_classes, num_classes), np.int64)
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-labels"):
         gt = layout.read_mask(name)
-        conf += confusion_matrix(gt, read_prediction(path, gt.shape, num_classes), num_classes)
+        label = read_label_map(path, gt.shape, num_classes, "label", "the labels were made from "
+                               "other images", ignore_as=0)
+        conf += confusion_matrix(gt, label, num_classes)
         if sweep is not None:
             keys, walk = read_walk(walk_dir / f"{name}.npz", gt.shape)
             sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
@@ -125,14 +105,14 @@ def walks_present(cfg: Config, names: list[str]) -> bool:
 def run(cfg: Config) -> dict[str, Any]:
     """Score the label folder; write <run_dir>/eval_labels.json; return a summary with a table."""
     ec = cfg.eval_labels
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     names = layout.read_split(ec.split)
     run_dir = RunDir(cfg)
     label_dir = run_dir.eval_label_dir
     if not ec.label_dir:  # the run's own pseudo labels: they must be this config's
-        require_current(label_dir, stage_record(cfg, "pseudo_labels"), "pseudo-labels",
-                        "vwe pseudo-labels --overwrite")
-    thresholds = sweep_thresholds(ec) if ec.sweep else None
+        require_input(cfg, "pseudo_labels", label_dir)
+    thresholds = threshold_grid(ec.sweep_start, ec.sweep_stop, ec.sweep_step,
+                                "eval_labels") if ec.sweep else None
     if thresholds is not None and not walks_present(cfg, names):
         log.info("eval-labels: no stored walks for every image of '%s' in %s/walks; sweep "
                  "skipped", ec.split, cfg.run_dir)
@@ -152,12 +132,8 @@ def run(cfg: Config) -> dict[str, Any]:
                "miou": report["scores"]["miou"]}
     if report["sweep"] is not None:
         best = report["sweep"]["best"]
-        table += (f"\n\nwalk bg-threshold sweep: best mIoU {_pct(best['miou'])} at "
+        table += (f"\n\nwalk bg-threshold sweep: best mIoU {percent(best['miou'])} at "
                   f"{report['sweep']['best_threshold']:g}")
         summary.update(best_miou=best["miou"], best_threshold=report["sweep"]["best_threshold"])
-    log.info("eval-labels: mIoU %s; written %s", _pct(summary["miou"]), json_path)
+    log.info("eval-labels: mIoU %s; written %s", percent(summary["miou"]), json_path)
     return {**summary, "table": table}
-
-
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100.0 * value:.1f}"

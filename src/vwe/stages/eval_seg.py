@@ -15,14 +15,19 @@ from typing import Any
 import numpy as np
 
 from vwe.config import Config
-from vwe.data.io import ensure_writable_dir, read_label_png, write_json_atomic
-from vwe.data.voc import VocLayout
+from vwe.data.io import ensure_writable_dir, read_label_map, write_json_atomic
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine.progress import progress
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
-from vwe.metrics import confusion_matrix, format_table, scores_to_json, segmentation_scores
-from vwe.stage_records import stage_record
+from vwe.metrics import (
+    confusion_matrix,
+    format_table,
+    percent,
+    scores_to_json,
+    segmentation_scores,
+)
+from vwe.stage_records import require_input
 
 log = logging.getLogger(__name__)
 
@@ -45,19 +50,6 @@ def found_variants(pred_dir: Path, names: list[str]) -> list[str]:
     return variants
 
 
-def read_prediction(path: Path, shape: tuple[int, ...], num_classes: int) -> np.ndarray:
-    """A prediction PNG checked against the GT size and the class range."""
-    pred = read_label_png(path)
-    if pred.shape != shape:
-        raise VweError(f"prediction {path} is {pred.shape[0]}x{pred.shape[1]} but its ground "
-                       f"truth is {shape[0]}x{shape[1]}; predict at full image size (rerun "
-                       "`vwe infer-seg` into an empty folder)")
-    if pred.size and int(pred.max()) >= num_classes:
-        raise VweError(f"prediction {path} holds id {int(pred.max())}, outside "
-                       f"0..{num_classes - 1}; it was made for another dataset")
-    return pred
-
-
 def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: list[str]
                ) -> dict[str, np.ndarray]:
     """Each variant's (n, n) confusion matrix summed over the split."""
@@ -66,7 +58,9 @@ def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: li
     for name in progress(names, desc="eval-seg"):
         gt = layout.read_mask(name)
         for variant in variants:
-            pred = read_prediction(pred_dir / variant / f"{name}.png", gt.shape, num_classes)
+            pred = read_label_map(pred_dir / variant / f"{name}.png", gt.shape, num_classes,
+                                  "prediction", "predict at full image size (rerun `vwe "
+                                  "infer-seg --overwrite`)")
             totals[variant] += confusion_matrix(gt, pred, num_classes)
     return totals
 
@@ -77,20 +71,15 @@ def _entry(conf: np.ndarray, class_names: list[str]) -> dict[str, Any]:
     return {**scores, "confusion": conf.tolist()}
 
 
-def _pct(value: float | None) -> str:
-    return "-" if value is None else f"{100.0 * value:.1f}"
-
-
 def run(cfg: Config) -> dict[str, Any]:
     """Score raw/ and crf/ predictions of `eval_seg.split`; write <run_dir>/eval_seg.json."""
     split = cfg.eval_seg.split
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     names = layout.read_split(split)
     run_dir = RunDir(cfg)
     pred_dir = run_dir.eval_seg_predictions
     if not cfg.eval_seg.pred_dir:  # the run's own predictions: they must be this config's
-        require_current(pred_dir, stage_record(cfg, "infer_seg"), "infer-seg",
-                        "vwe infer-seg --overwrite")
+        require_input(cfg, "infer_seg", pred_dir)
     variants = found_variants(pred_dir, names)
     ensure_writable_dir(cfg.run_dir, "run_dir")
     class_names = ["background", *layout.class_names]
@@ -104,10 +93,10 @@ def run(cfg: Config) -> dict[str, Any]:
     primary = variants[-1]
     title = f"DeepLab ({primary}) on {split}, {len(names)} images"
     lines = [format_table(segmentation_scores(totals[primary], class_names), title), ""]
-    lines += [f"{v:<4} mIoU {_pct(report['variants'][v]['miou'])}" for v in variants]
+    lines += [f"{v:<4} mIoU {percent(report['variants'][v]['miou'])}" for v in variants]
     table = "\n".join(lines)
     mious = {v: report["variants"][v]["miou"] for v in variants}
     log.info("eval-seg: %s; written %s",
-             ", ".join(f"{v} mIoU {_pct(m)}" for v, m in mious.items()), json_path)
+             ", ".join(f"{v} mIoU {percent(m)}" for v, m in mious.items()), json_path)
     return {"json": str(json_path), "split": split, "num_images": len(names),
             "miou": mious[primary], "variants": mious, "table": table}

@@ -18,8 +18,8 @@ from typing import Any
 from PIL import Image
 
 from vwe.config import Config, ExportConfig
-from vwe.data.io import atomic_path, encode_label_png, ensure_writable_dir, read_label_png
-from vwe.data.voc import VocLayout
+from vwe.data.io import atomic_path, encode_label_png, ensure_writable_dir, read_label_map
+from vwe.data.voc import open_dataset
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
@@ -62,16 +62,11 @@ def check_complete(names: list[str], folder: Path, split: str) -> None:
 
 def submission_png(path: Path, image_path: Path, num_classes: int) -> bytes:
     """A prediction re-encoded as a VOC palette PNG, checked against its JPEG and the classes."""
-    label = read_label_png(path)
     with Image.open(image_path) as image:
         width, height = image.size
-    if label.shape != (height, width):
-        raise VweError(f"prediction {path} is {label.shape[0]}x{label.shape[1]} but image "
-                       f"{image_path} is {height}x{width}; the server needs full-size "
-                       "predictions: rerun `vwe infer-seg` into an empty folder")
-    if label.size and int(label.max()) >= num_classes:
-        raise VweError(f"prediction {path} holds id {int(label.max())}, outside "
-                       f"0..{num_classes - 1}; it was made for another dataset")
+    label = read_label_map(path, (height, width), num_classes, "prediction",
+                           "the server needs full-size predictions: rerun `vwe infer-seg "
+                           "--overwrite`")
     return encode_label_png(label)
 
 
@@ -90,7 +85,7 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mtime: float) -> N
 def run(cfg: Config) -> dict[str, Any]:
     """Check the predictions of `export.split` and write the tar.gz for the server."""
     check_config(cfg.export)
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     names = layout.read_split(cfg.export.split)
     folder = prediction_folder(cfg)
     check_complete(names, folder, cfg.export.split)

@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from vwe.config import Config, CrfConfig, InferSegConfig, SegConfig
 from vwe.data.io import ensure_writable_dir, read_image, save_label_png
 from vwe.data.segmentation import normalize_pixels
-from vwe.data.voc import VocLayout
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
@@ -147,7 +147,7 @@ def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     kinds = ("raw", "crf") if infer_cfg.crf.enabled else ("raw",)
     for kind in kinds:
         ensure_writable_dir(out_dir / kind, "infer_seg.out_dir")
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     names = layout.read_split(infer_cfg.split)
     model = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
     outputs = ImageOutputs((out_dir,), lambda n: [out_dir / k / f"{n}.png" for k in kinds],

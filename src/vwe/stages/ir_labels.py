@@ -22,15 +22,14 @@ import numpy as np
 from vwe.config import Config, IrLabelConfig
 from vwe.data.cam_files import check_cam_files, full_size, load_cam
 from vwe.data.io import read_image, save_label_png
-from vwe.data.voc import VocLayout
+from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.refine.ir_label import IGNORE, ir_label
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
 
@@ -93,11 +92,9 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     ir_cfg = cfg.ir_labels
     check_thresholds(ir_cfg)
     run_dir = RunDir(cfg)
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    names = layout.read_split(cfg.data.train_list)
-    labels = layout.image_labels(cfg.data.train_list)
-    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
-                    "vwe make-cam --overwrite")
+    layout = open_dataset(cfg.data)
+    names, labels = layout.split_with_labels(cfg.data.train_list)
+    require_input(cfg, "make_cam", run_dir.cams)
     cam_paths = check_cam_files(layout, run_dir.cams, names, labels, "high_res", full_size)
     out_dir = run_dir.ir_labels
     tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path, out_dir / f"{name}.png",

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from vwe.config import CamConfig, Config
 from vwe.data.io import read_image, save_npz
 from vwe.data.transforms import normalize, rescale
-from vwe.data.voc import VocLayout
+from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
@@ -137,9 +137,8 @@ def cam_outputs(run_dir: RunDir) -> ImageOutputs:
 def make_cams(cfg: Config, ctx: DistContext) -> dict:
     check_scales(cfg.cam)
     run_dir = RunDir(cfg)
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    names = layout.read_split(cfg.cam.split)
-    labels = layout.image_labels(cfg.cam.split)
+    layout = open_dataset(cfg.data)
+    names, labels = layout.split_with_labels(cfg.cam.split)
     model, codebook = load_cam_net(cfg, len(layout.class_names), ctx.device)
     out_dir = run_dir.cams
 

@@ -24,17 +24,16 @@ from vwe.config import Config, PseudoLabelConfig
 from vwe.data.cam_files import check_cam_files, load_cam, stride4_size
 from vwe.data.io import read_image, save_label_png, save_npz
 from vwe.data.transforms import normalize
-from vwe.data.voc import VocLayout
+from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
 
@@ -115,11 +114,9 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     pl = cfg.pseudo_labels
     check_config(pl)
     run_dir = RunDir(cfg)
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
-    names = layout.read_split(pl.split)
-    labels = layout.image_labels(pl.split)
-    require_current(run_dir.cams, stage_record(cfg, "make_cam"), "make-cam",
-                    "vwe make-cam --overwrite")
+    layout = open_dataset(cfg.data)
+    names, labels = layout.split_with_labels(pl.split)
+    require_input(cfg, "make_cam", run_dir.cams)
     cam_paths = dict(zip(names, check_cam_files(layout, run_dir.cams, names, labels, "cam",
                                                 stride4_size)))
     model = load_irnet(cfg, ctx.device)

@@ -15,13 +15,12 @@ from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from vwe.config import Config, LossWeights, to_yaml
-from vwe.data.voc import ClassificationDataset, VocLayout
+from vwe.data.voc import ClassificationDataset, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
-from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
@@ -85,13 +84,11 @@ def run(cfg: Config) -> dict:
 
 def train(cfg: Config, ctx: DistContext) -> dict:
     tc = cfg.train_cam
-    out = RunDir(cfg).training("train_cam")
-    record = stage_record(cfg, "train_cam")
-    nothing_to_do = prepare_training_dir("train_cam", out, record, tc.resume, cfg.overwrite, ctx)
-    if nothing_to_do:
-        return nothing_to_do
+    start = prepare_training_dir(cfg, "train_cam", stage_record(cfg, "train_cam"), ctx)
+    if start.done:
+        return start.done
     check_batch(cfg, ctx)
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    layout = open_dataset(cfg.data)
     dataset = ClassificationDataset(layout, cfg.data.train_list, tc, seed=cfg.seed)
     class_names = layout.class_names
     max_steps = total_steps(len(dataset), cfg)
@@ -104,7 +101,7 @@ def train(cfg: Config, ctx: DistContext) -> dict:
     if cfg.model.codebook == "memory_bank":  # held outside the model, like the authors' script
         step_fn.codebook = init_codebook(cfg.model.num_words, model.feature_dim).to(ctx.device)
     job = TrainingJob(
-        "train_cam", tc, out, record, ctx, model, optimizer, dataset, max_steps, cfg.seed,
+        "train_cam", tc, start, ctx, model, optimizer, dataset, max_steps, cfg.seed,
         cfg.data.num_workers, step_fn,
         state=lambda: checkpoint_extras(step_fn.codebook, cfg, class_names),
         load_state=step_fn.load_codebook, after_update=step_fn.update_codebook)

@@ -21,7 +21,7 @@ from torch.utils.data import DataLoader
 
 from vwe.config import Config, to_yaml
 from vwe.data.affinity import LABEL_STRIDE, AffinityDataset, TopLeftDataset
-from vwe.data.voc import VocLayout
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_checkpoint, load_model_state
 from vwe.engine.distributed import DistContext
@@ -29,7 +29,6 @@ from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.progress import progress
-from vwe.engine.records import require_current
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
@@ -43,7 +42,7 @@ from vwe.models.irn import (
     path_tensors,
 )
 from vwe.refine.path_index import PathIndex
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
 
@@ -144,14 +143,11 @@ def run(cfg: Config) -> dict:
 def train(cfg: Config, ctx: DistContext) -> dict:
     tc = cfg.train_irn
     run_dir = RunDir(cfg)
-    out = run_dir.training("train_irn")
-    record = stage_record(cfg, "train_irn")
-    nothing_to_do = prepare_training_dir("train_irn", out, record, tc.resume, cfg.overwrite, ctx)
-    if nothing_to_do:
-        return nothing_to_do
-    require_current(run_dir.ir_labels, stage_record(cfg, "ir_labels"), "ir-labels",
-                    "vwe ir-labels --overwrite")
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+    start = prepare_training_dir(cfg, "train_irn", stage_record(cfg, "train_irn"), ctx)
+    if start.done:
+        return start.done
+    require_input(cfg, "ir_labels", run_dir.ir_labels)
+    layout = open_dataset(cfg.data)
     dataset = AffinityDataset(layout, cfg.data.train_list, run_dir.ir_labels, tc.crop_size,
                               tc.scale_range, tc.flip_prob, seed=cfg.seed)
     max_steps = check_config(cfg, ctx, len(dataset))
@@ -181,7 +177,7 @@ def train(cfg: Config, ctx: DistContext) -> dict:
         if tc.with_displacement:
             model.mean_shift.running_mean.copy_(displacement_mean(cfg, ctx, model, layout))
 
-    job = TrainingJob("train_irn", tc, out, record, ctx, model, optimizer, dataset, max_steps,
+    job = TrainingJob("train_irn", tc, start, ctx, model, optimizer, dataset, max_steps,
                       cfg.seed, cfg.data.num_workers, train_step,
                       state=lambda: checkpoint_extras(cfg, layout.class_names),
                       on_finished=store_displacement_mean)

@@ -19,59 +19,34 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from vwe.config import Config, TrainSegConfig, to_yaml
+from vwe.config import Config, TrainSegConfig, to_yaml, with_recipe
 from vwe.data.segmentation import SegTrainDataset, SegTrainTransform, check_label_folder
-from vwe.data.voc import VocLayout
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
-from vwe.engine.optim import build_sgd
-from vwe.engine.records import require_current
+from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
     MSC,
-    RECIPES,
     build_deeplab,
     input_normalization,
     param_groups,
-    set_poly_lr,
 )
 from vwe.models.seg_loss import (
-    LOSS_TYPES,
+    check_loss_type,
     msc_output_sizes,
     pixel_counts,
     split_msc_loss,
     target_sizes,
 )
-from vwe.stage_records import stage_record
+from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
-
-# TrainSegConfig key → RECIPES key, for the keys a recipe fills when they are null
-# (docs/segmentation.md#training-recipes)
-RECIPE_KEYS = {"lr": "lr", "weight_decay": "weight_decay", "momentum": "momentum",
-               "poly_power": "poly_power", "poly_update_every": "update_every"}
-
-
-def recipe_settings(tc: TrainSegConfig) -> dict[str, Any]:
-    """The recipe's optimiser settings with every non-null config key applied over them."""
-    name = tc.recipe.replace("-", "_")
-    if name not in RECIPES:
-        raise VweError(f"train_seg.recipe={tc.recipe} is unknown; choose deeplab or vwe_author "
-                       "(docs/segmentation.md#training-recipes)")
-    settings = {"recipe": name, **RECIPES[name]}
-    for key, recipe_key in RECIPE_KEYS.items():
-        if getattr(tc, key) is not None:
-            settings[recipe_key] = getattr(tc, key)
-    if tc.loss not in LOSS_TYPES:
-        raise VweError(f"train_seg.loss={tc.loss} is unknown; choose one of "
-                       f"{', '.join(LOSS_TYPES)}")
-    return settings
-
 
 def build_seg_model(cfg: Config, num_classes: int, pretrained: str) -> MSC:
     """DeepLabV2 + MSC as `seg.*` says; batch statistics when seg.frozen_bn is false."""
@@ -124,28 +99,25 @@ def run(cfg: Config) -> dict[str, Any]:
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     tc = cfg.train_seg
     run_dir = RunDir(cfg)
-    out = run_dir.training("train_seg")
-    record = stage_record(cfg, "train_seg")
-    nothing_to_do = prepare_training_dir("train_seg", out, record, tc.resume, cfg.overwrite, ctx)
-    if nothing_to_do:
-        return nothing_to_do
-    settings = recipe_settings(tc)
+    start = prepare_training_dir(cfg, "train_seg", stage_record(cfg, "train_seg"), ctx)
+    if start.done:
+        return start.done
+    tc = with_recipe(tc)  # a Config built by hand: the recipe's values in its null keys
+    check_loss_type(tc.loss)
     check_batch(tc, ctx)
     if not cfg.seg.label_dir:
-        require_current(run_dir.pseudo_labels, stage_record(cfg, "pseudo_labels"),
-                        "pseudo-labels", "vwe pseudo-labels --overwrite")
-    layout = VocLayout(cfg.data.root, cfg.data.mask_dir)
+        require_input(cfg, "pseudo_labels", run_dir.pseudo_labels)
+    layout = open_dataset(cfg.data)
     dataset = make_dataset(cfg, layout, run_dir.seg_train_labels)
     class_names = ["background", *layout.class_names]
-    resuming = tc.resume and out.last.exists()
+    resuming = tc.resume and start.out.last.exists()
     torch.manual_seed(cfg.seed)
     model = build_seg_model(cfg, len(class_names),
                             "none" if resuming else cfg.seg.pretrained).to(ctx.device).train()
-    optimizer = build_sgd(param_groups(model, settings["lr"], settings["weight_decay"],
-                                       settings["recipe"]),
-                          momentum=settings["momentum"], weight_decay=settings["weight_decay"])
-    step_fn = SegTrainStep(cfg, ctx, model, optimizer, settings)
-    job = TrainingJob("train_seg", tc, out, record, ctx, model, optimizer, dataset, tc.iterations,
+    optimizer = build_sgd(param_groups(model, tc.lr, tc.weight_decay, tc.recipe),
+                          momentum=tc.momentum, weight_decay=tc.weight_decay)
+    step_fn = SegTrainStep(cfg, tc, ctx, model, optimizer)
+    job = TrainingJob("train_seg", tc, start, ctx, model, optimizer, dataset, tc.iterations,
                       cfg.seed, cfg.data.num_workers, step_fn,
                       state=lambda: checkpoint_extras(cfg, class_names), saved=model.base,
                       save_each_epoch=False)
@@ -155,21 +127,20 @@ def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
 class SegTrainStep:
     """DeepLab's maths for one update: MSC losses over the global batch, accumulation."""
 
-    def __init__(self, cfg: Config, ctx: DistContext, model: MSC,
-                 optimizer: torch.optim.Optimizer, settings: dict[str, Any]) -> None:
-        self.cfg, self.ctx, self.optimizer, self.settings = cfg, ctx, optimizer, settings
-        sizes = msc_output_sizes(model, cfg.train_seg.crop_size, ctx.device)
-        self.term_sizes = target_sizes(settings["recipe"], sizes)
+    def __init__(self, cfg: Config, tc: TrainSegConfig, ctx: DistContext, model: MSC,
+                 optimizer: torch.optim.Optimizer) -> None:
+        self.cfg, self.tc, self.ctx, self.optimizer = cfg, tc, ctx, optimizer
+        sizes = msc_output_sizes(model, tc.crop_size, ctx.device)
+        self.term_sizes = target_sizes(tc.recipe, sizes)
 
     def __call__(self, net: torch.nn.Module, batch: dict[str, Any],
                  step: int) -> dict[str, float]:
         """Gradients of the global batch's loss (normalised by its pixel counts, seg_loss)."""
-        tc, ctx, settings = self.cfg.train_seg, self.ctx, self.settings
+        tc, ctx = self.tc, self.ctx
         ignore = self.cfg.seg.ignore_index
         images = batch["image"].to(ctx.device, non_blocking=True)
         labels = batch["label"].to(ctx.device, non_blocking=True)
-        set_poly_lr(self.optimizer, settings["lr"], step, tc.iterations, settings["poly_power"],
-                    settings["update_every"])
+        set_poly_lr(self.optimizer, step, tc.iterations, tc.poly_power, tc.poly_update_every)
         counts = pixel_counts(labels, self.term_sizes, tc.loss, ignore)
         dist_utils.all_reduce_sum(counts, ctx)  # the global batch's pixels, per term and part
         self.optimizer.zero_grad(set_to_none=True)
@@ -183,7 +154,7 @@ class SegTrainStep:
                 with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
                     outputs = net(images[start:start + micro])
                 loss = split_msc_loss(outputs, labels[start:start + micro], counts,
-                                      settings["recipe"], tc.loss, ignore)
+                                      tc.recipe, tc.loss, ignore)
                 (loss * ctx.world_size).backward()  # DDP averages over ranks; we want the sum
             total += loss.detach().double()
         dist_utils.all_reduce_sum(total, ctx)

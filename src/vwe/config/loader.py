@@ -1,0 +1,151 @@
+"""Resolve a config: dataclass defaults → method preset → YAML file → `key=value` overrides.
+
+A preset named on the command line is applied after the YAML file instead, so `preset=vwl-l`
+switches a full VOC config in one override. An unknown key is a `VweError` that names the key and
+suggests the closest ones.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import yaml
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from vwe.config.presets import PRESETS, SEG_RECIPES
+from vwe.config.schema import Config, TrainSegConfig
+from vwe.errors import VweError
+
+
+def all_keys(node: Any, prefix: str = "") -> list[str]:
+    """Every dotted key of a config tree (for suggestions on typos)."""
+    keys = []
+    items = node.items() if isinstance(node, Mapping | DictConfig) else []
+    for key, value in items:
+        dotted = f"{prefix}{key}"
+        keys.append(dotted)
+        if isinstance(value, Mapping | DictConfig):
+            keys.extend(all_keys(value, dotted + "."))
+    return keys
+
+
+def _unknown_key_error(key: str, schema: DictConfig, source: str) -> VweError:
+    candidates = all_keys(schema)
+    close = difflib.get_close_matches(key, candidates, n=3, cutoff=0.5)
+    leaf = key.rsplit(".", 1)[-1]
+    close += [c for c in candidates if c.endswith("." + leaf) and c not in close][:3]
+    hint = f"; did you mean {', '.join(close)}?" if close else "; see `vwe <command> --help`"
+    return VweError(f"unknown config key '{key}' in {source}{hint}")
+
+
+def _check_keys(tree: Mapping[str, Any], known: set[str], schema: DictConfig, source: str,
+                prefix: str = "") -> None:
+    for key, value in tree.items():
+        dotted = f"{prefix}{key}"
+        if dotted not in known:
+            raise _unknown_key_error(dotted, schema, source)
+        if isinstance(value, Mapping) and any(k.startswith(dotted + ".") for k in known):
+            _check_keys(value, known, schema, source, dotted + ".")
+
+
+def _merge(base: DictConfig, update: Mapping[str, Any], source: str) -> DictConfig:
+    _check_keys(update, set(all_keys(base)), base, source)
+    try:
+        return OmegaConf.merge(base, OmegaConf.create(dict(update)))
+    except OmegaConfBaseException as err:
+        key = getattr(err, "full_key", None) or "?"
+        first_line = err.msg.splitlines()[0]
+        raise VweError(f"bad value for config key '{key}' in {source}: {first_line}") from None
+
+
+def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
+    """`a.b=1` strings into a nested dict, values parsed as YAML (so 0.5, true, [1,2] work)."""
+    tree: dict[str, Any] = {}
+    for item in overrides:
+        if "=" not in item:
+            raise VweError(f"override '{item}' is not of the form key=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw) if raw != "" else ""
+        except yaml.YAMLError:
+            value = raw
+        node = tree
+        parts = key.strip().split(".")
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise VweError(f"override '{item}' sets inside a plain value")
+        node[parts[-1]] = value
+    return tree
+
+
+def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        node = tree
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+        node[leaf] = value
+    return tree
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    if not path.is_file():
+        raise VweError(f"config file {path} not found; pass an existing YAML file to --config")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as err:
+        raise VweError(f"config file {path} is not valid YAML: {err}") from None
+    if not isinstance(data, dict):
+        raise VweError(f"config file {path} must hold a mapping of keys, not {type(data).__name__}")
+    return data
+
+
+def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -> Config:
+    """Resolve defaults → YAML → preset → overrides into a typed `Config`."""
+    schema = OmegaConf.structured(Config)
+    file_tree = _read_yaml(Path(path)) if path else {}
+    cli_tree = parse_overrides(overrides)
+    preset = cli_tree.get("preset", file_tree.get("preset", schema.preset))
+    if preset not in PRESETS:
+        raise VweError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
+    preset_tree = _nest(PRESETS[preset])
+    if "preset" in cli_tree:  # an explicit choice on the command line beats the file
+        layers = [(file_tree, str(path)), (preset_tree, f"preset '{preset}'")]
+    else:
+        layers = [(preset_tree, f"preset '{preset}'"), (file_tree, str(path))]
+    merged = schema
+    for tree, source in [*layers, (cli_tree, "the command line")]:
+        merged = _merge(merged, tree, source)
+    cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    cfg.train_seg = with_recipe(cfg.train_seg)
+    return cfg
+
+
+def seg_recipe(name: str) -> str:
+    """A DeepLab recipe's canonical name (`vwe-author` → `vwe_author`); VweError if unknown."""
+    canonical = name.replace("-", "_")
+    if canonical not in SEG_RECIPES:
+        raise VweError(f"train_seg.recipe={name} is unknown; choose one of "
+                       f"{', '.join(SEG_RECIPES)} (docs/segmentation.md#training-recipes)")
+    return canonical
+
+
+def with_recipe(train_seg: TrainSegConfig) -> TrainSegConfig:
+    """The recipe's name made canonical and its values in every train_seg key left null, so the
+    resolved config (and every record) holds the numbers the run uses."""
+    recipe = seg_recipe(train_seg.recipe)
+    values = {key: value for key, value in SEG_RECIPES[recipe].items()
+              if getattr(train_seg, key) is None}
+    return dataclasses.replace(train_seg, recipe=recipe, **values)
+
+
+def to_yaml(cfg: Config) -> str:
+    """The fully resolved config as YAML (saved with every run)."""
+    return OmegaConf.to_yaml(OmegaConf.structured(cfg))
