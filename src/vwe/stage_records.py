@@ -54,8 +54,7 @@ def _train_cam(cfg: Config, run: RunDir) -> Record:
 
 
 def _make_cam(cfg: Config, run: RunDir) -> Record:
-    settings = flat_settings(cfg, ["model", "cam"], ["model.pretrained", "cam.split",
-                                                      "cam.checkpoint"])
+    settings = flat_settings(cfg, ["cam"], ["cam.split", "cam.checkpoint"])
     return Record("make_cam", settings, {"dataset": dataset_identity(cfg),
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 
@@ -83,7 +82,7 @@ def _train_irn(cfg: Config, run: RunDir) -> Record:
 
 
 def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
-    settings = flat_settings(cfg, ["pseudo_labels", "model.backbone", "train_irn.backbone"],
+    settings = flat_settings(cfg, ["pseudo_labels"],
                              ["pseudo_labels.split", "pseudo_labels.checkpoint"])
     return Record("pseudo_labels", settings, {"dataset": dataset_identity(cfg),
                                               "cams": folder_identity(run.cams),

@@ -42,3 +42,27 @@ def test_architecture_mismatch_is_one_clear_error():
         load_model_state(model, {"weight": torch.zeros(4, 3), "bias": torch.zeros(2)}, "x.pt")
     with pytest.raises(VweError, match="1 missing"):
         load_model_state(model, {"weight": torch.zeros(2, 3)}, "x.pt")
+
+
+def test_load_trained_rebuilds_the_recorded_network(tmp_path):
+    from vwe.engine.checkpoint import load_trained
+    from vwe.models.registry import arch_entry, create_model
+
+    torch.manual_seed(0)
+    kwargs = {"num_classes": 3, "backbone": "resnet_tiny", "layout": "torchvision",
+              "msc_scales": [0.5], "freeze_stem": False}
+    model = create_model("deeplab", **kwargs)
+    save_checkpoint(tmp_path / "seg.pt", {"model": model.base.state_dict(), "num_classes": 3,
+                                          "arch": arch_entry("deeplab", kwargs)})
+    trained = load_trained(tmp_path / "seg.pt", "deeplab", 3, overrides={"msc_scales": []})
+    assert not trained.model.training and trained.model.scales == ()
+    for key, value in model.base.state_dict().items():
+        assert torch.equal(trained.model.base.state_dict()[key], value), key
+    with pytest.raises(VweError, match="is a DeepLab network .* not a CAM network"):
+        load_trained(tmp_path / "seg.pt", "cam_net")
+    with pytest.raises(VweError, match="trained for 3 classes but the dataset has 5"):
+        load_trained(tmp_path / "seg.pt", "deeplab", 5)
+    with pytest.raises(VweError, match="seg.backbone=resnet_tiny but the config says "
+                                       "seg.backbone=resnet18; set seg.backbone=resnet_tiny"):
+        load_trained(tmp_path / "seg.pt", "deeplab", must_match={"seg.backbone": ("backbone",
+                                                                                 "resnet18")})

@@ -148,7 +148,6 @@ def test_mismatched_checkpoints_fail_in_one_line(tiny_dataset, trained, tmp_path
     assert main(["infer-seg", *base, f"infer_seg.checkpoint={tmp_path / 'five.pt'}"]) == 2
     assert "trained for 5 classes" in capsys.readouterr().err
     state = load_checkpoint(trained / "train_seg" / "final.pt")
-    state.pop("seg_config")
     state["model"].pop("aspp.branches.0.bias")
     save_checkpoint(tmp_path / "broken.pt", state)
     assert main(["infer-seg", *base, f"infer_seg.checkpoint={tmp_path / 'broken.pt'}"]) == 2
@@ -156,6 +155,16 @@ def test_mismatched_checkpoints_fail_in_one_line(tiny_dataset, trained, tmp_path
     assert "does not fit this model's architecture" in err and "aspp.branches.0.bias" in err
     assert main(["infer-seg", *base, f"infer_seg.checkpoint={tmp_path / 'absent.pt'}"]) == 2
     assert "absent.pt not found" in capsys.readouterr().err
+    state = load_checkpoint(trained / "train_seg" / "final.pt")
+    state["arch"]["name"] = "cam_net"  # as if a CAM network's checkpoint were passed
+    save_checkpoint(tmp_path / "cam.pt", state)
+    assert main(["infer-seg", *base, f"infer_seg.checkpoint={tmp_path / 'cam.pt'}"]) == 2
+    assert "is a CAM network (train-cam) checkpoint, not a DeepLab network (train-seg) one" \
+        in capsys.readouterr().err
+    state.pop("arch")
+    save_checkpoint(tmp_path / "bare.pt", state)
+    assert main(["infer-seg", *base, f"infer_seg.checkpoint={tmp_path / 'bare.pt'}"]) == 2
+    assert "records no network" in capsys.readouterr().err
     assert not list((tmp_path / "out" / "raw").glob("*.png"))
 
 

@@ -63,8 +63,8 @@ def test_resume_equals_uninterrupted(tiny_dataset, run_copy, ir_run, refine_over
     assert main(["train-irn", "--resume", *args]) == 0
     state = final_state(straight)
     assert_same_weights(state["model"], final_state(resumed)["model"])
-    assert state["step"] == 6 and state["irn_config"] == {"backbone": "resnet_tiny",
-                                                          "with_displacement": True}
+    assert state["step"] == 6 and state["arch"] == {
+        "name": "irnet", "kwargs": {"backbone": "resnet_tiny", "with_displacement": True}}
     cam = load_checkpoint(ir_run / "train_cam" / "final.pt")["model"]
     for key, value in state["model"].items():  # backbone_init=cam: the CAM backbone, frozen
         if key.startswith("backbone."):
@@ -97,7 +97,7 @@ def test_without_displacement(tiny_dataset, run_copy, ir_run, refine_overrides):
     assert main(["train-irn", *args]) == 0
     state = final_state(run_dir)
     assert not any(k.startswith("disp_") for k in state["model"])
-    assert state["irn_config"]["with_displacement"] is False
+    assert state["arch"]["kwargs"]["with_displacement"] is False
 
 
 @pytest.mark.parametrize("setting, needle", [

@@ -51,7 +51,9 @@ def test_resume_equals_uninterrupted(tiny_dataset, tmp_path, extra):
     assert_same_weights(final(straight), final(resumed))
     state = final(straight)
     assert state["step"] == 4 and state["num_classes"] == 9
-    assert state["seg_config"]["backbone"] == "resnet_tiny"
+    assert state["arch"] == {"name": "deeplab", "kwargs": {
+        "num_classes": 9, "backbone": "resnet_tiny", "layout": "torchvision",
+        "msc_scales": [0.5, 0.75], "freeze_stem": False}}
     assert list((straight / "train_seg" / "tb").iterdir())
 
 

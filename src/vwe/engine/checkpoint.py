@@ -1,15 +1,19 @@
-"""Checkpoints: atomic saves, safe loads (weights_only=True, never unpickling objects)."""
+"""Checkpoints: atomic saves, safe loads (weights_only=True, never unpickling objects), and the
+one way every stage rebuilds a trained network (`load_trained`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from vwe.errors import VweError
+from vwe.models.registry import MODELS, create_model, saved_part
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -63,3 +67,52 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
                        f"{'; '.join(problems)}. Check model.backbone / preset against the "
                        "checkpoint's recorded config")
     model.load_state_dict(state_dict, strict=True)
+
+
+@dataclass(frozen=True)
+class Trained:
+    """A network rebuilt from its checkpoint, in eval mode, and the checkpoint's other entries."""
+
+    model: torch.nn.Module
+    state: dict[str, Any]
+    path: Path
+
+    @property
+    def kwargs(self) -> dict[str, Any]:
+        return dict(self.state["arch"]["kwargs"])
+
+
+def load_trained(path: str | Path, expect: str, num_classes: int | None = None,
+                 must_match: Mapping[str, tuple[str, Any]] | None = None,
+                 overrides: Mapping[str, Any] | None = None) -> Trained:
+    """The network a vwe checkpoint records (`arch`), its weights strictly loaded.
+
+    expect: the registry name the caller needs (a DeepLab file given as a CAM checkpoint is
+    named as such). num_classes: what the dataset needs (the checkpoint's `num_classes`).
+    must_match: config key → (kwarg, value) that must equal the recorded architecture.
+    overrides: kwargs replaced before building (e.g. DeepLab's MSC scales at inference).
+    """
+    path = Path(path)
+    state = load_checkpoint(path)
+    arch = state.get("arch")
+    if not isinstance(arch, dict) or arch.get("name") not in MODELS \
+            or not isinstance(arch.get("kwargs"), dict) or "model" not in state:
+        raise VweError(f"checkpoint {path} records no network this vwe can build (no 'arch' "
+                       "entry); pass a checkpoint written by `vwe train-*`, or convert the "
+                       "authors' files with `vwe import-weights`")
+    if arch["name"] != expect:
+        raise VweError(f"checkpoint {path} is a {MODELS[arch['name']].title} checkpoint, not a "
+                       f"{MODELS[expect].title} one; pass the right file")
+    kwargs = dict(arch["kwargs"])
+    saved_classes = int(state.get("num_classes", kwargs.get("num_classes", -1)))
+    if num_classes is not None and saved_classes != num_classes:
+        raise VweError(f"checkpoint {path} was trained for {saved_classes} classes but the "
+                       f"dataset has {num_classes}; use this dataset's checkpoint")
+    for key, (kwarg, value) in (must_match or {}).items():
+        if kwarg in kwargs and kwargs[kwarg] != value:
+            raise VweError(f"checkpoint {path} was trained with {key}={kwargs[kwarg]} but the "
+                           f"config says {key}={value}; set {key}={kwargs[kwarg]} or pass the "
+                           "matching checkpoint")
+    model = create_model(arch["name"], **{**kwargs, **(overrides or {})})
+    load_model_state(saved_part(arch["name"], model), state["model"], path)
+    return Trained(model.eval(), state, path)

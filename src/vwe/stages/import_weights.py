@@ -21,6 +21,7 @@ from vwe.models.authors_weights import convert_authors_state_dict
 from vwe.models.backbone import read_state_dict
 from vwe.models.deeplab import looks_like_coco
 from vwe.models.deeplab_caffe import map_caffe_state_dict
+from vwe.models.registry import arch_entry
 
 log = logging.getLogger(__name__)
 
@@ -57,9 +58,13 @@ def run(cfg: Config) -> dict:
     num_classes = int(ours["classifier.weight"].shape[0])
     class_names = list(VOC_CLASSES) if num_classes == len(VOC_CLASSES) else \
         [f"class{i}" for i in range(num_classes)]
+    model = OmegaConf.to_container(OmegaConf.structured(preset_cfg.model))
+    model.pop("pretrained")
+    if "codebook.weight" in ours:  # k as the file holds it
+        model["num_words"] = int(ours["codebook.weight"].shape[0])
     save_checkpoint(dst, {
         "model": ours, "preset": preset, "step": 0, "source": str(src),
-        "model_config": OmegaConf.to_container(OmegaConf.structured(preset_cfg.model)),
+        "arch": arch_entry("cam_net", {"num_classes": num_classes, **model}),
         "num_classes": num_classes, "class_names": class_names,
     })
     log.info("import-weights: %s (%s, %d tensors) → %s; use it with `vwe make-cam preset=%s "

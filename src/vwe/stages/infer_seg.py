@@ -23,17 +23,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vwe.config import Config, CrfConfig, InferSegConfig, SegConfig
+from vwe.config import Config, CrfConfig, InferSegConfig
 from vwe.data.io import ensure_writable_dir, read_image, save_label_png
 from vwe.data.segmentation import normalize_pixels
 from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
-from vwe.models.deeplab import CAFFE_MEAN_BGR, MSC, build_deeplab, input_normalization
+from vwe.models.deeplab import CAFFE_MEAN_BGR, MSC, input_normalization
 from vwe.refine.crf import crf_inference_prob
 from vwe.stage_records import stage_record
 
@@ -106,34 +106,16 @@ def check_config(infer: InferSegConfig) -> None:
                        "kz_quirk")
 
 
-def _check_arch(state: dict[str, Any], seg: SegConfig, num_classes: int, path: Path) -> None:
-    """The checkpoint's class count and seg.backbone/layout must match the config's."""
-    saved = int(state.get("num_classes", num_classes))
-    if saved != num_classes:
-        raise VweError(f"checkpoint {path} was trained for {saved} classes but the dataset has "
-                       f"{num_classes} (background included); use this dataset's checkpoint")
-    recorded = state.get("seg_config") or {}
-    for key in ARCH_KEYS:
-        if key in recorded and recorded[key] != getattr(seg, key):
-            raise VweError(f"checkpoint {path} was trained with seg.{key}={recorded[key]} but "
-                           f"the config says seg.{key}={getattr(seg, key)}; set "
-                           f"seg.{key}={recorded[key]} or pass the matching checkpoint")
-
-
 def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
-    """The trained DeepLab, strictly checked, with the model's MSC on or off (infer_seg.msc)."""
-    path = RunDir(cfg).seg_checkpoint
-    state = load_checkpoint(path)
-    if "model" not in state:
-        raise VweError(f"checkpoint {path} has no 'model' entry; is it a train-seg checkpoint?")
-    _check_arch(state, cfg.seg, num_classes, path)
+    """The trained DeepLab as its checkpoint records it (seg.backbone and seg.layout must agree),
+    with the MSC scales of seg.msc_scales, or none when infer_seg.msc is off. Fixed batch norm in
+    eval equals a BatchNorm2d in eval: one build serves both seg.frozen_bn."""
     seg = cfg.seg
-    scales = seg.msc_scales if cfg.infer_seg.msc else []
-    # Fixed batch norm in eval equals a BatchNorm2d in eval: one build serves both seg.frozen_bn.
-    model = build_deeplab(num_classes, seg.backbone, seg.layout, "none", scales, seg.freeze_stem,
-                          dataset=cfg.data.root)
-    load_model_state(model.base, state["model"], path)
-    return model.to(device).eval()
+    must_match = {f"seg.{key}": (key, getattr(seg, key)) for key in ARCH_KEYS}
+    scales = list(seg.msc_scales) if cfg.infer_seg.msc else []
+    trained = load_trained(RunDir(cfg).seg_checkpoint, "deeplab", num_classes, must_match,
+                           overrides={"msc_scales": scales})
+    return trained.model.to(device)
 
 
 def run(cfg: Config) -> dict[str, Any]:

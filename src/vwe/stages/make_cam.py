@@ -24,7 +24,7 @@ from vwe.data.io import read_image, save_npz
 from vwe.data.transforms import normalize, rescale
 from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
@@ -39,20 +39,13 @@ NORM_EPS = 1e-5  # authors: divide by max + 1e-5
 
 def load_cam_net(cfg: Config, num_classes: int, device: torch.device
                  ) -> tuple[CamNet, torch.Tensor | None]:
-    """The trained network (strictly checked against the config) and its memory-bank codebook."""
-    path = RunDir(cfg).cam_checkpoint
-    state = load_checkpoint(path)
-    if "model" not in state:
-        raise VweError(f"checkpoint {path} has no 'model' entry; convert the authors' files "
-                       "with `vwe import-weights` first")
-    saved_classes = int(state.get("num_classes", num_classes))
-    if saved_classes != num_classes:
-        raise VweError(f"checkpoint {path} was trained for {saved_classes} classes but the "
-                       f"dataset at {cfg.data.root} has {num_classes}")
-    model = CamNet(dataclasses.replace(cfg.model, pretrained="none"), num_classes)
-    load_model_state(model, state["model"], path)
-    codebook = state.get("codebook")
-    return model.to(device).eval(), (codebook.to(device) if codebook is not None else None)
+    """The trained network, as its checkpoint records it (every model.* key of the config must
+    agree), and its memory-bank codebook."""
+    model_keys = {f"model.{f.name}": (f.name, getattr(cfg.model, f.name))
+                  for f in dataclasses.fields(cfg.model) if f.name != "pretrained"}
+    trained = load_trained(RunDir(cfg).cam_checkpoint, "cam_net", num_classes, model_keys)
+    codebook = trained.state.get("codebook")
+    return trained.model.to(device), (codebook.to(device) if codebook is not None else None)
 
 
 def fuse_flips(maps: torch.Tensor, how: str) -> torch.Tensor:

@@ -26,7 +26,7 @@ from vwe.data.io import read_image, save_label_png, save_npz
 from vwe.data.transforms import normalize
 from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
-from vwe.engine.checkpoint import load_checkpoint, load_model_state
+from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
@@ -58,24 +58,11 @@ def check_config(pl: PseudoLabelConfig) -> None:
 
 
 def load_irnet(cfg: Config, device: torch.device) -> IRNet:
-    """The trained IRNet, built as configured and strictly checked against the checkpoint."""
-    path = RunDir(cfg).irn_checkpoint
-    state = load_checkpoint(path)
-    weights = state.get("model")
-    if not isinstance(weights, dict):
-        raise VweError(f"IRN checkpoint {path} has no 'model' weights; train it with "
-                       "`vwe train-irn` or set pseudo_labels.checkpoint")
+    """The trained IRNet as its checkpoint records it; its backbone must be the configured one."""
     backbone = cfg.train_irn.backbone or cfg.model.backbone
-    recorded = state.get("irn_config", {})
-    if recorded.get("backbone", backbone) != backbone:
-        raise VweError(f"IRN checkpoint {path} was trained with backbone {recorded['backbone']} "
-                       f"but the config builds {backbone}; set train_irn.backbone="
-                       f"{recorded['backbone']}")
-    with_disp = bool(recorded.get("with_displacement",
-                                  any(k.startswith("disp_") for k in weights)))
-    model = IRNet(backbone, pretrained="none", with_displacement=with_disp)
-    load_model_state(model, weights, path)
-    return model.to(device).eval()
+    trained = load_trained(RunDir(cfg).irn_checkpoint, "irnet",
+                           must_match={"train_irn.backbone": ("backbone", backbone)})
+    return trained.model.to(device)
 
 
 def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:

@@ -7,11 +7,11 @@ augmentation from (seed, epoch, index), and every rank takes its slice of the sa
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 from torch.nn.parallel import DistributedDataParallel
 
 from vwe.config import Config, LossWeights, to_yaml
@@ -21,9 +21,11 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.engine.records import plain
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
+from vwe.models.registry import arch_entry, create_model
 from vwe.models.visual_words import init_codebook, memory_bank_ema, word_feature_sums
 from vwe.stage_records import stage_record
 
@@ -93,7 +95,8 @@ def train(cfg: Config, ctx: DistContext) -> dict:
     class_names = layout.class_names
     max_steps = total_steps(len(dataset), cfg)
     torch.manual_seed(cfg.seed)
-    model = CamNet(cfg.model, len(class_names)).to(ctx.device)
+    model = create_model("cam_net", **cam_net_kwargs(cfg, len(class_names)),
+                         pretrained=cfg.model.pretrained).to(ctx.device)
     freeze_heads_without_loss(model, tc.losses)
     optimizer = build_sgd(model.param_groups(tc.lr, tc.new_lr_mult, tc.weight_decay),
                           momentum=tc.momentum, weight_decay=tc.weight_decay)
@@ -108,12 +111,19 @@ def train(cfg: Config, ctx: DistContext) -> dict:
     return train_loop(job)
 
 
+def cam_net_kwargs(cfg: Config, num_classes: int) -> dict[str, Any]:
+    """The CAM network's architecture as the registry builds it: the model.* keys."""
+    fields = {f.name: getattr(cfg.model, f.name) for f in dataclasses.fields(cfg.model)}
+    fields.pop("pretrained")
+    return {"num_classes": num_classes, **plain(fields)}
+
+
 def checkpoint_extras(codebook: torch.Tensor | None, cfg: Config,
                       class_names: list[str]) -> dict[str, Any]:
     """What later stages need besides the weights, as plain tensors and strings."""
     state: dict[str, Any] = {
         "preset": cfg.preset,
-        "model_config": OmegaConf.to_container(OmegaConf.structured(cfg.model)),
+        "arch": arch_entry("cam_net", cam_net_kwargs(cfg, len(class_names))),
         "num_classes": len(class_names), "class_names": list(class_names),
         "config": to_yaml(cfg),
     }

@@ -41,6 +41,7 @@ from vwe.models.irn import (
     irn_total_loss,
     path_tensors,
 )
+from vwe.models.registry import arch_entry, create_model
 from vwe.refine.path_index import PathIndex
 from vwe.stage_records import require_input, stage_record
 
@@ -74,7 +75,7 @@ def load_backbone_init(model: IRNet, cfg: Config) -> None:
         raise VweError(f"train_irn.backbone_init={init}: no such file; use imagenet, cam or the "
                        "path of a weights file")
     state = load_checkpoint(path)
-    recorded = state.get("model_config", {}).get("backbone")
+    recorded = state.get("arch", {}).get("kwargs", {}).get("backbone")
     name = irn_backbone_name(cfg)
     if recorded and recorded != name:
         raise VweError(f"{path} holds a {recorded} backbone but IRNet is built as {name}; set "
@@ -83,12 +84,18 @@ def load_backbone_init(model: IRNet, cfg: Config) -> None:
     log.info("train-irn: backbone initialised from %s", path)
 
 
+def irnet_kwargs(cfg: Config) -> dict[str, Any]:
+    """IRNet's architecture as the registry builds it."""
+    return {"backbone": irn_backbone_name(cfg),
+            "with_displacement": cfg.train_irn.with_displacement}
+
+
 def build_irnet(cfg: Config) -> IRNet:
     """IRNet with its branches seeded from cfg.seed and its backbone from backbone_init."""
     init = cfg.train_irn.backbone_init
     torch.manual_seed(cfg.seed)
-    model = IRNet(irn_backbone_name(cfg), pretrained="imagenet" if init == "imagenet" else "none",
-                  with_displacement=cfg.train_irn.with_displacement)
+    model = create_model("irnet", **irnet_kwargs(cfg),
+                         pretrained="imagenet" if init == "imagenet" else "none")
     if init not in ("imagenet", "none"):
         load_backbone_init(model, cfg)
     return model
@@ -96,9 +103,7 @@ def build_irnet(cfg: Config) -> IRNet:
 
 def checkpoint_extras(cfg: Config, class_names: list[str]) -> dict[str, Any]:
     """Beside the weights (backbone included, so inference needs no download): the IRNet shape."""
-    return {"class_names": list(class_names),
-            "irn_config": {"backbone": irn_backbone_name(cfg),
-                           "with_displacement": cfg.train_irn.with_displacement},
+    return {"class_names": list(class_names), "arch": arch_entry("irnet", irnet_kwargs(cfg)),
             "config": to_yaml(cfg)}
 
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from omegaconf import OmegaConf
 
 from vwe.config import Config, TrainSegConfig, to_yaml, with_recipe
 from vwe.data.segmentation import SegTrainDataset, SegTrainTransform, check_label_folder
@@ -33,10 +32,10 @@ from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
     MSC,
-    build_deeplab,
     input_normalization,
     param_groups,
 )
+from vwe.models.registry import arch_entry, create_model
 from vwe.models.seg_loss import (
     check_loss_type,
     msc_output_sizes,
@@ -50,10 +49,17 @@ log = logging.getLogger(__name__)
 
 def build_seg_model(cfg: Config, num_classes: int, pretrained: str) -> MSC:
     """DeepLabV2 + MSC as `seg.*` says; batch statistics when seg.frozen_bn is false."""
+    model = create_model("deeplab", **deeplab_kwargs(cfg, num_classes), pretrained=pretrained,
+                         dataset=cfg.data.root)
+    return use_batch_statistics(model) if not cfg.seg.frozen_bn else model
+
+
+def deeplab_kwargs(cfg: Config, num_classes: int) -> dict[str, Any]:
+    """DeepLab's architecture as the registry builds it (batch-norm mode is a training choice:
+    fixed batch norm in eval equals BatchNorm2d in eval)."""
     seg = cfg.seg
-    model = build_deeplab(num_classes, seg.backbone, seg.layout, pretrained, seg.msc_scales,
-                          seg.freeze_stem, dataset=cfg.data.root)
-    return use_batch_statistics(model) if not seg.frozen_bn else model
+    return {"num_classes": num_classes, "backbone": seg.backbone, "layout": seg.layout,
+            "msc_scales": list(seg.msc_scales), "freeze_stem": seg.freeze_stem}
 
 
 def check_batch(tc: TrainSegConfig, ctx: DistContext) -> int:
@@ -73,7 +79,7 @@ def check_batch(tc: TrainSegConfig, ctx: DistContext) -> int:
 def checkpoint_extras(cfg: Config, class_names: list[str]) -> dict[str, Any]:
     """Beside the base net's weights: what infer-seg needs, as plain data."""
     return {"num_classes": len(class_names), "class_names": list(class_names),
-            "seg_config": OmegaConf.to_container(OmegaConf.structured(cfg.seg)),
+            "arch": arch_entry("deeplab", deeplab_kwargs(cfg, len(class_names))),
             "recipe": cfg.train_seg.recipe, "config": to_yaml(cfg)}
 
 
