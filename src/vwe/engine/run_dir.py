@@ -96,6 +96,10 @@ class RunDir:
     def cams(self) -> Path:
         return self.root / "cams"
 
+    def cam_file(self, name: str) -> Path:
+        """cams/<name>.npz (docs/formats.md#cam-files)."""
+        return self.cams / f"{name}.npz"
+
     @property
     def cam_panels(self) -> Path:
         return self.root / "cam_panels"
@@ -104,6 +108,9 @@ class RunDir:
     def ir_labels(self) -> Path:
         return self.root / "ir_labels"
 
+    def ir_label_file(self, name: str) -> Path:
+        return self.ir_labels / f"{name}.png"
+
     @property
     def pseudo_labels(self) -> Path:
         return self.root / "pseudo_labels"
@@ -111,6 +118,12 @@ class RunDir:
     @property
     def walks(self) -> Path:
         return self.root / "walks"
+
+    def pseudo_label_file(self, name: str) -> Path:
+        return self.pseudo_labels / f"{name}.png"
+
+    def walk_file(self, name: str) -> Path:
+        return self.walks / f"{name}.npz"
 
     @property
     def seg_train_labels(self) -> Path:
@@ -122,6 +135,11 @@ class RunDir:
         """eval_labels.label_dir, else the pseudo labels."""
         label_dir = self.cfg.eval_labels.label_dir
         return Path(label_dir) if label_dir else self.pseudo_labels
+
+    @staticmethod
+    def prediction_file(folder: Path, variant: str, name: str) -> Path:
+        """<predictions>/<raw|crf>/<name>.png inside a prediction folder."""
+        return Path(folder) / variant / f"{name}.png"
 
     def predictions(self, split: str) -> Path:
         """infer-seg's folder of a split (raw/ and crf/ inside): seg/<split>."""

@@ -29,7 +29,7 @@ def write_panels(cfg: Config, count: int = NUM_PANELS) -> list[str]:
     out_dir = run_dir.cam_panels
     written = []
     for name in layout.read_split(cfg.eval_cam.split)[:count]:
-        cams = load_npz(run_dir.cams / f"{name}.npz")
+        cams = load_npz(run_dir.cam_file(name))
         image = read_image(layout.image_path(name))
         mask = layout.read_mask(name, len(layout.class_names))
         path = out_dir / f"{name}.png"

@@ -132,8 +132,8 @@ def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     layout = open_dataset(cfg.data)
     names = layout.read_split(infer_cfg.split)
     model = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
-    outputs = ImageOutputs((out_dir,), lambda n: [out_dir / k / f"{n}.png" for k in kinds],
-                           ("raw/*.png", "crf/*.png"))
+    outputs = ImageOutputs((out_dir,), lambda n: [RunDir.prediction_file(out_dir, k, n)
+                                                  for k in kinds], ("raw/*.png", "crf/*.png"))
     result = run_per_image("infer_seg", names, outputs, stage_record(cfg, "infer_seg"),
                            cfg.overwrite, ctx,
                            lambda todo: predict_all(cfg, model, layout, todo, out_dir))
@@ -159,14 +159,14 @@ def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
                                     infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
                                     infer_cfg.scale_fusion)
             probs = torch.softmax(logits, dim=0).cpu().numpy()
-            _write(out_dir / "raw" / f"{name}.png", probs)
+            _write(RunDir.prediction_file(out_dir, "raw", name), probs)
             if crf.enabled and pool is not None:
                 pending.append((name, pool.submit(crf_inference_prob,
                                                   crf_image(image, crf.image), probs,
                                                   **crf_kwargs(crf))))
             else:
                 if crf.enabled:
-                    _write(out_dir / "crf" / f"{name}.png",
+                    _write(RunDir.prediction_file(out_dir, "crf", name),
                            crf_inference_prob(crf_image(image, crf.image), probs,
                                               **crf_kwargs(crf)))
                 yield name
@@ -181,7 +181,7 @@ def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
 
 def _finish(job: tuple[str, Future], out_dir: Path) -> str:
     name, future = job
-    _write(out_dir / "crf" / f"{name}.png", future.result())
+    _write(RunDir.prediction_file(out_dir, "crf", name), future.result())
     return name
 
 

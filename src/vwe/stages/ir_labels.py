@@ -97,8 +97,8 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     require_input(cfg, "make_cam", run_dir.cams)
     cam_paths = check_cam_files(layout, run_dir.cams, names, labels, "high_res", full_size)
     out_dir = run_dir.ir_labels
-    tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path, out_dir / f"{name}.png",
-                               ir_cfg.fg_thres, ir_cfg.bg_thres)
+    tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path,
+                               run_dir.ir_label_file(name), ir_cfg.fg_thres, ir_cfg.bg_thres)
              for name, cam_path in zip(names, cam_paths)}
     outputs = ImageOutputs((out_dir,), lambda name: [tasks[name].out_path], ("*.png",))
     result = run_per_image("ir_labels", names, outputs, stage_record(cfg, "ir_labels"),

@@ -124,7 +124,7 @@ def run(cfg: Config) -> dict:
 
 
 def cam_outputs(run_dir: RunDir) -> ImageOutputs:
-    return ImageOutputs((run_dir.cams,), lambda name: [run_dir.cams / f"{name}.npz"], ("*.npz",))
+    return ImageOutputs((run_dir.cams,), lambda name: [run_dir.cam_file(name)], ("*.npz",))
 
 
 def make_cams(cfg: Config, ctx: DistContext) -> dict:
@@ -139,8 +139,8 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
         for name in todo:
             image = read_image(layout.image_path(name))
             keys = np.flatnonzero(labels[name])
-            save_npz(out_dir / f"{name}.npz", **multiscale_cams(model, image, keys, cfg.cam,
-                                                                 codebook))
+            save_npz(run_dir.cam_file(name), **multiscale_cams(model, image, keys, cfg.cam,
+                                                               codebook))
             yield None
 
     result = run_per_image("make_cam", names, cam_outputs(run_dir),

@@ -100,26 +100,26 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
     check_config(pl)
+    model = load_irnet(cfg, ctx.device)  # a wrong checkpoint fails before any data is read
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
     names, labels = layout.split_with_labels(pl.split)
     require_input(cfg, "make_cam", run_dir.cams)
     cam_paths = dict(zip(names, check_cam_files(layout, run_dir.cams, names, labels, "cam",
                                                 stride4_size)))
-    model = load_irnet(cfg, ctx.device)
-    label_dir, walk_dir = run_dir.pseudo_labels, run_dir.walks
 
     def process(todo: list[str]) -> Iterator[None]:
         for name in todo:
             image = read_image(layout.image_path(name))
             keys, cams = load_cam(cam_paths[name], "cam")
             rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
-            save_npz(walk_dir / f"{name}.npz", rw=rw, keys=keys)  # the PNG last: marks "done"
-            save_label_png(label_dir / f"{name}.png",
+            save_npz(run_dir.walk_file(name), rw=rw, keys=keys)  # the PNG last: marks "done"
+            save_label_png(run_dir.pseudo_label_file(name),
                            label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
             yield None
 
-    outputs = ImageOutputs((label_dir, walk_dir), lambda name: [label_dir / f"{name}.png"],
+    label_dir, walk_dir = run_dir.pseudo_labels, run_dir.walks
+    outputs = ImageOutputs((label_dir, walk_dir), lambda name: [run_dir.pseudo_label_file(name)],
                            ("*.png", "*.npz"))
     result = run_per_image("pseudo_labels", names, outputs, stage_record(cfg, "pseudo_labels"),
                            cfg.overwrite, ctx, process)
