@@ -180,3 +180,23 @@ def json_ready(value: Any) -> Any:
 def scores_to_json(scores: dict[str, Any]) -> dict[str, Any]:
     """Scores with plain Python numbers and lists (NaN → null), ready for `json.dump`."""
     return {key: json_ready(value) for key, value in scores.items()}
+
+
+def scores_entry(conf: np.ndarray, class_names: list[str], **extra: Any) -> dict[str, Any]:
+    """JSON-ready scores of one confusion matrix (class names are listed once, elsewhere)."""
+    scores = scores_to_json(segmentation_scores(conf, class_names))
+    scores.pop("class_names")
+    return {**extra, **scores, "confusion": conf.tolist()}
+
+
+def sweep_report(sweep: np.ndarray, thresholds: np.ndarray,
+                 class_names: list[str]) -> dict[str, Any]:
+    """The mIoU curve over background thresholds (T, n, n confusions) and the best point
+    (the lowest threshold on ties), as eval-cam and eval-labels report it."""
+    curve = [segmentation_scores(conf, class_names) for conf in sweep]
+    mious = np.array([scores["miou"] for scores in curve])
+    best = int(np.nanargmax(mious)) if np.isfinite(mious).any() else 0
+    return {"thresholds": json_ready(thresholds), "miou": json_ready(mious),
+            "pixel_accuracy": json_ready(np.array([s["pixel_accuracy"] for s in curve])),
+            "best_threshold": float(thresholds[best]),
+            "best": scores_entry(sweep[best], class_names, threshold=float(thresholds[best]))}

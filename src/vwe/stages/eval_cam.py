@@ -23,11 +23,11 @@ from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     format_table,
-    json_ready,
     percent,
-    scores_to_json,
+    scores_entry,
     segmentation_scores,
     sweep_confusions,
+    sweep_report,
     threshold_grid,
 )
 from vwe.stage_records import require_input
@@ -106,31 +106,13 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
     return variants, totals
 
 
-def _scores_entry(conf: np.ndarray, threshold: float, class_names: list[str]
-                  ) -> dict[str, Any]:
-    """JSON-ready scores of one confusion matrix (class names are listed once, at the top)."""
-    scores = scores_to_json(segmentation_scores(conf, class_names))
-    scores.pop("class_names")
-    return {"threshold": float(threshold), **scores, "confusion": conf.tolist()}
-
-
 def _variant_report(confusions: np.ndarray, thresholds: np.ndarray, class_names: list[str],
                     with_sweep: bool) -> dict[str, Any]:
     """Scores at the configured background score (index 0) and, if swept, the whole curve."""
-    report: dict[str, Any] = {
-        "at_bkg_score": _scores_entry(confusions[0], thresholds[0], class_names), "sweep": None}
-    if with_sweep:
-        curve = [segmentation_scores(conf, class_names) for conf in confusions[1:]]
-        mious = np.array([scores["miou"] for scores in curve])
-        best = int(np.nanargmax(mious)) if np.isfinite(mious).any() else 0  # lowest on ties
-        report["sweep"] = {
-            "thresholds": json_ready(thresholds[1:]),
-            "miou": json_ready(mious),
-            "pixel_accuracy": json_ready(np.array([scores["pixel_accuracy"] for scores in curve])),
-            "best_threshold": float(thresholds[1 + best]),
-            "best": _scores_entry(confusions[1 + best], thresholds[1 + best], class_names),
-        }
-    return report
+    return {"at_bkg_score": scores_entry(confusions[0], class_names,
+                                         threshold=float(thresholds[0])),
+            "sweep": sweep_report(confusions[1:], thresholds[1:], class_names)
+            if with_sweep else None}
 
 
 def _summary_table(report: dict[str, Any], fused: np.ndarray, bkg_score: float) -> str:

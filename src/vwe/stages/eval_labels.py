@@ -25,11 +25,11 @@ from vwe.errors import VweError
 from vwe.metrics import (
     confusion_matrix,
     format_table,
-    json_ready,
     percent,
-    scores_to_json,
+    scores_entry,
     segmentation_scores,
     sweep_confusions,
+    sweep_report,
     threshold_grid,
 )
 from vwe.refine.random_walk import upsample_walk
@@ -75,25 +75,6 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
             keys, walk = read_walk(walk_dir / f"{name}.npz", gt.shape)
             sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
     return conf, sweep
-
-
-def scores_entry(conf: np.ndarray, class_names: list[str], **extra: Any) -> dict[str, Any]:
-    """JSON-ready scores of one confusion matrix, as eval-cam writes them."""
-    scores = scores_to_json(segmentation_scores(conf, class_names))
-    scores.pop("class_names")
-    return {**extra, **scores, "confusion": conf.tolist()}
-
-
-def sweep_report(sweep: np.ndarray, thresholds: np.ndarray,
-                 class_names: list[str]) -> dict[str, Any]:
-    """The mIoU curve over background thresholds and the best point (lowest on ties)."""
-    curve = [segmentation_scores(conf, class_names) for conf in sweep]
-    mious = np.array([scores["miou"] for scores in curve])
-    best = int(np.nanargmax(mious)) if np.isfinite(mious).any() else 0
-    return {"thresholds": json_ready(thresholds), "miou": json_ready(mious),
-            "pixel_accuracy": json_ready(np.array([s["pixel_accuracy"] for s in curve])),
-            "best_threshold": float(thresholds[best]),
-            "best": scores_entry(sweep[best], class_names, threshold=float(thresholds[best]))}
 
 
 def walks_present(cfg: Config, names: list[str]) -> bool:
