@@ -22,8 +22,9 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vwe.config import seg_recipe
+from vwe.engine.weights import read_state_dict
 from vwe.errors import VweError
-from vwe.models.backbone import ResNet, build_backbone, load_pretrained, read_state_dict
+from vwe.models.backbone import ResNet, build_backbone, load_pretrained
 from vwe.models.deeplab_caffe import (
     CAFFE_BLOCKS,
     DEEPLAB_DILATIONS,

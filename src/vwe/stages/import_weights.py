@@ -16,9 +16,9 @@ from omegaconf import OmegaConf
 from vwe.config import Config, load_config
 from vwe.data.voc import VOC_CLASSES
 from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
+from vwe.engine.weights import read_state_dict
 from vwe.errors import VweError
 from vwe.models.authors_weights import convert_authors_state_dict
-from vwe.models.backbone import read_state_dict
 from vwe.models.deeplab import looks_like_coco
 from vwe.models.deeplab_caffe import map_caffe_state_dict
 from vwe.models.registry import arch_entry
