@@ -160,3 +160,25 @@ def test_unwritable_run_dir(tmp_path, capsys):
     blocker.write_text("not a folder")
     assert main(["eval-cam", f"run_dir={blocker / 'run'}"]) == 2
     expect_one_line_error(capsys, "run_dir", "file")
+
+
+@pytest.mark.parametrize("command, setting, needle", [
+    ("train-cam", "train_cam.lr=-1", "train_cam.lr=-1.0 must be > 0"),
+    ("train-cam", "train_cam.lr=0", "train_cam.lr=0.0 must be > 0"),
+    ("train-cam", "train_cam.batch_size=0", "train_cam.batch_size=0 must be >= 1"),
+    ("train-cam", "train_cam.epochs=-3", "train_cam.epochs=-3 must be >= 1"),
+    ("train-seg", "train_seg.lr=-0.1", "train_seg.lr=-0.1 must be > 0"),
+    ("make-cam", "cam.scales=[1.0, -0.5]", "cam.scales=[1.0, -0.5] must be a non-empty list"),
+    ("make-cam", "cam.scales=[]", "cam.scales=[] must be a non-empty list of numbers > 0"),
+    ("pseudo-labels", "pseudo_labels.bg_thres=1.5", "pseudo_labels.bg_thres=1.5 must be >= 0"),
+    ("pseudo-labels", "pseudo_labels.method=fast", "pseudo_labels.method='fast' must be one of"),
+    ("infer-seg", "infer_seg.flip_fusion=avg", "infer_seg.flip_fusion='avg' must be one of sum"),
+    ("train-irn", "train_irn.crop_size=8", "train_irn.crop_size=8 must be >= 16"),
+    ("eval-cam", "eval_cam.bkg_score=2", "eval_cam.bkg_score=2.0 must be >= 0 and <= 1"),
+    ("run", "device=tpu", "device='tpu' must be one of auto, cpu, cuda"),
+])
+def test_config_values_out_of_range(dataset, tmp_path, capsys, command, setting, needle):
+    run_dir = tmp_path / "run"
+    assert main([command, *tiny_args(dataset, run_dir), setting]) == 2
+    expect_one_line_error(capsys, needle)
+    assert not run_dir.exists()  # refused before any work: not even the run folder

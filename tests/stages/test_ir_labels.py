@@ -75,11 +75,14 @@ def test_bad_cam_files_are_one_line_errors(tiny_dataset, run_copy, refine_overri
     assert not list(run_dir.glob("ir_labels/*"))
 
 
-@pytest.mark.parametrize("setting", ["ir_labels.fg_thres=0.02", "ir_labels.bg_thres=-0.1",
-                                     "ir_labels.fg_thres=1.5"])
-def test_thresholds_out_of_range(tiny_dataset, run_copy, refine_overrides, capsys, setting):
+@pytest.mark.parametrize("setting, needle", [
+    ("ir_labels.fg_thres=0.02", "bg_thres <= fg_thres"),
+    ("ir_labels.bg_thres=-0.1", "ir_labels.bg_thres=-0.1 must be >= 0 and <= 1"),
+    ("ir_labels.fg_thres=1.5", "ir_labels.fg_thres=1.5 must be >= 0 and <= 1")])
+def test_thresholds_out_of_range(tiny_dataset, run_copy, refine_overrides, capsys, setting,
+                                 needle):
     run_dir = run_copy()
     assert main(["ir-labels", *refine_overrides(tiny_dataset, run_dir, setting)]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "bg_thres <= fg_thres" in err
+    assert err.count("\n") == 1 and needle in err
     assert not (run_dir / "ir_labels").exists()

@@ -19,6 +19,7 @@ from omegaconf.errors import OmegaConfBaseException
 
 from vwe.config.presets import PRESETS, SEG_RECIPES
 from vwe.config.schema import Config, TrainSegConfig
+from vwe.config.valid import validate
 from vwe.errors import VweError
 
 
@@ -124,6 +125,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     for tree, source in [*layers, (cli_tree, "the command line")]:
         merged = _merge(merged, tree, source)
     cfg: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(cfg)  # every declared range, before the recipe fills its keys
     cfg.train_seg = with_recipe(cfg.train_seg)
     return cfg
 

@@ -9,6 +9,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from vwe.config.valid import check
+
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny")
+
 
 @dataclass
 class DataConfig:
@@ -17,7 +21,7 @@ class DataConfig:
     root: str = "data/synthetic"
     train_list: str = "train_aug"  # CAM and IRN training split
     mask_dir: str = "SegmentationClassAug"  # falls back to SegmentationClass when absent
-    num_workers: int = 2  # DataLoader worker processes per rank
+    num_workers: int = check(2, ge=0)  # DataLoader worker processes per rank
     sbd_root: str = ""  # SBD 'dataset' folder (train.txt, val.txt) for `vwe prepare-voc`
 
 
@@ -25,21 +29,25 @@ class DataConfig:
 class SyntheticConfig:
     """The generated dataset of docs/synthetic.md (written in VOC layout)."""
 
-    size: str = "default"  # default | tiny: the split sizes and image sizes below are scaled
-    num_classes: int = 8
+    # default | tiny: the split sizes and image sizes below are scaled
+    size: str = check("default", choices=("default", "tiny"))
+    num_classes: int = check(8, ge=1)
     num_train_aug: int = 2000
     num_train: int = 300
     num_val: int = 300
     num_test: int = 100
-    min_side: int = 96
-    max_side: int = 160
-    part_fraction: float = 0.3  # side of the discriminative part relative to the object
-    context_prob: float = 0.8  # chance that a context class sits on its own background texture
-    max_instances: int = 4
-    full_frame_prob: float = 0.05  # images with one object filling most of the frame
-    jpeg_quality: int = 85
-    noise_std: float = 4.0
-    blur_prob: float = 0.3
+    min_side: int = check(96, ge=16)
+    max_side: int = check(160, ge=16)
+    # side of the discriminative part relative to the object
+    part_fraction: float = check(0.3, gt=0, le=1)
+    # chance that a context class sits on its own background texture
+    context_prob: float = check(0.8, ge=0, le=1)
+    max_instances: int = check(4, ge=1)
+    # images with one object filling most of the frame
+    full_frame_prob: float = check(0.05, ge=0, le=1)
+    jpeg_quality: int = check(85, ge=1, le=100)
+    noise_std: float = check(4.0, ge=0)
+    blur_prob: float = check(0.3, ge=0, le=1)
     seed: int = 0
 
 
@@ -47,70 +55,69 @@ class SyntheticConfig:
 class ModelConfig:
     """The CAM network: backbone, Visual Words Encoder, HSPP (docs/method.md#presets)."""
 
-    backbone: str = "resnet50"  # resnet18 | resnet34 | resnet50 | resnet101 | resnet_tiny
+    backbone: str = check("resnet50", choices=BACKBONES)
     pretrained: str = "imagenet"  # imagenet (torchvision weights API) | none | /path/to/file.pth
     frozen_bn: bool = True  # BN statistics fixed (affine trained); false: batch statistics,
     # for training from random initialisation
     freeze_stem: bool = True
     detach_after_stage2: bool = True  # stem..layer2 get no gradient (root, VWL-L)
-    num_words: int = 256  # k
-    temperature: float = 1.0  # softmax temperature on cosine similarities; authors: none (1)
+    num_words: int = check(256, ge=1)  # k
+    # softmax temperature on cosine similarities; authors: none (1)
+    temperature: float = check(1.0, gt=0)
     detach_word_features: bool = True  # no gradient from the word encoder into the backbone
-    word_histogram: str = "mean"  # mean (paper) | sum (authors' code)
-    word_logits_from: str = "hspp"  # hspp (paper) | gap (authors' code)
-    codebook: str = "learned"  # learned | memory_bank
-    memory_rho: float = 1.0e-3  # EMA rate of the memory-bank codebook
-    hspp_gamma: float = 2.0
-    hspp_levels: list[int] = field(default_factory=lambda: [1, 2, 4])
-    hspp_cells: str = "adaptive"  # adaptive (exact r×r cells) | floor_kernel (authors' pooling)
+    # mean (paper) | sum (authors' code)
+    word_histogram: str = check("mean", choices=("mean", "sum"))
+    # hspp (paper) | gap (authors' code)
+    word_logits_from: str = check("hspp", choices=("hspp", "gap"))
+    codebook: str = check("learned", choices=("learned", "memory_bank"))  # learned | memory_bank
+    memory_rho: float = check(1.0e-3, ge=0, le=1)  # EMA rate of the memory-bank codebook
+    hspp_gamma: float = check(2.0, ge=0)
+    hspp_levels: list[int] = check(factory=lambda: [1, 2, 4], each=True, ge=1)
+    # adaptive (exact r×r cells) | floor_kernel (authors' pooling)
+    hspp_cells: str = check("adaptive", choices=("adaptive", "floor_kernel"))
 
 
 @dataclass
 class LossWeights:
     """Weights of the CAM losses (docs/method.md#losses)."""
 
-    img: float = 1.0
-    word: float = 1.0
-    w2i: float = 1.0
-    decov: float = 0.0
-    entropy: float = 0.0
+    img: float = check(1.0, ge=0)
+    word: float = check(1.0, ge=0)
+    w2i: float = check(1.0, ge=0)
+    decov: float = check(0.0, ge=0)
+    entropy: float = check(0.0, ge=0)
 
 
 @dataclass
 class LoopSettings:
     """Keys every training stage has: the one training loop (engine/loop.py) reads them."""
 
-    batch_size: int = 16  # global batch, split across ranks
-    checkpoint_every: int = 500  # steps between last.pt saves; also at the end
-    log_every: int = 10  # steps between TensorBoard scalars
+    batch_size: int = check(16, ge=1)  # global batch, split across ranks
+    checkpoint_every: int = check(500, ge=1)  # steps between last.pt saves; also at the end
+    log_every: int = check(10, ge=1)  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16 autocast on CUDA only
     resume: bool = False  # continue from <run_dir>/<stage>/last.pt (`--resume`)
-    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+    stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
 class TrainCamConfig(LoopSettings):
     """CAM training: the authors' augmentation and poly SGD."""
 
-    epochs: int = 6
-    max_steps: int = 0  # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
-    batch_size: int = 16  # global batch, split across ranks
-    lr: float = 0.01  # backbone; new layers get lr * new_lr_mult
-    new_lr_mult: float = 10.0
-    weight_decay: float = 1.0e-4
+    epochs: int = check(6, ge=1)
+    # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
+    max_steps: int = check(0, ge=0)
+    lr: float = check(0.01, gt=0)  # backbone; new layers get lr * new_lr_mult
+    new_lr_mult: float = check(10.0, gt=0)
+    weight_decay: float = check(1.0e-4, ge=0)
     # The authors' runs used momentum 1e-4 (IRNet's PolyOptimizer passes weight decay where SGD
     # expects momentum); 0.9 is what the class name suggests.
-    momentum: float = 1.0e-4
-    poly_power: float = 0.9
-    crop_size: int = 512
-    resize_long: list[int] = field(default_factory=lambda: [320, 640])
-    flip_prob: float = 0.5
-    checkpoint_every: int = 500  # steps; also at every epoch end and at the end
-    log_every: int = 10  # steps between TensorBoard scalars
-    amp: bool = False  # bfloat16 autocast on CUDA only
+    momentum: float = check(1.0e-4, ge=0, lt=1)
+    poly_power: float = check(0.9, ge=0)
+    crop_size: int = check(512, ge=16)
+    resize_long: list[int] = check(factory=lambda: [320, 640], each=True, ge=16)
+    flip_prob: float = check(0.5, ge=0, le=1)
     losses: LossWeights = field(default_factory=LossWeights)
-    resume: bool = False  # continue from <run_dir>/train_cam/last.pt (`--resume`)
-    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
@@ -119,10 +126,10 @@ class CamConfig:
 
     split: str = "train"
     checkpoint: str = ""  # empty: <run_dir>/train_cam/final.pt
-    scales: list[float] = field(default_factory=lambda: [1.0, 0.5, 1.5, 2.0])
-    flip_fusion: str = "max"  # max (VWE) | sum (IRNet)
+    scales: list[float] = check(factory=lambda: [1.0, 0.5, 1.5, 2.0], each=True, gt=0)
+    flip_fusion: str = check("max", choices=("max", "sum"))  # max (VWE) | sum (IRNet)
     fuse_word_cam: bool = True  # CAM = max(M_img, M_word) (paper) or M_img alone (code)
-    high_res_resize: str = "direct"  # direct | irnet_crop
+    high_res_resize: str = check("direct", choices=("direct", "irnet_crop"))  # direct | irnet_crop
 
 
 @dataclass
@@ -130,11 +137,11 @@ class EvalCamConfig:
     """CAM evaluation: fixed background score plus a sweep."""
 
     split: str = "train"
-    bkg_score: float = 0.14
+    bkg_score: float = check(0.14, ge=0, le=1)
     sweep: bool = True
-    sweep_start: float = 0.0
-    sweep_stop: float = 0.6
-    sweep_step: float = 0.01
+    sweep_start: float = check(0.0, ge=0, le=1)
+    sweep_stop: float = check(0.6, ge=0, le=1)
+    sweep_step: float = check(0.01, gt=0, le=1)
 
 
 @dataclass
@@ -142,9 +149,12 @@ class IrLabelConfig:
     """`vwe ir-labels`: confident CAM regions, two dense CRFs, over data.train_list
     (docs/refinement.md#ir-labels)."""
 
-    fg_thres: float = 0.30  # conf_fg_thres: CAM score above which a pixel is confident fg
-    bg_thres: float = 0.05  # conf_bg_thres: below it confident bg; between the two: ignore (255)
-    num_workers: int = 2  # CRF processes per rank (IRNet: cpu_count // 2); 0: in this process
+    # conf_fg_thres: CAM score above which a pixel is confident fg
+    fg_thres: float = check(0.30, ge=0, le=1)
+    # conf_bg_thres: below it confident bg; between the two: ignore (255)
+    bg_thres: float = check(0.05, ge=0, le=1)
+    # CRF processes per rank (IRNet: cpu_count // 2); 0: in this process
+    num_workers: int = check(2, ge=0)
 
 
 @dataclass
@@ -157,27 +167,30 @@ class TrainIrnConfig(LoopSettings):
     # the CPU demo has no ImageNet weights) | /path/to/weights.pth
     backbone_init: str = "imagenet"
     with_displacement: bool = True  # the displacement branch only serves instance labels
-    radius: int = 10  # pair radius in training (train_irn.py:12); 5 at inference
-    crop_size: int = 512  # irn_crop_size: random crop, also the mean-shift pass's crop
-    scale_range: list[float] = field(default_factory=lambda: [0.5, 1.5])  # uniform scale jitter
-    flip_prob: float = 0.5
-    batch_size: int = 32  # irn_batch_size, global batch split across ranks (drop_last)
-    epochs: int = 3  # irn_num_epoches
-    max_steps: int = 0  # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
+    radius: int = check(10, ge=1)  # pair radius in training (train_irn.py:12); 5 at inference
+    # irn_crop_size: random crop, also the mean-shift pass's crop
+    crop_size: int = check(512, ge=16)
+    # uniform scale jitter
+    scale_range: list[float] = check(factory=lambda: [0.5, 1.5], each=True, gt=0)
+    flip_prob: float = check(0.5, ge=0, le=1)
+    batch_size: int = check(32, ge=1)  # irn_batch_size, global batch split across ranks (drop_last)
+    epochs: int = check(3, ge=1)  # irn_num_epoches
+    # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
+    max_steps: int = check(0, ge=0)
     # edge branch; the displacement branch trains at 10 * lr (docs/refinement.md#network)
-    lr: float = 0.1
-    weight_decay: float = 1.0e-4
+    lr: float = check(0.1, gt=0)
+    weight_decay: float = check(1.0e-4, ge=0)
     # IRNet's PolyOptimizer passes weight decay where SGD expects momentum, so the released code
     # trains with momentum 1e-4 (docs/refinement.md#optimiser-quirk); 0.9 is one override away.
-    momentum: float = 1.0e-4
-    poly_power: float = 0.9
+    momentum: float = check(1.0e-4, ge=0, lt=1)
+    poly_power: float = check(0.9, ge=0)
     # infer_list of the displacement-mean pass (docs/refinement.md#displacement-mean)
     mean_shift_split: str = "train"
-    checkpoint_every: int = 100  # steps; also at every epoch end and at the end
-    log_every: int = 10  # steps between TensorBoard scalars
+    checkpoint_every: int = check(100, ge=1)  # steps; also at every epoch end and at the end
+    log_every: int = check(10, ge=1)  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16 autocast on CUDA only
     resume: bool = False  # continue from <run_dir>/train_irn/last.pt (`--resume`)
-    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+    stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
@@ -187,13 +200,17 @@ class PseudoLabelConfig:
 
     split: str = "train"  # infer_list: train to score the labels, train_aug for DeepLab
     checkpoint: str = ""  # empty: <run_dir>/train_irn/final.pt
-    radius: int = 5  # pair radius at inference (make_sem_seg_labels.py:41)
-    beta: float = 10.0  # T = D^-1 A^beta
-    exp_times: int = 8  # the walk is T^(2^exp_times) = T^256
-    bg_thres: float = 0.25  # sem_seg_bg_thres: constant background plane on the walk maps
-    method: str = "sparse"  # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
-    pad_size: int = 512  # zero-pad images right/bottom to at least this (IRNet: 512); 0: to /16
-    walk_dtype: str = "float16"  # stored walk (<run_dir>/walks); labels are made from it
+    radius: int = check(5, ge=2)  # pair radius at inference (make_sem_seg_labels.py:41)
+    beta: float = check(10.0, gt=0)  # T = D^-1 A^beta
+    exp_times: int = check(8, ge=0, le=16)  # the walk is T^(2^exp_times) = T^256
+    # sem_seg_bg_thres: constant background plane on the walk maps
+    bg_thres: float = check(0.25, ge=0, le=1)
+    # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
+    method: str = check("sparse", choices=("sparse", "dense"))
+    # zero-pad images right/bottom to at least this (IRNet: 512); 0: to /16
+    pad_size: int = check(512, ge=0)
+    # stored walk (<run_dir>/walks); labels are made from it
+    walk_dtype: str = check("float16", choices=("float16", "float32"))
 
 
 @dataclass
@@ -203,9 +220,9 @@ class EvalLabelsConfig:
     split: str = "train"  # chainer_eval_set
     label_dir: str = ""  # empty: <run_dir>/pseudo_labels; 255 in a label counts as background
     sweep: bool = True  # with <run_dir>/walks present, sweep pseudo_labels.bg_thres
-    sweep_start: float = 0.0
-    sweep_stop: float = 0.6
-    sweep_step: float = 0.01
+    sweep_start: float = check(0.0, ge=0, le=1)
+    sweep_stop: float = check(0.6, ge=0, le=1)
+    sweep_step: float = check(0.01, gt=0, le=1)
 
 
 @dataclass
@@ -213,14 +230,17 @@ class SegConfig:
     """DeepLabV2 and its labels, shared by train-seg / infer-seg (docs/segmentation.md#deeplabv2,
     docs/segmentation.md#config-defaults)."""
 
-    backbone: str = "resnet101"  # blocks [3, 4, 23, 3]; resnet_tiny for the CPU demo
-    layout: str = "torchvision"  # torchvision (weights API) | caffe (KZ-converted local file)
+    # blocks [3, 4, 23, 3]; resnet_tiny for the CPU demo
+    backbone: str = check("resnet101", choices=BACKBONES)
+    # torchvision (weights API) | caffe (KZ-converted local file)
+    layout: str = check("torchvision", choices=("torchvision", "caffe"))
     pretrained: str = "imagenet"  # imagenet | none | /path/to/file.pth (coco: a converted file)
     # BN statistics fixed, affine not optimised (docs/segmentation.md#batch-norm); false: batch
     # statistics, for training from random initialisation (the CPU demo)
     frozen_bn: bool = True
     freeze_stem: bool = False  # true: conv1 + bn1 get no gradient (IRN, irn#21)
-    msc_scales: list[float] = field(default_factory=lambda: [0.5, 0.75])  # + max; [] disables
+    # + max; [] disables
+    msc_scales: list[float] = check(factory=lambda: [0.5, 0.75], each=True, gt=0, nonempty=False)
     label_dir: str = ""  # training label PNGs (ids 0..C, 255 ignored); empty: <run>/pseudo_labels
     ignore_index: int = 255  # label value left out of the loss
 
@@ -235,25 +255,32 @@ class TrainSegConfig(LoopSettings):
     vwe_author (RL): lr 1e-3, every conv weight 1×, ASPP bias frozen, poly every it, mean of 4.
     """
 
-    recipe: str = "deeplab"  # deeplab | vwe_author (also written vwe-author)
+    # deeplab | vwe_author (also written vwe-author)
+    recipe: str = "deeplab"
     train_list: str = "train_aug"  # 10,582 images on VOC
-    iterations: int = 20000  # SGD updates (AdvCAM: 30,000; COCO: 100,000)
-    batch_size: int = 10  # global batch per update, split across ranks and accumulation steps
-    accumulation: int = 1  # micro-batches per update (KZ: 5 × 2); the loss is the global batch's
-    crop_size: int = 321
-    scales: list[float] = field(default_factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5])  # discrete
-    flip_prob: float = 0.5  # horizontal flip after the crop (KZ)
-    loss: str = "ce"  # ce | balanced_ce (CL, AdvCAM#9)
-    lr: float | None = None  # null: recipe (deeplab 2.5e-4, vwe_author 1e-3)
-    weight_decay: float | None = None  # null: recipe (5e-4); ASPP biases never decayed
-    momentum: float | None = None  # null: recipe (0.9)
-    poly_power: float | None = None  # null: recipe (0.9)
-    poly_update_every: int | None = None  # null: recipe (deeplab 10, vwe_author 1)
-    checkpoint_every: int = 1000  # steps; also at the end
-    log_every: int = 20  # steps between TensorBoard scalars
+    iterations: int = check(20000, ge=1)  # SGD updates (AdvCAM: 30,000; COCO: 100,000)
+    # global batch per update, split across ranks and accumulation steps
+    batch_size: int = check(10, ge=1)
+    # micro-batches per update (KZ: 5 × 2); the loss is the global batch's
+    accumulation: int = check(1, ge=1)
+    crop_size: int = check(321, ge=16)
+    # discrete
+    scales: list[float] = check(factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5], each=True, gt=0)
+    flip_prob: float = check(0.5, ge=0, le=1)  # horizontal flip after the crop (KZ)
+    loss: str = check("ce", choices=("ce", "balanced_ce"))  # ce | balanced_ce (CL, AdvCAM#9)
+    # null: recipe (deeplab 2.5e-4, vwe_author 1e-3)
+    lr: float | None = check(None, gt=0, optional=True)
+    # null: recipe (5e-4); ASPP biases never decayed
+    weight_decay: float | None = check(None, ge=0, optional=True)
+    momentum: float | None = check(None, ge=0, lt=1, optional=True)  # null: recipe (0.9)
+    poly_power: float | None = check(None, ge=0, optional=True)  # null: recipe (0.9)
+    # null: recipe (deeplab 10, vwe_author 1)
+    poly_update_every: int | None = check(None, ge=1, optional=True)
+    checkpoint_every: int = check(1000, ge=1)  # steps; also at the end
+    log_every: int = check(20, ge=1)  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16 autocast on CUDA only
     resume: bool = False  # continue from <run_dir>/train_seg/last.pt (`--resume`)
-    stop_at_step: int = 0  # >0: stop after this many steps with a resumable checkpoint
+    stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
@@ -262,14 +289,15 @@ class CrfConfig:
     values)."""
 
     enabled: bool = True  # reported numbers include it
-    iterations: int = 10
-    pos_w: float = 3.0  # Gaussian kernel compat
-    pos_xy_std: float = 1.0
-    bi_w: float = 4.0  # bilateral kernel compat
-    bi_xy_std: float = 67.0
-    bi_rgb_std: float = 3.0
-    image: str = "raw"  # raw (RGB uint8) | kz_quirk (mean-subtracted BGR wrapped to uint8)
-    workers: int = 2  # CPU worker processes per rank; 0: in the main process
+    iterations: int = check(10, ge=0)
+    pos_w: float = check(3.0, ge=0)  # Gaussian kernel compat
+    pos_xy_std: float = check(1.0, gt=0)
+    bi_w: float = check(4.0, ge=0)  # bilateral kernel compat
+    bi_xy_std: float = check(67.0, gt=0)
+    bi_rgb_std: float = check(3.0, gt=0)
+    # raw (RGB uint8) | kz_quirk (mean-subtracted BGR wrapped to uint8)
+    image: str = check("raw", choices=("raw", "kz_quirk"))
+    workers: int = check(2, ge=0)  # CPU worker processes per rank; 0: in the main process
 
 
 @dataclass
@@ -280,10 +308,13 @@ class InferSegConfig:
     split: str = "val"
     checkpoint: str = ""  # empty: <run_dir>/train_seg/final.pt
     msc: bool = True  # the model's own MSC (1, 0.5, 0.75) + max inside each outer scale
-    scales: list[float] = field(default_factory=lambda: [1.0])  # outer scales; ToCo 1, 1.25, 1.5
+    # outer scales; ToCo 1, 1.25, 1.5
+    scales: list[float] = check(factory=lambda: [1.0], each=True, gt=0)
     flip: bool = False  # also the mirrored image at every outer scale
-    flip_fusion: str = "sum"  # sum (irn#26, ToCo) | max | mean: an image's logits and its twin's
-    scale_fusion: str = "max"  # max (ToCo) | sum | mean over outer scales, at full size
+    # sum (irn#26, ToCo) | max | mean: an image's logits and its twin's
+    flip_fusion: str = check("sum", choices=("sum", "max", "mean"))
+    # max (ToCo) | sum | mean over outer scales, at full size
+    scale_fusion: str = check("max", choices=("sum", "max", "mean"))
     out_dir: str = ""  # empty: <run_dir>/seg/<split>; PNGs under raw/ and crf/
     crf: CrfConfig = field(default_factory=CrfConfig)
 
@@ -304,8 +335,9 @@ class ExportConfig:
 
     split: str = "test"  # 1,456 images on VOC
     pred_dir: str = ""  # empty: <run_dir>/seg/<split>
-    variant: str = "crf"  # crf | raw: which predictions to submit
-    competition: str = "comp6"  # comp6 (any training data, incl. ImageNet/SBD) | comp5
+    variant: str = check("crf", choices=("crf", "raw"))  # crf | raw: which predictions to submit
+    # comp6 (any training data, incl. ImageNet/SBD) | comp5
+    competition: str = check("comp6", choices=("comp6", "comp5"))
     archive: str = ""  # empty: <run_dir>/voc_test_results.tar.gz
 
 
@@ -320,7 +352,8 @@ class PipelineConfig:
 class ImportWeightsConfig:
     """`vwe import-weights`: the authors' released checkpoints into this project's format."""
 
-    format: str = "ijcai-code"  # ijcai-code | vwl-l | vwl-m | deeplab-caffe
+    # ijcai-code | vwl-l | vwl-m | deeplab-caffe
+    format: str = check("ijcai-code", choices=("ijcai-code", "vwl-l", "vwl-m", "deeplab-caffe"))
     src: str = ""
     dst: str = ""
 
@@ -329,13 +362,14 @@ class ImportWeightsConfig:
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
-    preset: str = "paper"  # paper | ijcai-code | vwl-l | vwl-m
+    # paper | ijcai-code | vwl-l | vwl-m
+    preset: str = check("paper", choices=("paper", "ijcai-code", "vwl-l", "vwl-m"))
     run_dir: str = "runs/voc_cam_r50"
-    device: str = "auto"  # auto | cpu | cuda
+    device: str = check("auto", choices=("auto", "cpu", "cuda"))  # auto | cpu | cuda
     seed: int = 1
     # An output folder made with other settings: never (stop with the differing keys) |
     # changed (recompute it: `--overwrite`, `vwe run`) | always (recompute even if equal: --from)
-    overwrite: str = "never"
+    overwrite: str = check("never", choices=("never", "changed", "always"))
     data: DataConfig = field(default_factory=DataConfig)
     synthetic: SyntheticConfig = field(default_factory=SyntheticConfig)
     model: ModelConfig = field(default_factory=ModelConfig)

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from vwe.config import LossWeights, ModelConfig
+from vwe.config.valid import validate
 from vwe.errors import VweError
 from vwe.models.backbone import (
     CAM_DILATIONS,
@@ -31,8 +32,6 @@ from vwe.models.visual_words import (
     word_histogram,
 )
 
-CODEBOOKS = ("learned", "memory_bank")
-
 
 @dataclass
 class CamNetOutput:
@@ -48,15 +47,8 @@ class CamNetOutput:
 
 
 def _check_config(cfg: ModelConfig) -> None:
-    """Options with a fixed set of values: fail early with the key name."""
-    choices = {"codebook": CODEBOOKS, "word_histogram": ("mean", "sum"),
-               "word_logits_from": ("hspp", "gap")}
-    for key, allowed in choices.items():
-        if getattr(cfg, key) not in allowed:
-            raise VweError(f"unknown model.{key} '{getattr(cfg, key)}'; choose one of "
-                           f"{', '.join(allowed)}")
-    if cfg.num_words < 1 or cfg.temperature <= 0:
-        raise VweError("model.num_words must be ≥ 1 and model.temperature > 0")
+    """The ranges and choices ModelConfig declares, for a config built in code."""
+    validate(cfg, "model.")
 
 
 def _linear_1x1(x: Tensor, conv: nn.Conv2d) -> Tensor:

@@ -17,7 +17,7 @@ from typing import Any
 
 from PIL import Image
 
-from vwe.config import Config, ExportConfig
+from vwe.config import Config
 from vwe.data.io import atomic_path, encode_label_png, ensure_writable_dir, read_label_map
 from vwe.data.voc import open_dataset
 from vwe.engine.progress import progress
@@ -33,14 +33,6 @@ SHOW_NAMES = 5
 
 def member_folder(competition: str) -> str:
     return f"results/VOC2012/Segmentation/{competition}_test_cls"
-
-
-def check_config(export: ExportConfig) -> None:
-    if export.competition not in COMPETITIONS:
-        raise VweError(f"export.competition={export.competition} is unknown; choose comp6 "
-                       "(ImageNet/SBD count as outside data) or comp5")
-    if export.variant not in VARIANTS:
-        raise VweError(f"export.variant={export.variant} is unknown; choose crf or raw")
 
 
 def prediction_folder(cfg: Config) -> Path:
@@ -84,7 +76,6 @@ def _add(tar: tarfile.TarFile, name: str, data: bytes | None, mtime: float) -> N
 
 def run(cfg: Config) -> dict[str, Any]:
     """Check the predictions of `export.split` and write the tar.gz for the server."""
-    check_config(cfg.export)
     layout = open_dataset(cfg.data)
     names = layout.read_split(cfg.export.split)
     folder = prediction_folder(cfg)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vwe.config import Config, CrfConfig, InferSegConfig
+from vwe.config import Config, CrfConfig
 from vwe.data.io import ensure_writable_dir, read_image, save_label_png
 from vwe.data.segmentation import normalize_pixels
 from vwe.data.voc import VocLayout, open_dataset
@@ -94,18 +94,6 @@ def crf_kwargs(crf: CrfConfig) -> dict[str, float]:
             "bi_sxy": crf.bi_xy_std, "bi_srgb": crf.bi_rgb_std, "bi_compat": crf.bi_w}
 
 
-def check_config(infer: InferSegConfig) -> None:
-    if not infer.scales or any(s <= 0 for s in infer.scales):
-        raise VweError(f"infer_seg.scales must be positive numbers, got {list(infer.scales)}")
-    for key in ("flip_fusion", "scale_fusion"):
-        if getattr(infer, key) not in FUSIONS:
-            raise VweError(f"infer_seg.{key}={getattr(infer, key)} is unknown; choose one of "
-                           f"{', '.join(FUSIONS)}")
-    if infer.crf.image not in CRF_IMAGES:
-        raise VweError(f"infer_seg.crf.image={infer.crf.image} is unknown; choose raw or "
-                       "kz_quirk")
-
-
 def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
     """The trained DeepLab as its checkpoint records it (seg.backbone and seg.layout must agree),
     with the MSC scales of seg.msc_scales, or none when infer_seg.msc is off. Fixed batch norm in
@@ -124,7 +112,6 @@ def run(cfg: Config) -> dict[str, Any]:
 
 def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     infer_cfg = cfg.infer_seg
-    check_config(infer_cfg)
     out_dir = RunDir(cfg).infer_seg_out
     kinds = ("raw", "crf") if infer_cfg.crf.enabled else ("raw",)
     for kind in kinds:

@@ -49,12 +49,10 @@ class IrLabelTask:
 def check_thresholds(ir_cfg: IrLabelConfig) -> None:
     """0 ≤ bg_thres ≤ fg_thres ≤ 1, else the ignore band is meaningless
     (docs/refinement.md#ir-labels)."""
-    if not 0.0 <= ir_cfg.bg_thres <= ir_cfg.fg_thres <= 1.0:
+    if not ir_cfg.bg_thres <= ir_cfg.fg_thres:  # each in [0, 1]: the config checks it
         raise VweError(f"ir_labels thresholds must satisfy 0 <= bg_thres <= fg_thres <= 1 "
                        f"(got bg_thres={ir_cfg.bg_thres}, fg_thres={ir_cfg.fg_thres}); "
                        "IRNet uses 0.05 and 0.30")
-    if ir_cfg.num_workers < 0:
-        raise VweError(f"ir_labels.num_workers must be >= 0, got {ir_cfg.num_workers}")
 
 
 def make_one(task: IrLabelTask) -> tuple[str, np.ndarray]:

@@ -114,11 +114,6 @@ def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg:
     return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
 
 
-def check_scales(cam_cfg: CamConfig) -> None:
-    if not cam_cfg.scales or any(s <= 0 for s in cam_cfg.scales):
-        raise VweError(f"cam.scales must be positive numbers, got {list(cam_cfg.scales)}")
-
-
 def run(cfg: Config) -> dict:
     return dist_utils.in_process_group(make_cams, cfg)
 
@@ -128,7 +123,6 @@ def cam_outputs(run_dir: RunDir) -> ImageOutputs:
 
 
 def make_cams(cfg: Config, ctx: DistContext) -> dict:
-    check_scales(cfg.cam)
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
     names, labels = layout.split_with_labels(cfg.cam.split)

@@ -30,31 +30,12 @@ from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
-from vwe.errors import VweError
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
 from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
 
-WALK_DTYPES = ("float16", "float32")
-
-
-def check_config(pl: PseudoLabelConfig) -> None:
-    """Every walk setting in its valid range (docs/refinement.md#random-walk), as one VweError
-    naming the key."""
-    problems = {
-        "bg_thres": (not 0.0 <= pl.bg_thres <= 1.0, "in [0, 1] (IRNet: 0.25)"),
-        "beta": (not pl.beta > 0, "> 0 (IRNet: 10)"),
-        "exp_times": (not 0 <= pl.exp_times <= 16, "in 0..16 (IRNet: 8)"),
-        "radius": (pl.radius < 2, ">= 2 (IRNet: 5)"),
-        "method": (pl.method not in ("sparse", "dense"), "sparse or dense"),
-        "pad_size": (pl.pad_size < 0, ">= 0 (IRNet: 512)"),
-        "walk_dtype": (pl.walk_dtype not in WALK_DTYPES, "float16 or float32"),
-    }
-    for key, (bad, want) in problems.items():
-        if bad:
-            raise VweError(f"pseudo_labels.{key}={getattr(pl, key)!r} must be {want}")
 
 
 def load_irnet(cfg: Config, device: torch.device) -> IRNet:
@@ -99,7 +80,6 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split
     (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
-    check_config(pl)
     model = load_irnet(cfg, ctx.device)  # a wrong checkpoint fails before any data is read
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)

@@ -37,7 +37,6 @@ from vwe.models.deeplab import (
 )
 from vwe.models.registry import arch_entry, create_model
 from vwe.models.seg_loss import (
-    check_loss_type,
     msc_output_sizes,
     pixel_counts,
     split_msc_loss,
@@ -109,7 +108,6 @@ def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     if start.done:
         return start.done
     tc = with_recipe(tc)  # a Config built by hand: the recipe's values in its null keys
-    check_loss_type(tc.loss)
     check_batch(tc, ctx)
     if not cfg.seg.label_dir:
         require_input(cfg, "pseudo_labels", run_dir.pseudo_labels)
