@@ -182,3 +182,92 @@ def test_config_values_out_of_range(dataset, tmp_path, capsys, command, setting,
     assert main([command, *tiny_args(dataset, run_dir), setting]) == 2
     expect_one_line_error(capsys, needle)
     assert not run_dir.exists()  # refused before any work: not even the run folder
+
+
+@pytest.mark.parametrize("code, needles", [
+    (28, ("no space left on the device", "cams", "free space")),
+    (13, ("permission denied", "cams")),
+    (30, ("read-only file system", "cams")),
+    (24, ("too many open files", "ulimit")),
+])
+def test_os_errors_are_one_line(dataset, trained, tmp_path, capsys, monkeypatch, code, needles):
+    import os
+
+    from vwe.stages import make_cam
+
+    def failing_save(path, **arrays):
+        raise OSError(code, os.strerror(code), str(path))
+
+    monkeypatch.setattr(make_cam, "save_npz", failing_save)
+    args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, *needles)
+    assert not list((tmp_path / "run").glob("cams/*.npz"))
+
+
+def test_out_of_memory_is_one_line(dataset, trained, tmp_path, capsys, monkeypatch):
+    from vwe.stages import make_cam
+
+    def no_memory(*args, **kwargs):
+        raise MemoryError
+
+    monkeypatch.setattr(make_cam, "multiscale_cams", no_memory)
+    args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, "out of memory in vwe make-cam", "batch size")
+
+
+@pytest.fixture()
+def small_disk(tmp_path):
+    """A 256 KiB tmpfs (root only; skipped elsewhere): a disk that fills up mid-stage."""
+    import os
+    import subprocess
+
+    mount = tmp_path / "small_disk"
+    mount.mkdir()
+    if os.geteuid() != 0 or subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs",
+                                            str(mount)], capture_output=True).returncode:
+        pytest.skip("a real full disk needs root to mount a small tmpfs")
+    try:
+        yield mount
+    finally:
+        subprocess.run(["umount", "-l", str(mount)], check=False)  # lazy: log.txt may be open
+
+
+def test_a_real_full_disk_is_one_line_and_leaves_no_partial_file(dataset, trained, small_disk,
+                                                                 capsys):
+    from vwe.data.io import load_npz
+
+    run_dir = small_disk / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt",
+            "cam.split=train_aug", "cam.scales=[1.0, 0.5]"]
+    assert main(["make-cam", *args]) == 2
+    expect_one_line_error(capsys, "no space left on the device", "free space")
+    written = list((run_dir / "cams").glob("*.npz"))
+    assert 0 < len(written) < 48  # it stopped part way, with whole files only
+    for path in written:  # every file there is complete
+        assert set(load_npz(path)) >= {"keys", "cam", "high_res"}
+    assert not [p for p in (run_dir / "cams").iterdir() if ".tmp" in p.name]
+
+
+def test_a_mask_of_another_size_is_blamed_on_the_mask(dataset, trained, tmp_path, capsys):
+    args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={trained}/train_cam/final.pt"]
+    assert main(["make-cam", *args]) == 0
+    name = (dataset / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[0]
+    save_label_png(dataset / "SegmentationClassAug" / f"{name}.png", np.zeros((5, 7), np.uint8))
+    capsys.readouterr()
+    assert main(["eval-cam", *args]) == 2
+    expect_one_line_error(capsys, f"mask {dataset}/SegmentationClassAug/{name}.png is 5x7",
+                          "they must be the same size")
+
+
+def test_one_corrupt_cam_file_says_delete_that_file(dataset, trained, tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt",
+            "cam.split=train_aug", "data.train_list=train_aug", "ir_labels.num_workers=0"]
+    assert main(["make-cam", *args]) == 0
+    victim = sorted((run_dir / "cams").glob("*.npz"))[2]
+    victim.write_bytes(victim.read_bytes()[:100])
+    capsys.readouterr()
+    assert main(["ir-labels", *args]) == 2
+    expect_one_line_error(capsys, str(victim), "delete that file")

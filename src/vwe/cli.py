@@ -20,7 +20,7 @@ from vwe.data.io import write_text_atomic
 from vwe.engine.lock import run_dir_lock
 from vwe.engine.progress import setup_logging
 from vwe.engine.run_dir import RunDir
-from vwe.errors import VweError
+from vwe.errors import VweError, describe_memory_error, describe_os_error, one_line
 
 log = logging.getLogger("vwe.cli")
 
@@ -144,6 +144,21 @@ def run_command(args: argparse.Namespace) -> dict:
         return stage.run(cfg)
 
 
+def user_errors() -> tuple[type[BaseException], ...]:
+    """What the CLI reports in one line: VweError, OS errors, running out of (GPU) memory."""
+    torch = sys.modules.get("torch")  # only once a stage has imported it
+    return (VweError, OSError, MemoryError, getattr(torch, "OutOfMemoryError", MemoryError))
+
+
+def user_message(err: BaseException, command: str) -> str:
+    """The one line the CLI prints for an error the user can act on."""
+    if isinstance(err, OSError):
+        return one_line(describe_os_error(err, command))
+    if not isinstance(err, VweError):  # MemoryError or torch.OutOfMemoryError
+        return one_line(describe_memory_error(command))
+    return one_line(str(err))
+
+
 def _env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
@@ -152,10 +167,10 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         summary = run_command(args)
-    except VweError as err:
+    except user_errors() as err:
         if args.debug:
             raise
-        print(f"vwe {args.command}: error: {err}", file=sys.stderr)
+        print(f"vwe {args.command}: error: {user_message(err, args.command)}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"vwe {args.command}: interrupted", file=sys.stderr)

@@ -30,8 +30,11 @@ def test_failed_save_keeps_previous(tmp_path):
 def test_refuses_pickled_objects(tmp_path):
     path = tmp_path / "evil.pt"
     torch.save({"x": Evil()}, path)  # a full pickle, as an unsafe loader would run it
-    with pytest.raises(VweError, match="evil.pt"):
+    with pytest.raises(VweError, match="evil.pt") as err:
         load_checkpoint(path)
+    message = str(err.value)
+    assert "pickled Python objects" in message and "weights_only=False" not in message
+    assert "\x1b" not in message and "\n" not in message  # no ANSI codes, one line
     with pytest.raises(VweError, match="not found"):
         load_checkpoint(tmp_path / "absent.pt")
 
@@ -66,3 +69,16 @@ def test_load_trained_rebuilds_the_recorded_network(tmp_path):
                                        "seg.backbone=resnet18; set seg.backbone=resnet_tiny"):
         load_trained(tmp_path / "seg.pt", "deeplab", must_match={"seg.backbone": ("backbone",
                                                                                  "resnet18")})
+
+
+def test_a_full_disk_during_save_is_an_os_error(tmp_path, monkeypatch):
+    import errno
+
+    def full_disk(obj, f):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 64 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    with pytest.raises(OSError) as err:
+        save_checkpoint(tmp_path / "last.pt", {"x": torch.zeros(2)})
+    assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("last.pt")
+    assert list(tmp_path.iterdir()) == []  # the temporary file is gone too

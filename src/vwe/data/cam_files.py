@@ -13,13 +13,12 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
-from vwe.data.io import load_npz
+from vwe.data.io import image_size, load_npz
 from vwe.data.voc import VocLayout
 from vwe.errors import VweError
 
-REMAKE = "delete the CAM folder and rerun `vwe make-cam` on this dataset and split"
+REMAKE = "delete that file and rerun `vwe make-cam` (it makes only the missing files)"
 
 
 def full_size(height: int, width: int) -> tuple[int, int]:
@@ -31,18 +30,6 @@ def stride4_size(height: int, width: int) -> tuple[int, int]:
     """`cam` is (⌈H/4⌉, ⌈W/4⌉), the grid of IRNet's edge map (docs/refinement.md#make-cam-output,
     docs/refinement.md#random-walk step 2)."""
     return (height + 3) // 4, (width + 3) // 4
-
-
-def image_size(path: Path) -> tuple[int, int]:
-    """(H, W) from the image header, without decoding the pixels."""
-    if not path.is_file():
-        raise VweError(f"image {path} not found; restore it or remove its name from the list")
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-    except (OSError, SyntaxError, ValueError) as err:
-        raise VweError(f"image {path} cannot be read ({err}); re-download it") from None
-    return height, width
 
 
 def npz_shape(path: Path, key: str) -> tuple[int, ...] | None:

@@ -166,6 +166,19 @@ def read_label_map(path: str | Path, shape: tuple[int, ...], num_classes: int, w
     return label
 
 
+def image_size(path: str | Path) -> tuple[int, int]:
+    """(H, W) from the image header, without decoding the pixels."""
+    path = Path(path)
+    if not path.is_file():
+        raise VweError(f"image {path} not found; restore it or remove its name from the list")
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+    except (OSError, SyntaxError, ValueError) as err:
+        raise VweError(f"image {path} cannot be read ({err}); re-download it") from None
+    return height, width
+
+
 def read_image(path: str | Path) -> np.ndarray:
     """Read an image as (H, W, 3) uint8 RGB, decoding it fully so truncated files fail here."""
     image = _open_fully(Path(path), "image")

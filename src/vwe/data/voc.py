@@ -22,7 +22,14 @@ import torch
 from torch.utils.data import Dataset
 
 from vwe.config import DataConfig
-from vwe.data.io import read_image, read_json, read_label_png, write_json_atomic, write_text_atomic
+from vwe.data.io import (
+    image_size,
+    read_image,
+    read_json,
+    read_label_png,
+    write_json_atomic,
+    write_text_atomic,
+)
 from vwe.data.transforms import TrainTransform
 from vwe.errors import VweError
 
@@ -98,6 +105,12 @@ class VocLayout:
         preferred = self.root / self.mask_dir / f"{name}.png"
         fallback = self.root / "SegmentationClass" / f"{name}.png"
         return fallback if not preferred.is_file() and fallback.is_file() else preferred
+
+    def read_checked_mask(self, name: str) -> np.ndarray:
+        """The mask, checked against its image's size (read from the image header, when the image
+        is there): a mask of another size is the mask's fault, not the CAMs' or predictions'."""
+        image = self.image_path(name)
+        return self.read_mask(name, image_size=image_size(image) if image.is_file() else None)
 
     def read_mask(self, name: str, num_classes: int | None = None,
                   image_size: tuple[int, int] | None = None) -> np.ndarray:

@@ -3,7 +3,9 @@ one way every stage rebuilds a trained network (`load_trained`)."""
 
 from __future__ import annotations
 
+import errno
 import os
+import shutil
 import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -12,8 +14,11 @@ from typing import Any
 
 import torch
 
+from vwe.engine.weights import load_failure
 from vwe.errors import VweError
 from vwe.models.registry import MODELS, create_model, saved_part
+
+DISK_SLACK = 1 << 20  # less free space than this after a failed save: the disk is full
 
 
 def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
@@ -23,7 +28,13 @@ def save_checkpoint(path: str | Path, state: dict[str, Any]) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        torch.save(state, tmp)
+        try:
+            torch.save(state, tmp)
+        except RuntimeError as err:  # torch's zip writer reports a full disk as a RuntimeError
+            if "unexpected pos" in str(err) or "write" in str(err).lower() or \
+                    shutil.disk_usage(path.parent).free < DISK_SLACK:
+                raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path)) from None
+            raise
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
@@ -39,9 +50,8 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any load failure is the file's fault here
-        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise VweError(f"checkpoint {path} cannot be read safely ({first}); "
-                       "is it a vwe checkpoint (vwe import-weights converts the authors' files)?"
+        raise VweError(f"checkpoint {path} cannot be read safely ({load_failure(err)}); is it a "
+                       "vwe checkpoint (vwe import-weights converts the authors' files)?"
                        ) from None
     if not isinstance(state, dict):
         raise VweError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")

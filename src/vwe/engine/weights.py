@@ -12,7 +12,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from vwe.errors import VweError
+from vwe.errors import VweError, one_line
 
 
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
@@ -40,10 +40,19 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file is the user's to fix
-        raise VweError(f"cannot read weights {path} as a plain state dict: {err}") from None
+        raise VweError(f"cannot read weights {path} as a plain state dict "
+                       f"({load_failure(err)})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
     if not isinstance(obj, Mapping):
         raise VweError(f"{path} does not hold a state dict (a mapping of tensors)")
     return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
+
+
+def load_failure(err: Exception) -> str:
+    """Why torch.load refused a file, without torch's advice to unpickle it (never safe here)."""
+    text = one_line(str(err))
+    if "weights_only" in text or "Unsupported global" in text or "pickle" in text.lower():
+        return "it holds pickled Python objects, which vwe never loads"
+    return text[:200] or type(err).__name__

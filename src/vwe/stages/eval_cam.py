@@ -76,9 +76,10 @@ def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path
             raise VweError(f"CAM file {path}: '{key}' has shape {cam.shape}, expected "
                            f"({keys.size}, H, W) for {keys.size} keys; rerun `vwe make-cam`")
         if cam.shape[1:] != mask_shape:
-            raise VweError(f"CAM file {path}: '{key}' is {cam.shape[1]}x{cam.shape[2]} but the "
-                           f"mask {mask_path} is {mask_shape[0]}x{mask_shape[1]}; the CAMs were "
-                           "made from other images: delete the CAM folder and rerun make-cam")
+            raise VweError(f"CAM file {path}: '{key}' is {cam.shape[1]}x{cam.shape[2]} but "
+                           f"the mask {mask_path} and its image are "
+                           f"{mask_shape[0]}x{mask_shape[1]}; the file was made from another "
+                           "image: delete that file and rerun `vwe make-cam`")
         cams[variant] = cam
     return keys.astype(np.int64), cams
 
@@ -98,7 +99,7 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
             variants = _variants_in(arrays, path)
             totals = {v: np.zeros((len(thresholds), num_classes, num_classes), np.int64)
                       for v in variants}
-        gt = layout.read_mask(name)
+        gt = layout.read_checked_mask(name)
         keys, cams = _checked_cams(arrays, variants, path, layout.mask_path(name), gt.shape,
                                    num_classes)
         for variant, cam in cams.items():

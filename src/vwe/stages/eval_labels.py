@@ -67,7 +67,7 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
     sweep = None if thresholds is None else \
         np.zeros((len(thresholds), num_classes, num_classes), np.int64)
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-labels"):
-        gt = layout.read_mask(name)
+        gt = layout.read_checked_mask(name)
         label = read_label_map(path, gt.shape, num_classes, "label", "the labels were made from "
                                "other images", ignore_as=0)
         conf += confusion_matrix(gt, label, num_classes)

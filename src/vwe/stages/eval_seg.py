@@ -56,7 +56,7 @@ def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: li
     num_classes = layout.num_classes + 1
     totals = {v: np.zeros((num_classes, num_classes), np.int64) for v in variants}
     for name in progress(names, desc="eval-seg"):
-        gt = layout.read_mask(name)
+        gt = layout.read_checked_mask(name)
         for variant in variants:
             pred = read_label_map(pred_dir / variant / f"{name}.png", gt.shape, num_classes,
                                   "prediction", "predict at full image size (rerun `vwe "
