@@ -271,3 +271,19 @@ def test_one_corrupt_cam_file_says_delete_that_file(dataset, trained, tmp_path, 
     capsys.readouterr()
     assert main(["ir-labels", *args]) == 2
     expect_one_line_error(capsys, str(victim), "delete that file")
+
+
+def test_a_cam_file_full_of_nan_is_refused(dataset, trained, tmp_path, capsys):
+    from vwe.data.io import load_npz, save_npz
+
+    run_dir = tmp_path / "run"
+    args = [*tiny_args(dataset, run_dir), f"cam.checkpoint={trained}/train_cam/final.pt",
+            "cam.split=train_aug", "data.train_list=train_aug", "ir_labels.num_workers=0"]
+    assert main(["make-cam", *args]) == 0
+    victim = sorted((run_dir / "cams").glob("*.npz"))[1]
+    arrays = load_npz(victim)
+    save_npz(victim, **{**arrays, "high_res": np.full_like(arrays["high_res"], np.nan)})
+    capsys.readouterr()
+    assert main(["ir-labels", *args]) == 2
+    expect_one_line_error(capsys, str(victim), "NaN or Inf", "delete that file")
+    assert not (run_dir / "ir_labels" / f"{victim.stem}.png").exists()

@@ -149,3 +149,57 @@ def test_read_label_map_checks_size_and_ids(tmp_path):
         read_label_map(tmp_path / "a.png", (3, 3), 3, "prediction", "fix")
     with pytest.raises(VweError, match="holds id 255, outside 0..2"):
         read_label_map(tmp_path / "a.png", (2, 3), 3, "prediction", "fix")
+
+
+@pytest.mark.parametrize("mode, value, want", [
+    ("I;16", 65535, 255), ("I;16", 32768, 128), ("I", 65535, 255), ("I", 200, 200),
+    ("F", 0.5, 128), ("F", 1.0, 255), ("L", 77, 77)])
+def test_wide_and_grey_images_become_scaled_rgb(tmp_path, mode, value, want):
+    from vwe.data.io import read_image
+
+    pixels = np.full((3, 4), value, dtype={"I;16": np.uint16, "I": np.int32,
+                                           "F": np.float32, "L": np.uint8}[mode])
+    image = Image.fromarray(pixels)
+    assert image.mode == mode
+    path = tmp_path / ("img.tif" if mode in ("I", "F") else "img.png")
+    image.save(path)
+    rgb = read_image(path)
+    assert rgb.shape == (3, 4, 3) and rgb.dtype == np.uint8 and (rgb == want).all()
+
+
+def test_a_16_bit_png_named_jpg_is_not_white(tmp_path):
+    from vwe.data.io import read_image
+
+    ramp = (np.arange(12, dtype=np.uint16).reshape(3, 4) * 5000)
+    path = tmp_path / "scan.jpg"  # a 16-bit PNG with the wrong extension
+    Image.fromarray(ramp).save(path, format="PNG")
+    grey = read_image(path)[..., 0]
+    np.testing.assert_array_equal(grey, np.rint(ramp.astype(float) * 255 / 65535).astype(np.uint8))
+
+
+@pytest.mark.parametrize("mode", ["LA", "P", "RGBA", "CMYK"])
+def test_other_modes_become_rgb(tmp_path, mode):
+    from vwe.data.io import read_image
+
+    image = Image.new(mode, (5, 2))
+    image.save(tmp_path / "x.tif" if mode == "CMYK" else tmp_path / "x.png")
+    path = tmp_path / ("x.tif" if mode == "CMYK" else "x.png")
+    assert read_image(path).shape == (2, 5, 3)
+
+
+def test_multi_frame_images_are_refused(tmp_path):
+    from vwe.data.io import read_image
+
+    frames = [Image.new("L", (4, 4), v) for v in (0, 255)]
+    frames[0].save(tmp_path / "anim.gif", save_all=True, append_images=frames[1:])
+    with pytest.raises(VweError, match="anim.gif has 2 frames"):
+        read_image(tmp_path / "anim.gif")
+
+
+def test_non_finite_arrays_are_refused(tmp_path):
+    from vwe.data.io import check_finite
+
+    with pytest.raises(VweError, match="c.npz holds NaN or Inf values; fix it"):
+        check_finite(np.array([1.0, np.nan]), tmp_path / "c.npz", "CAM file", "fix it")
+    with pytest.raises(VweError, match="holds int64 values, not floats"):
+        check_finite(np.array([1, 2]), tmp_path / "c.npz", "CAM file", "fix it")

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from vwe.data.io import image_size, load_npz
+from vwe.data.io import check_finite, image_size, load_npz
 from vwe.data.voc import VocLayout
 from vwe.errors import VweError
 
@@ -87,5 +87,5 @@ def check_cam_files(layout: VocLayout, cam_dir: Path, names: list[str],
 def load_cam(path: Path, array: str) -> tuple[np.ndarray, np.ndarray]:
     """(keys int64 (K,), maps float32 (K, h, w)) of one CAM file."""
     arrays = load_npz(path)
-    return (np.asarray(arrays["keys"], dtype=np.int64).reshape(-1),
-            np.asarray(arrays[array], dtype=np.float32))
+    maps = check_finite(np.asarray(arrays[array]), path, "CAM file", REMAKE)
+    return np.asarray(arrays["keys"], dtype=np.int64).reshape(-1), maps.astype(np.float32)

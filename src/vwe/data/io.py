@@ -180,9 +180,45 @@ def image_size(path: str | Path) -> tuple[int, int]:
 
 
 def read_image(path: str | Path) -> np.ndarray:
-    """Read an image as (H, W, 3) uint8 RGB, decoding it fully so truncated files fail here."""
-    image = _open_fully(Path(path), "image")
+    """Read an image as (H, W, 3) uint8 RGB, decoding it fully so truncated files fail here.
+
+    Every mode Pillow reads becomes 8-bit RGB: 16-bit and 32-bit integer images are scaled
+    (65535 → 255, not clipped to white), float images in [0, 1] scaled by 255; palette, alpha
+    and CMYK images through Pillow's conversion. EXIF orientation is not applied: masks, CAMs
+    and labels live on the stored pixel grid, as VOC's do (docs/formats.md#images). Animated or
+    multi-frame files are refused.
+    """
+    path = Path(path)
+    image = _open_fully(path, "image")
+    if getattr(image, "n_frames", 1) > 1:
+        raise VweError(f"image {path} has {image.n_frames} frames (animated or multi-page); save "
+                       "the frame to use as a .jpg or .png")
+    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        return _wide_to_rgb(np.asarray(image), image.mode)
     return np.asarray(image.convert("RGB"), dtype=np.uint8).copy()
+
+
+def _wide_to_rgb(pixels: np.ndarray, mode: str) -> np.ndarray:
+    """A single-channel 16/32-bit or float image as 8-bit grey RGB, scaled, never clipped."""
+    values = pixels.astype(np.float64)
+    if mode == "F":
+        top = 1.0 if np.nanmax(values, initial=0.0) <= 1.0 else 255.0
+        scale = 255.0 / top
+    elif mode.startswith("I;16") or np.max(values, initial=0) > 255:
+        scale = 255.0 / 65535.0
+    else:
+        scale = 1.0
+    grey = np.clip(np.rint(np.nan_to_num(values) * scale), 0, 255).astype(np.uint8)
+    return np.repeat(grey[..., None], 3, axis=-1)
+
+
+def check_finite(array: np.ndarray, path: Path, what: str, fix: str) -> np.ndarray:
+    """A stored float array (CAMs, walks) refused when it holds NaN/Inf or is not a float."""
+    if array.dtype.kind != "f":
+        raise VweError(f"{what} {path} holds {array.dtype} values, not floats; {fix}")
+    if not np.isfinite(array).all():
+        raise VweError(f"{what} {path} holds NaN or Inf values; {fix}")
+    return array
 
 
 def _open_fully(path: Path, what: str) -> Image.Image:

@@ -149,7 +149,8 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
 
 def update(job: TrainingJob, net: torch.nn.Module, batch: dict[str, Any],
            step: int) -> dict[str, float]:
-    """One SGD update; a non-finite loss stops the run before the weights change."""
+    """One SGD update; non-finite inputs or loss stop the run before the weights change."""
+    check_inputs(batch, step, job.stage)
     losses = job.train_step(net, batch, step)
     if not all(math.isfinite(v) for v in losses.values()):
         raise VweError(f"{dashed(job.stage)}: loss became non-finite at step {step} "
@@ -159,6 +160,16 @@ def update(job: TrainingJob, net: torch.nn.Module, batch: dict[str, Any],
     if job.after_update is not None:
         job.after_update(step)
     return losses
+
+
+def check_inputs(batch: dict[str, Any], step: int, stage: str) -> None:
+    """One reduction per float tensor of the batch: NaN/Inf inputs name their images."""
+    for key, value in batch.items():
+        if isinstance(value, torch.Tensor) and value.is_floating_point() \
+                and not bool(torch.isfinite(value).all()):
+            names = ", ".join(map(str, batch.get("name", [])[:4])) or "?"
+            raise VweError(f"{dashed(stage)}: the batch of step {step} holds NaN or Inf in "
+                           f"'{key}' (images {names}); check those files")
 
 
 def log_scalars(writer: SummaryWriter, optimizer: torch.optim.Optimizer,

@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from vwe.config import Config
-from vwe.data.io import load_npz, write_json_atomic
+from vwe.data.io import check_finite, load_npz, write_json_atomic
 from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
@@ -71,7 +71,8 @@ def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path
         if key not in arrays:
             raise VweError(f"CAM file {path} lacks '{key}' that other CAM files hold; the CAM "
                            "folder mixes runs: delete it and rerun `vwe make-cam`")
-        cam = arrays[key]
+        cam = check_finite(arrays[key], path, "CAM file",
+                           "delete that file and rerun `vwe make-cam`")
         if cam.ndim != 3 or cam.shape[0] != keys.size:
             raise VweError(f"CAM file {path}: '{key}' has shape {cam.shape}, expected "
                            f"({keys.size}, H, W) for {keys.size} keys; rerun `vwe make-cam`")

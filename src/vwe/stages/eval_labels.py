@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 
 from vwe.config import Config
-from vwe.data.io import load_npz, read_label_map, write_json_atomic
+from vwe.data.io import check_finite, load_npz, read_label_map, write_json_atomic
 from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
@@ -44,7 +44,9 @@ def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.nda
     if "rw" not in arrays or "keys" not in arrays:
         raise VweError(f"walk file {path} lacks 'rw' or 'keys'; delete the walks folder and rerun "
                        "`vwe pseudo-labels`")
-    keys, rw = np.asarray(arrays["keys"], np.int64).reshape(-1), arrays["rw"]
+    keys = np.asarray(arrays["keys"], np.int64).reshape(-1)
+    rw = check_finite(arrays["rw"], path, "walk file", "delete that file and its pseudo label "
+                      "and rerun `vwe pseudo-labels` (it makes only the missing ones)")
     want = (keys.size, (gt_shape[0] + 3) // 4, (gt_shape[1] + 3) // 4)
     if rw.shape != want:
         raise VweError(f"walk file {path} has shape {rw.shape}, expected {want} for its ground "
