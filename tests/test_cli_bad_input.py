@@ -287,3 +287,21 @@ def test_a_cam_file_full_of_nan_is_refused(dataset, trained, tmp_path, capsys):
     assert main(["ir-labels", *args]) == 2
     expect_one_line_error(capsys, str(victim), "NaN or Inf", "delete that file")
     assert not (run_dir / "ir_labels" / f"{victim.stem}.png").exists()
+
+
+def test_checkpoints_of_another_kind_or_no_checkpoint_at_all(dataset, trained, tmp_path, capsys):
+    import torch
+
+    state = torch.load(trained / "train_cam" / "final.pt", weights_only=True)
+    state["arch"]["name"] = "deeplab"
+    torch.save(state, tmp_path / "seg.pt")
+    (tmp_path / "notes.pt").write_bytes(b"these are my notes, not a checkpoint")
+    for path, needle in ((tmp_path / "seg.pt", "is a DeepLab network (train-seg) checkpoint, "
+                                               "not a CAM network (train-cam) one"),
+                         (tmp_path / "notes.pt", "notes.pt cannot be read safely")):
+        args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={path}"]
+        assert main(["make-cam", *args]) == 2
+        err = capsys.readouterr().err
+        assert needle in err and "weights_only=False" not in err and "\x1b" not in err
+        assert len([line for line in err.splitlines() if "error:" in line]) == 1
+    assert not list((tmp_path / "run").glob("cams/*.npz"))
