@@ -305,3 +305,31 @@ def test_checkpoints_of_another_kind_or_no_checkpoint_at_all(dataset, trained, t
         assert needle in err and "weights_only=False" not in err and "\x1b" not in err
         assert len([line for line in err.splitlines() if "error:" in line]) == 1
     assert not list((tmp_path / "run").glob("cams/*.npz"))
+
+
+def test_a_full_disk_during_train_cam_is_one_line(dataset, tmp_path, capsys, monkeypatch):
+    import torch
+
+    def full_disk(obj, f):  # what torch's zip writer raises when the disk fills up
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 512 vs 0")
+
+    monkeypatch.setattr(torch, "save", full_disk)
+    run_dir = tmp_path / "run"
+    assert main(["train-cam", *tiny_args(dataset, run_dir)]) == 2
+    expect_one_line_error(capsys, "no space left on the device", "last.pt", "free space")
+    assert not list((run_dir / "train_cam").glob("*.pt"))
+
+
+class Pickled:
+    """An arbitrary Python object: loading it means unpickling, which vwe never does."""
+
+
+def test_a_pickled_checkpoint_is_refused_in_plain_words(dataset, tmp_path, capsys):
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(1)}, "extra": Pickled()}, tmp_path / "pickled.pt")
+    assert main(["make-cam", *tiny_args(dataset, tmp_path / "run"),
+                 f"cam.checkpoint={tmp_path / 'pickled.pt'}"]) == 2
+    err = capsys.readouterr().err
+    assert "pickled.pt cannot be read safely (it holds pickled Python objects" in err
+    assert "weights_only" not in err and "\x1b" not in err and err.count("\n") == 1
