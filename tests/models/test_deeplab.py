@@ -502,7 +502,7 @@ def test_bad_files_refused(tmp_path) -> None:
 
 
 def test_builder_errors_and_normalisation() -> None:
-    with pytest.raises(VweError, match="model.layout"):
+    with pytest.raises(VweError, match="seg.layout"):
         build_deeplab(3, backbone="resnet_tiny", layout="msra")
     with pytest.raises(VweError, match="Caffe layout"):
         build_deeplab(3, backbone="resnet_tiny", layout="caffe")

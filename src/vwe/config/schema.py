@@ -187,10 +187,6 @@ class TrainIrnConfig(LoopSettings):
     # infer_list of the displacement-mean pass (docs/refinement.md#displacement-mean)
     mean_shift_split: str = "train"
     checkpoint_every: int = check(100, ge=1)  # steps; also at every epoch end and at the end
-    log_every: int = check(10, ge=1)  # steps between TensorBoard scalars
-    amp: bool = False  # bfloat16 autocast on CUDA only
-    resume: bool = False  # continue from <run_dir>/train_irn/last.pt (`--resume`)
-    stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass
@@ -278,9 +274,6 @@ class TrainSegConfig(LoopSettings):
     poly_update_every: int | None = check(None, ge=1, optional=True)
     checkpoint_every: int = check(1000, ge=1)  # steps; also at the end
     log_every: int = check(20, ge=1)  # steps between TensorBoard scalars
-    amp: bool = False  # bfloat16 autocast on CUDA only
-    resume: bool = False  # continue from <run_dir>/train_seg/last.pt (`--resume`)
-    stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
 
 @dataclass

@@ -104,12 +104,15 @@ class RunDir:
     def cam_panels(self) -> Path:
         return self.root / "cam_panels"
 
+    def cam_panel_file(self, name: str) -> Path:
+        return self.cam_panels / f"{name}.png"
+
     @property
     def ir_labels(self) -> Path:
         return self.root / "ir_labels"
 
     def ir_label_file(self, name: str) -> Path:
-        return self.ir_labels / f"{name}.png"
+        return self.label_file(self.ir_labels, name)
 
     @property
     def pseudo_labels(self) -> Path:
@@ -120,7 +123,7 @@ class RunDir:
         return self.root / "walks"
 
     def pseudo_label_file(self, name: str) -> Path:
-        return self.pseudo_labels / f"{name}.png"
+        return self.label_file(self.pseudo_labels, name)
 
     def walk_file(self, name: str) -> Path:
         return self.walks / f"{name}.npz"
@@ -135,6 +138,11 @@ class RunDir:
         """eval_labels.label_dir, else the pseudo labels."""
         label_dir = self.cfg.eval_labels.label_dir
         return Path(label_dir) if label_dir else self.pseudo_labels
+
+    @staticmethod
+    def label_file(folder: Path, name: str) -> Path:
+        """<folder>/<name>.png in any folder of label PNGs (pseudo labels, a user's masks)."""
+        return Path(folder) / f"{name}.png"
 
     @staticmethod
     def prediction_file(folder: Path, variant: str, name: str) -> Path:

@@ -123,14 +123,14 @@ def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
     (docs/segmentation.md#backbone)."""
     if layout == "caffe":
         if name not in CAFFE_BLOCKS:
-            raise VweError(f"model.backbone={name} has no Caffe layout; use one of "
-                           f"{', '.join(CAFFE_BLOCKS)} or model.layout=torchvision")
+            raise VweError(f"seg.backbone={name} has no Caffe layout; use one of "
+                           f"{', '.join(CAFFE_BLOCKS)} or seg.layout=torchvision")
         return CaffeResNet(CAFFE_BLOCKS[name], DEEPLAB_STRIDES, DEEPLAB_DILATIONS)
     if layout == "torchvision":
         # torchvision's replace_stride_with_dilation would give the first blocks the previous
         # dilation; build_backbone sets every block of a layer to the same dilation.
         return build_backbone(name, strides=DEEPLAB_STRIDES, dilations=DEEPLAB_DILATIONS)
-    raise VweError(f"model.layout={layout} is unknown; choose caffe or torchvision")
+    raise VweError(f"seg.layout={layout} is unknown; choose caffe or torchvision")
 
 
 def _freeze_stem(trunk: CaffeResNet | ResNet) -> None:
@@ -164,7 +164,7 @@ def input_normalization(layout: str) -> tuple[tuple[float, ...], tuple[float, ..
         return CAFFE_MEAN_BGR, (1.0, 1.0, 1.0), True
     if layout == "torchvision":
         return TORCHVISION_MEAN_RGB, TORCHVISION_STD_RGB, False
-    raise VweError(f"model.layout={layout} is unknown; choose caffe or torchvision")
+    raise VweError(f"seg.layout={layout} is unknown; choose caffe or torchvision")
 
 
 # --------------------- losses (docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas)
@@ -237,7 +237,7 @@ def _refuse_coco(source: str, dataset_name: str) -> None:
     if "coco" in dataset_name.lower():
         raise VweError(f"{source} is a COCO-pretrained initialisation, refused for the COCO "
                        f"dataset ({dataset_name}): it was trained on COCO segmentation masks. Use "
-                       f"an ImageNet init: model.pretrained=imagenet (torchvision layout) or "
+                       f"an ImageNet init: seg.pretrained=imagenet (torchvision layout) or "
                        f"{CAFFE_IMAGENET_FILE} (caffe layout)")
 
 
@@ -277,17 +277,17 @@ def load_deeplab_init(model: nn.Module, spec: str | None, layout: str | None = N
     if spec in (None, "", "none"):
         return
     if spec == "coco":
-        _refuse_coco("model.pretrained=coco", dataset_name)
-        raise VweError("model.pretrained=coco needs the converted file: convert the DeepLab "
+        _refuse_coco("seg.pretrained=coco", dataset_name)
+        raise VweError("seg.pretrained=coco needs the converted file: convert the DeepLab "
                        "authors' init.caffemodel with KZ's convert.py --dataset coco and pass "
-                       "model.pretrained=/path/to/deeplabv1_resnet101-coco.pth (layout caffe)")
+                       "seg.pretrained=/path/to/deeplabv1_resnet101-coco.pth (layout caffe)")
     if spec == "imagenet":
         if base.layout == "torchvision":
             load_pretrained(base.backbone, base.backbone_name, "imagenet")
             return
         raise VweError("the Caffe ImageNet init cannot be downloaded automatically: get "
-                       f"{CAFFE_IMAGENET_FILE} and pass model.pretrained=/path/to/it, or set "
-                       "model.layout=torchvision")
+                       f"{CAFFE_IMAGENET_FILE} and pass seg.pretrained=/path/to/it, or set "
+                       "seg.layout=torchvision")
     state = read_state_dict(spec)
     if coco_init is None:
         coco_init = looks_like_coco(spec, state)
@@ -296,6 +296,6 @@ def load_deeplab_init(model: nn.Module, spec: str | None, layout: str | None = N
     if base.layout == "caffe":
         _load_caffe_file(base, state, str(spec))
     elif any(key.removeprefix("module.").startswith("layer1.conv1.conv") for key in state):
-        raise VweError(f"{spec} is in the Caffe (KZ) layout; set model.layout=caffe")
+        raise VweError(f"{spec} is in the Caffe (KZ) layout; set seg.layout=caffe")
     else:
         load_pretrained(base.backbone, base.backbone_name, str(spec))

@@ -161,7 +161,7 @@ def map_caffe_state_dict(state: Mapping[str, Tensor], num_classes: int | None = 
     if missing:
         raise VweError(f"{source} lacks {len(missing)} backbone tensor(s) of the Caffe layout: "
                        f"{', '.join(missing[:8])}{' …' if len(missing) > 8 else ''}; pass the "
-                       "converted deeplabv1_resnet101-{imagenet,coco}.pth or set model.layout")
+                       "converted deeplabv1_resnet101-{imagenet,coco}.pth or set seg.layout")
     mapped = {BACKBONE_PREFIX + key: state[key] for key in required}
     for unit_key in required[::len(CONV_BN_KEYS)]:  # one per conv/bn unit
         counter = unit_key.removesuffix("conv.weight") + BN_COUNTER

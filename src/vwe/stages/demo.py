@@ -26,13 +26,12 @@ def write_panels(cfg: Config, count: int = NUM_PANELS) -> list[str]:
     """Image | ground truth | CAM per labelled class, for the first images of the eval split."""
     layout = open_dataset(cfg.data)
     run_dir = RunDir(cfg)
-    out_dir = run_dir.cam_panels
     written = []
     for name in layout.read_split(cfg.eval_cam.split)[:count]:
         cams = load_npz(run_dir.cam_file(name))
         image = read_image(layout.image_path(name))
         mask = layout.read_mask(name, len(layout.class_names))
-        path = out_dir / f"{name}.png"
+        path = run_dir.cam_panel_file(name)
         save_cam_panel(path, image, mask, cams["high_res"], np.asarray(cams["keys"]),
                        layout.class_names)
         written.append(str(path))

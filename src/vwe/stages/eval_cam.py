@@ -38,9 +38,9 @@ log = logging.getLogger(__name__)
 VARIANTS = {"fused": "high_res", "img": "high_res_img", "word": "high_res_word"}
 
 
-def _cam_paths(cam_dir: Path, names: list[str]) -> list[Path]:
+def _cam_paths(run_dir: RunDir, names: list[str]) -> list[Path]:
     """The CAM file of every listed image; VweError naming the first missing one."""
-    paths = [cam_dir / f"{name}.npz" for name in names]
+    paths = [run_dir.cam_file(name) for name in names]
     missing = [path for path in paths if not path.is_file()]
     if missing:
         raise VweError(f"CAM file {missing[0]} not found ({len(missing)} of {len(paths)} missing); "
@@ -91,7 +91,7 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
     num_classes = layout.num_classes + 1  # background first
     run_dir = RunDir(cfg)
     require_input(cfg, "make_cam", run_dir.cams)
-    paths = _cam_paths(run_dir.cams, names)
+    paths = _cam_paths(run_dir, names)
     variants: list[str] = []
     totals: dict[str, np.ndarray] = {}
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-cam"):

@@ -58,13 +58,13 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
                thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
     """Confusion of the PNGs (n, n) and, given thresholds, of the stored walks (T, n, n)."""
     num_classes = layout.num_classes + 1
-    paths = [label_dir / f"{name}.png" for name in names]
+    paths = [RunDir.label_file(label_dir, name) for name in names]
     missing = [p for p in paths if not p.is_file()]
     if missing:
         raise VweError(f"label {missing[0]} not found ({len(missing)} of {len(paths)} missing); "
                        "run the stage that writes them (e.g. `vwe pseudo-labels`) or set "
                        "eval_labels.label_dir")
-    walk_dir = RunDir(cfg).walks
+    run_dir = RunDir(cfg)
     conf = np.zeros((num_classes, num_classes), np.int64)
     sweep = None if thresholds is None else \
         np.zeros((len(thresholds), num_classes, num_classes), np.int64)
@@ -74,15 +74,14 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
                                "other images", ignore_as=0)
         conf += confusion_matrix(gt, label, num_classes)
         if sweep is not None:
-            keys, walk = read_walk(walk_dir / f"{name}.npz", gt.shape)
+            keys, walk = read_walk(run_dir.walk_file(name), gt.shape)
             sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
     return conf, sweep
 
 
 def walks_present(cfg: Config, names: list[str]) -> bool:
     """Whether every listed image has a stored walk."""
-    walk_dir = RunDir(cfg).walks
-    return all((walk_dir / f"{name}.npz").is_file() for name in names)
+    return all(RunDir(cfg).walk_file(name).is_file() for name in names)
 
 
 def run(cfg: Config) -> dict[str, Any]:

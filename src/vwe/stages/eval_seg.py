@@ -42,7 +42,8 @@ def found_variants(pred_dir: Path, names: list[str]) -> list[str]:
         raise VweError(f"no predictions in {pred_dir} (expected raw/ or crf/ folders of PNGs); "
                        "run `vwe infer-seg` for this split first, or set eval_seg.pred_dir")
     for variant in variants:
-        missing = [n for n in names if not (pred_dir / variant / f"{n}.png").is_file()]
+        missing = [n for n in names
+                   if not RunDir.prediction_file(pred_dir, variant, n).is_file()]
         if missing:
             raise VweError(f"{len(missing)} of {len(names)} predictions missing in "
                            f"{pred_dir / variant} (e.g. {', '.join(missing[:SHOW_NAMES])}); "
@@ -58,7 +59,8 @@ def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: li
     for name in progress(names, desc="eval-seg"):
         gt = layout.read_checked_mask(name)
         for variant in variants:
-            pred = read_label_map(pred_dir / variant / f"{name}.png", gt.shape, num_classes,
+            pred = read_label_map(RunDir.prediction_file(pred_dir, variant, name), gt.shape,
+                                  num_classes,
                                   "prediction", "predict at full image size (rerun `vwe "
                                   "infer-seg --overwrite`)")
             totals[variant] += confusion_matrix(gt, pred, num_classes)

@@ -45,7 +45,7 @@ def archive_path(cfg: Config) -> Path:
 
 def check_complete(names: list[str], folder: Path, split: str) -> None:
     """Every listed image needs a prediction; else a VweError naming how many and which."""
-    missing = [n for n in names if not (folder / f"{n}.png").is_file()]
+    missing = [n for n in names if not RunDir.label_file(folder, n).is_file()]
     if missing:
         raise VweError(f"{len(missing)} of {len(names)} {split} images have no prediction in "
                        f"{folder} (first: {', '.join(missing[:SHOW_NAMES])}); run `vwe "
@@ -89,7 +89,7 @@ def run(cfg: Config) -> dict[str, Any]:
         for depth in range(1, len(parts) + 1):
             _add(tar, "/".join(parts[:depth]), None, now)
         for name in progress(names, desc="export-voc-test"):
-            data = submission_png(folder / f"{name}.png", layout.image_path(name),
+            data = submission_png(RunDir.label_file(folder, name), layout.image_path(name),
                                   layout.num_classes + 1)
             _add(tar, f"{inside}/{name}.png", data, now)
     log.info("export-voc-test: %d predictions (%s) in %s; upload it at "
