@@ -74,3 +74,12 @@ def test_rerun_rebuilds_labels_of_an_xml_edited_in_place(voc_root, tmp_path):
                    "<object><name>cat</name></object></annotation>")
     prepare_voc(voc_root, sbd)
     assert json.loads(cache.read_text())["labels"]["2007_000004"]["labels"] == [7, 11]
+
+
+def test_an_empty_train_aug_is_refused_and_nothing_written(tmp_path, fake_voc):
+    root = fake_voc(tmp_path / "voc", IMAGES, {"train": ["2007_000000"],
+                                              "val": ["2007_000000", "2007_000001"]})
+    sbd = sbd_lists(tmp_path / "sbd", ["2007_000001"], ["2007_000000"])
+    with pytest.raises(VweError, match="train_aug would be empty"):
+        prepare_voc(root, sbd)
+    assert not (root / "ImageSets" / "Segmentation" / "train_aug.txt").exists()

@@ -16,13 +16,18 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny")
 
 @dataclass
 class DataConfig:
-    """Where the dataset lies (VOC 2012 + SBD layout) and how it is read."""
+    """Where the dataset lies and how it is read (docs/formats.md#datasets)."""
 
-    root: str = "data/synthetic"
+    format: str = check("voc", choices=("voc", "folder"))  # voc: VOC 2012 + SBD layout
+    root: str = "data/synthetic"  # voc: the VOC root; folder: the images' folder
     train_list: str = "train_aug"  # CAM and IRN training split
     mask_dir: str = "SegmentationClassAug"  # falls back to SegmentationClass when absent
     num_workers: int = check(2, ge=0)  # DataLoader worker processes per rank
     sbd_root: str = ""  # SBD 'dataset' folder (train.txt, val.txt) for `vwe prepare-voc`
+    tags: str = ""  # folder: CSV name,tags or JSON {name: [tags]}; empty: <root>/tags.csv
+    masks: str = ""  # folder: optional masks (<name>.png) for evaluation
+    classes: list[str] = field(default_factory=list)  # folder: empty: classes.txt or the tags
+    val_fraction: float = check(0.1, ge=0, le=1)  # folder without splits/: hashed val share
 
 
 @dataclass

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from vwe.data.folder import FolderLayout
 from vwe.data.io import check_finite, image_size, load_npz
 from vwe.data.voc import VocLayout
 from vwe.errors import VweError
@@ -59,7 +60,7 @@ def read_keys(path: Path) -> np.ndarray:
         raise VweError(f"CAM file {path} is corrupt ({err}); {REMAKE}") from None
 
 
-def check_cam_files(layout: VocLayout, cam_dir: Path, names: list[str],
+def check_cam_files(layout: VocLayout | FolderLayout, cam_dir: Path, names: list[str],
                     labels: dict[str, np.ndarray], array: str,
                     size_of: Callable[[int, int], tuple[int, int]]) -> list[Path]:
     """Every listed image's CAM file, checked; VweError naming the first bad one."""
@@ -73,7 +74,8 @@ def check_cam_files(layout: VocLayout, cam_dir: Path, names: list[str],
         expected = np.flatnonzero(labels[name])
         if keys.shape != expected.shape or not np.array_equal(keys, expected):
             raise VweError(f"CAM file {path} has keys {keys.tolist()} but the image labels of "
-                           f"'{name}' ({layout.xml_path(name)}) are {expected.tolist()}; {REMAKE}")
+                           f"'{name}' ({layout.label_source(name)}) are {expected.tolist()}; "
+                           f"{REMAKE}")
         shape = npz_shape(path, array)
         want = (len(keys), *size_of(*image_size(layout.image_path(name))))
         if shape is None:

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vwe.config import DataConfig
+from vwe.data.folder import FolderLayout
 from vwe.data.io import (
     image_size,
     read_image,
@@ -99,6 +100,10 @@ class VocLayout:
 
     def xml_path(self, name: str) -> Path:
         return self.root / "Annotations" / f"{name}.xml"
+
+    def label_source(self, name: str) -> Path:
+        """Where the image's labels come from (named in messages): its XML."""
+        return self.xml_path(name)
 
     def mask_path(self, name: str) -> Path:
         """The preferred mask folder's file, else SegmentationClass's when that one exists."""
@@ -231,8 +236,10 @@ class VocLayout:
         log.warning("could not write the labels cache anywhere; labels are re-read each run")
 
 
-def open_dataset(data: DataConfig) -> VocLayout:
+def open_dataset(data: DataConfig) -> VocLayout | FolderLayout:
     """The dataset `data` describes: the one call through which every stage opens it."""
+    if data.format == "folder":
+        return FolderLayout(data.root, data.tags, data.masks, data.classes, data.val_fraction)
     return VocLayout(data.root, data.mask_dir)
 
 
@@ -332,6 +339,10 @@ def prepare_voc(voc_root: str | Path, sbd_root: str | Path | None = None,
     voc_train, voc_val = set(layout.read_split("train")), set(layout.read_split("val"))
     sbd, source = _sbd_names(layout, sbd_root)
     train_aug = sorted((sbd | voc_train) - voc_val)
+    if not train_aug:
+        raise VweError(f"train_aug would be empty: every image of SBD ({source}) and of "
+                       f"{layout.list_path('train')} is also in {layout.list_path('val')}; "
+                       "val must hold other images than train (nothing was written)")
     write_text_atomic(layout.list_path("train_aug"), "".join(f"{n}\n" for n in train_aug))
     listed = sorted(set(train_aug) | voc_val)
     missing_jpeg = [n for n in listed if not layout.image_path(n).is_file()]

@@ -1,0 +1,216 @@
+"""The `folder` dataset format: a folder of images and a tags file, for users' own data.
+
+Layout (`data.format=folder`, `data.root` the images' folder):
+- images: `<root>/<name>.{jpg,jpeg,png,webp,bmp}` (any mode, read by `data.io.read_image`);
+- tags: `data.tags` (default `<root>/tags.csv`): CSV with columns `name,tags` (tags separated by
+  spaces or `;`), or JSON `{"name": ["tag", …]}`;
+- classes: `data.classes`, else `<root>/classes.txt` (one per line), else the sorted set of tags;
+- masks (optional, for evaluation only): `data.masks`, palette or index PNGs `<name>.png`;
+- splits: `<root>/splits/<split>.txt` when present, else a deterministic split by hashing names:
+  `val` holds about `data.val_fraction` of the images, `train` (alias `train_aug`) the rest.
+The interface is `VocLayout`'s, so every stage opens it through `voc.open_dataset`.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from vwe.data.io import image_size, read_label_png
+from vwe.errors import VweError
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
+TRAIN_SPLITS = ("train", "train_aug")
+IGNORE_ID = 255
+
+
+class FolderLayout:
+    """Images, image-level tags and optional masks of one folder (see the module docstring)."""
+
+    def __init__(self, root: str | Path, tags: str = "", masks: str = "",
+                 classes: Sequence[str] = (), val_fraction: float = 0.1) -> None:
+        self.root = Path(root)
+        if not self.root.is_dir():
+            raise VweError(f"image folder {self.root} not found; set data.root to the folder "
+                           "that holds your images")
+        self.tags_path = Path(tags) if tags else self.root / "tags.csv"
+        self.masks = Path(masks) if masks else None
+        self.val_fraction = val_fraction
+        self.tags = read_tags(self.tags_path)
+        self.class_names = self._class_names(list(classes))
+        self._check_tags()
+        self.images = self._index_images()
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def _class_names(self, given: list[str]) -> list[str]:
+        if given:
+            return list(given)
+        listed = self.root / "classes.txt"
+        if listed.is_file():
+            names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            if names:
+                return names
+        return sorted({tag for tags in self.tags.values() for tag in tags})
+
+    def _check_tags(self) -> None:
+        known = set(self.class_names)
+        for name, tags in self.tags.items():
+            unknown = [tag for tag in tags if tag not in known]
+            if unknown:
+                raise VweError(f"tags file {self.tags_path}: image '{name}' has tag "
+                               f"'{unknown[0]}', not among the classes "
+                               f"({', '.join(self.class_names)}); add it to classes.txt or "
+                               "data.classes, or fix the tag")
+
+    def _index_images(self) -> dict[str, Path]:
+        found: dict[str, Path] = {}
+        for path in sorted(self.root.iterdir()):
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+                continue
+            if path.stem in found:
+                raise VweError(f"two images are named '{path.stem}' in {self.root} "
+                               f"({found[path.stem].name}, {path.name}); rename one")
+            found[path.stem] = path
+        missing = [name for name in self.tags if name not in found]
+        if missing:
+            raise VweError(f"tags file {self.tags_path} lists '{missing[0]}' but {self.root} has "
+                           f"no such image ({len(missing)} of {len(self.tags)} missing); add "
+                           "the images or remove their lines")
+        unlisted = len(set(found) - set(self.tags))
+        if unlisted:
+            log.warning("%d images in %s have no line in %s and are left out", unlisted,
+                        self.root, self.tags_path)
+        return {name: found[name] for name in self.tags}
+
+    # ---- the VocLayout interface ----
+    def read_split(self, split: str) -> list[str]:
+        listed = self.root / "splits" / f"{split}.txt"
+        if listed.is_file():
+            names = [line.split()[0] for line in listed.read_text(encoding="utf-8").splitlines()
+                     if line.strip()]
+            unknown = [name for name in names if name not in self.tags]
+            if unknown:
+                raise VweError(f"split list {listed} names '{unknown[0]}', which has no line in "
+                               f"{self.tags_path}")
+        elif split in TRAIN_SPLITS or split == "val":
+            names = [name for name in self.tags
+                     if (hash_fraction(name) < self.val_fraction) == (split == "val")]
+        else:
+            raise VweError(f"split '{split}' of the folder dataset {self.root} is not defined: "
+                           f"use train or val (a hash split by data.val_fraction) or write "
+                           f"{listed}")
+        if not names:
+            raise VweError(f"split '{split}' of {self.root} is empty; lower or raise "
+                           "data.val_fraction or write the split list")
+        return names
+
+    def image_path(self, name: str) -> Path:
+        if name not in self.images:
+            raise VweError(f"image '{name}' is not in {self.tags_path}")
+        return self.images[name]
+
+    def label_source(self, name: str) -> Path:
+        """Where the image's labels come from (named in messages)."""
+        return self.tags_path
+
+    def mask_path(self, name: str) -> Path:
+        if self.masks is None:
+            raise VweError(f"the folder dataset {self.root} has no masks: set data.masks to a "
+                           "folder of <name>.png masks to evaluate")
+        return self.masks / f"{name}.png"
+
+    def read_mask(self, name: str, num_classes: int | None = None,
+                  image_size: tuple[int, int] | None = None) -> np.ndarray:
+        path = self.mask_path(name)
+        mask = read_label_png(path)
+        limit = self.num_classes if num_classes is None else num_classes
+        bad = np.unique(mask[(mask > limit) & (mask != IGNORE_ID)])
+        if bad.size:
+            raise VweError(f"mask {path} holds class id {int(bad[0])}, outside 0..{limit} and "
+                           f"255; fix the mask or the classes ({limit} classes)")
+        if image_size is not None and tuple(mask.shape) != tuple(image_size):
+            raise VweError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image "
+                           f"{self.image_path(name)} is {image_size[0]}x{image_size[1]}; "
+                           "they must be the same size")
+        return mask
+
+    def read_checked_mask(self, name: str) -> np.ndarray:
+        return self.read_mask(name, image_size=image_size(self.image_path(name)))
+
+    def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
+        index = {class_name: i for i, class_name in enumerate(self.class_names)}
+        out = {}
+        for name in names:
+            vector = np.zeros(self.num_classes, dtype=np.float32)
+            vector[[index[tag] for tag in self.tags[name]]] = 1.0
+            out[name] = vector
+        return out
+
+    def image_labels(self, split: str) -> dict[str, np.ndarray]:
+        return self.labels_for(self.read_split(split))
+
+    def split_with_labels(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
+        names = self.read_split(split)
+        return names, self.labels_for(names)
+
+
+def hash_fraction(name: str) -> float:
+    """A name's place in [0, 1): the same on every machine and run (sha1, not hash())."""
+    return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32
+
+
+def read_tags(path: Path) -> dict[str, list[str]]:
+    """{name: [tag, …]} from a CSV (`name,tags`) or JSON tags file, checked line by line."""
+    if not path.is_file():
+        raise VweError(f"tags file {path} not found; write a CSV with columns name,tags (or a "
+                       "JSON {\"name\": [\"tag\", ...]}) and set data.tags")
+    raw = _read_json_tags(path) if path.suffix.lower() == ".json" else _read_csv_tags(path)
+    tags: dict[str, list[str]] = {}
+    for where, name, values in raw:
+        if name in tags:
+            raise VweError(f"tags file {path}{where}: image '{name}' is listed twice; keep one "
+                           "line per image")
+        if not values:
+            raise VweError(f"tags file {path}{where}: image '{name}' has no tags; image-level "
+                           "training needs at least one: tag it or remove the line")
+        tags[name] = sorted(set(values))
+    if not tags:
+        raise VweError(f"tags file {path} lists no images")
+    return tags
+
+
+def _read_csv_tags(path: Path) -> list[tuple[str, str, list[str]]]:
+    with open(path, encoding="utf-8", newline="") as handle:
+        reader = csv.DictReader(handle)
+        if reader.fieldnames is None or not {"name", "tags"} <= set(reader.fieldnames):
+            raise VweError(f"tags file {path} needs the columns name,tags (found "
+                           f"{', '.join(reader.fieldnames or []) or 'none'})")
+        rows = []
+        for line, row in enumerate(reader, start=2):
+            name = Path((row["name"] or "").strip()).stem
+            values = (row["tags"] or "").replace(";", " ").split()
+            rows.append((f" line {line}", name, values))
+        return rows
+
+
+def _read_json_tags(path: Path) -> list[tuple[str, str, list[str]]]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise VweError(f"tags file {path} is not valid JSON ({err})") from None
+    if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
+        raise VweError(f"tags file {path} must map each image name to a list of tags")
+    return [("", Path(str(name)).stem, [str(tag) for tag in values])
+            for name, values in data.items()]
