@@ -127,6 +127,12 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
+def no_ground_truth(stage: str, split: str, where: str) -> dict[str, Any]:
+    """The summary of an eval stage whose split has no masks: nothing scored, the run goes on."""
+    line = f"{stage}: split '{split}' has no masks ({where}); nothing to score"
+    return {"skipped": "no masks", "split": split, "miou": None, "table": line}
+
+
 def percent(value: float | None) -> str:
     """A score in [0, 1] as papers print it (one decimal, in %); "-" when there is none."""
     if not isinstance(value, int | float) or math.isnan(value):

@@ -3,7 +3,6 @@ a deterministic hash split, CSV and JSON tags, and one line for every bad tags f
 
 import json
 import logging
-import shutil
 
 import numpy as np
 import pytest
@@ -16,32 +15,9 @@ from vwe.data.voc import VocLayout, open_dataset
 from vwe.errors import VweError
 
 
-def voc_to_folder(voc_root, out, splits=("train_aug", "train", "val"), as_json=False):
-    """The tiny VOC-layout dataset rewritten as a folder: images/, tags, masks/, splits/."""
-    voc = VocLayout(voc_root)
-    images, masks = out / "images", out / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir()
-    names = sorted({n for split in ("train_aug", "val", "test") for n in voc.read_split(split)})
-    labels = voc.labels_for(names)
-    tags = {n: [voc.class_names[i] for i in np.flatnonzero(labels[n])] for n in names}
-    for name in names:
-        shutil.copy(voc.image_path(name), images / f"{name}.jpg")
-        shutil.copy(voc.mask_path(name), masks / f"{name}.png")
-    if as_json:
-        (images / "tags.json").write_text(json.dumps(tags))
-    else:
-        (images / "tags.csv").write_text("name,tags\n" + "".join(
-            f"{n}.jpg,{';'.join(t)}\n" for n, t in tags.items()))
-    (images / "classes.txt").write_text("".join(f"{c}\n" for c in voc.class_names))
-    (images / "splits").mkdir()
-    for split in splits:
-        (images / "splits" / f"{split}.txt").write_text("\n".join(voc.read_split(split)) + "\n")
-    return images, masks
-
-
 @pytest.mark.parametrize("as_json", [False, True])
-def test_same_labels_masks_and_images_as_the_voc_reader(tiny_dataset, tmp_path, as_json):
+def test_same_labels_masks_and_images_as_the_voc_reader(tiny_dataset, tmp_path, as_json,
+                                                        voc_to_folder):
     images, masks = voc_to_folder(tiny_dataset, tmp_path, as_json=as_json)
     tags = images / ("tags.json" if as_json else "tags.csv")
     folder = open_dataset(DataConfig(format="folder", root=str(images), tags=str(tags),
@@ -101,7 +77,7 @@ def test_unlisted_images_are_a_warning_with_the_count(tmp_path, caplog):
     assert list(layout.images) == ["a"] and "2 images" in caplog.text
 
 
-def test_the_cam_stage_on_the_folder_format_equals_voc(tiny_dataset, tmp_path,
+def test_the_cam_stage_on_the_folder_format_equals_voc(tiny_dataset, tmp_path, voc_to_folder,
                                                        single_torch_thread):
     images, masks = voc_to_folder(tiny_dataset, tmp_path / "folder")
     common = ["data.num_workers=0", "device=cpu", "model.backbone=resnet_tiny",

@@ -82,3 +82,20 @@ def test_run_reruns_a_changed_stage_and_every_later_one(tiny_dataset, tmp_path,
     assert (run_dir / "train_irn" / "final.pt").stat().st_mtime_ns == irn_final
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["eval_labels"]["miou"] == second["eval_labels"]["miou"]  # deterministic
+
+
+def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp_path,
+                                                                refine_overrides, voc_to_folder,
+                                                                capsys):
+    images, _ = voc_to_folder(tiny_dataset, tmp_path / "folder")  # masks exist but are not given
+    run_dir = tmp_path / "run"
+    args = ["run", *refine_overrides(images, run_dir), "data.format=folder", *SEG]
+    assert main(args) == 0
+    out = capsys.readouterr()
+    assert "split 'train' has no masks" in out.err and "split 'val' has no masks" in out.err
+    assert (run_dir / "train_seg" / "final.pt").is_file()
+    assert len(list((run_dir / "seg" / "val" / "crf").glob("*.png"))) == 16
+    assert len(list((run_dir / "pseudo_labels").glob("*.png"))) == 48
+    rows = {line[:28].strip(): line.split()[-2] for line in out.out.splitlines()
+            if line.startswith(("CAM", "pseudo", "segmentation"))}
+    assert set(rows.values()) == {"-"} and len(rows) == 4  # nothing scored, nothing invented

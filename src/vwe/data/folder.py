@@ -131,6 +131,13 @@ class FolderLayout:
                            "folder of <name>.png masks to evaluate")
         return self.masks / f"{name}.png"
 
+    def has_masks(self, names: list[str]) -> bool:
+        """Whether any listed image has a mask (none, or no data.masks: no ground truth)."""
+        return self.masks is not None and any(self.mask_path(n).is_file() for n in names)
+
+    def masks_where(self) -> str:
+        return str(self.masks) if self.masks is not None else "data.masks (not set)"
+
     def read_mask(self, name: str, num_classes: int | None = None,
                   image_size: tuple[int, int] | None = None) -> np.ndarray:
         path = self.mask_path(name)

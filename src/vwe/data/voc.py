@@ -111,6 +111,13 @@ class VocLayout:
         fallback = self.root / "SegmentationClass" / f"{name}.png"
         return fallback if not preferred.is_file() and fallback.is_file() else preferred
 
+    def has_masks(self, names: list[str]) -> bool:
+        """Whether any listed image has a mask (none: a split without ground truth)."""
+        return any(self.mask_path(name).is_file() for name in names)
+
+    def masks_where(self) -> str:
+        return str(self.root / self.mask_dir)
+
     def read_checked_mask(self, name: str) -> np.ndarray:
         """The mask, checked against its image's size (read from the image header, when the image
         is there): a mask of another size is the mask's fault, not the CAMs' or predictions'."""

@@ -23,6 +23,7 @@ from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
     format_table,
+    no_ground_truth,
     percent,
     scores_entry,
     segmentation_scores,
@@ -136,6 +137,10 @@ def run(cfg: Config) -> dict[str, Any]:
     eval_cfg = cfg.eval_cam
     layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
+    if not layout.has_masks(names):
+        summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where())
+        log.info("%s", summary["table"])
+        return summary
     sweep = threshold_grid(eval_cfg.sweep_start, eval_cfg.sweep_stop, eval_cfg.sweep_step,
                            "eval_cam") if eval_cfg.sweep else np.zeros(0)
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])

@@ -25,6 +25,7 @@ from vwe.errors import VweError
 from vwe.metrics import (
     confusion_matrix,
     format_table,
+    no_ground_truth,
     percent,
     scores_entry,
     segmentation_scores,
@@ -89,6 +90,10 @@ def run(cfg: Config) -> dict[str, Any]:
     ec = cfg.eval_labels
     layout = open_dataset(cfg.data)
     names = layout.read_split(ec.split)
+    if not layout.has_masks(names):
+        summary = no_ground_truth("eval-labels", ec.split, layout.masks_where())
+        log.info("%s", summary["table"])
+        return summary
     run_dir = RunDir(cfg)
     label_dir = run_dir.eval_label_dir
     if not ec.label_dir:  # the run's own pseudo labels: they must be this config's

@@ -23,6 +23,7 @@ from vwe.errors import VweError
 from vwe.metrics import (
     confusion_matrix,
     format_table,
+    no_ground_truth,
     percent,
     scores_to_json,
     segmentation_scores,
@@ -78,6 +79,10 @@ def run(cfg: Config) -> dict[str, Any]:
     split = cfg.eval_seg.split
     layout = open_dataset(cfg.data)
     names = layout.read_split(split)
+    if not layout.has_masks(names):
+        summary = no_ground_truth("eval-seg", split, layout.masks_where())
+        log.info("%s", summary["table"])
+        return summary
     run_dir = RunDir(cfg)
     pred_dir = run_dir.eval_seg_predictions
     if not cfg.eval_seg.pred_dir:  # the run's own predictions: they must be this config's
