@@ -10,7 +10,8 @@ SOURCES = [*ROOT.glob("src/vwe/**/*.py"), *ROOT.glob("src/vwe/configs/*.yaml"),
            *ROOT.glob("docs/*.md")]
 CITATION = re.compile(r"docs/([a-z_-]+\.md)(?:#([a-z0-9-]+))?")
 RELATIVE_LINK = re.compile(r"\]\(([a-z_-]+\.md)(?:#([a-z0-9-]+))?\)")  # between docs pages
-OUTSIDE = re.compile(r"specs/|\b(?:irn|seg|vwe|vwe-authors-code|synthetic)\.md\b(?<!docs/)")
+NOTE_PAGES = ("irn", "seg", "vwe", "vwe-authors-code", "synthetic")  # the notes outside the repo
+OUTSIDE = re.compile("spec" + r"s/|\b(?:" + "|".join(NOTE_PAGES) + r")\.md\b")
 
 
 def anchors(page: Path) -> set[str]:

@@ -22,14 +22,13 @@ from pathlib import Path
 
 import numpy as np
 
-from vwe.data.io import image_size, read_label_png
+from vwe.data.io import image_size, read_mask_file
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 TRAIN_SPLITS = ("train", "train_aug")
-IGNORE_ID = 255
 
 
 class FolderLayout:
@@ -140,18 +139,8 @@ class FolderLayout:
 
     def read_mask(self, name: str, num_classes: int | None = None,
                   image_size: tuple[int, int] | None = None) -> np.ndarray:
-        path = self.mask_path(name)
-        mask = read_label_png(path)
         limit = self.num_classes if num_classes is None else num_classes
-        bad = np.unique(mask[(mask > limit) & (mask != IGNORE_ID)])
-        if bad.size:
-            raise VweError(f"mask {path} holds class id {int(bad[0])}, outside 0..{limit} and "
-                           f"255; fix the mask or the classes ({limit} classes)")
-        if image_size is not None and tuple(mask.shape) != tuple(image_size):
-            raise VweError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image "
-                           f"{self.image_path(name)} is {image_size[0]}x{image_size[1]}; "
-                           "they must be the same size")
-        return mask
+        return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
 
     def read_checked_mask(self, name: str) -> np.ndarray:
         return self.read_mask(name, image_size=image_size(self.image_path(name)))

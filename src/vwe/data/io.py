@@ -149,6 +149,22 @@ def read_label_png(path: str | Path) -> np.ndarray:
     return np.asarray(image, dtype=np.uint8).copy()
 
 
+def read_mask_file(path: Path, num_classes: int, image_path: Path,
+                   image_size: tuple[int, int] | None = None) -> np.ndarray:
+    """A ground-truth mask (H, W) uint8 with ids checked to lie in {0..num_classes, 255} and,
+    given it, its size checked against its image's: the one mask reader of every layout."""
+    mask = read_label_png(path)
+    bad = np.unique(mask[(mask > num_classes) & (mask != 255)])
+    if bad.size:
+        raise VweError(f"mask {path} holds class id {int(bad[0])}, outside 0..{num_classes} and "
+                       f"255; fix the mask or the class list ({num_classes} classes: "
+                       "classes.txt / data.classes)")
+    if image_size is not None and tuple(mask.shape) != tuple(image_size):
+        raise VweError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image {image_path} "
+                       f"is {image_size[0]}x{image_size[1]}; they must be the same size")
+    return mask
+
+
 def read_label_map(path: str | Path, shape: tuple[int, ...], num_classes: int, what: str,
                    fix: str, ignore_as: int | None = None) -> np.ndarray:
     """A label PNG (a prediction, a pseudo label) checked against its image's (H, W) and the

@@ -27,7 +27,7 @@ from vwe.data.io import (
     image_size,
     read_image,
     read_json,
-    read_label_png,
+    read_mask_file,
     write_json_atomic,
     write_text_atomic,
 )
@@ -127,18 +127,8 @@ class VocLayout:
     def read_mask(self, name: str, num_classes: int | None = None,
                   image_size: tuple[int, int] | None = None) -> np.ndarray:
         """A (H, W) uint8 mask with ids checked to lie in {0..C, 255} and, given it, its size."""
-        path = self.mask_path(name)
-        mask = read_label_png(path)
         limit = self.num_classes if num_classes is None else num_classes
-        bad = np.unique(mask[(mask > limit) & (mask != IGNORE_ID)])
-        if bad.size:
-            raise VweError(f"mask {path} holds class id {int(bad[0])}, outside 0..{limit} and "
-                           f"255; fix the mask or classes.txt ({limit} classes)")
-        if image_size is not None and tuple(mask.shape) != tuple(image_size):
-            raise VweError(f"mask {path} is {mask.shape[0]}x{mask.shape[1]} but image "
-                           f"{self.image_path(name)} is {image_size[0]}x{image_size[1]}; "
-                           "they must be the same size")
-        return mask
+        return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
 
     # ---- image-level labels (XML → multi-hot, cached as JSON) ----
 

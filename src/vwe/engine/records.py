@@ -16,6 +16,7 @@ with the one it finds (docs/pipeline.md#records):
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import logging
@@ -95,10 +96,20 @@ def flat_settings(cfg: Any, keys: Iterable[str], exclude: Iterable[str] = ()) ->
 
 
 def file_identity(path: Path) -> str:
-    """sha256 of a file's bytes (a checkpoint is identified by what it holds, not its name)."""
+    """sha256 of a file's bytes (a checkpoint is identified by what it holds, not its name).
+
+    A stage and `vwe run` ask for the same checkpoint's identity several times; the hash is
+    kept per (path, size, mtime), so each version of a file is read once per process.
+    """
     path = Path(path)
     if not path.is_file():
         return MISSING
+    stat = path.stat()
+    return _content_hash(str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=64)
+def _content_hash(path: str, size: int, mtime_ns: int) -> str:
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_HASH_CHUNK):
