@@ -20,8 +20,8 @@ import torch
 from vwe.cli import packaged_config
 from vwe.config import load_config
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.inference.cams import multiscale_cams
 from vwe.models.cam_net import CamNet, cam_losses
-from vwe.stages.make_cam import multiscale_cams
 
 
 def peak_memory_mb(device: torch.device) -> float:

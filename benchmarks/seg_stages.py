@@ -21,10 +21,10 @@ import torch
 from vwe.config import CrfConfig
 from vwe.data.segmentation import SegTrainTransform, normalize_pixels
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.inference.segmentation import crf_kwargs, predict_logits
 from vwe.models.deeplab import build_deeplab, input_normalization, param_groups
 from vwe.models.seg_loss import msc_output_sizes, pixel_counts, split_msc_loss, target_sizes
 from vwe.refine.crf import crf_inference_prob
-from vwe.stages.infer_seg import crf_kwargs, predict_logits
 
 NUM_CLASSES = 21
 

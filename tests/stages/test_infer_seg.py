@@ -12,9 +12,9 @@ from vwe.config import CrfConfig
 from vwe.data.io import read_image, voc_palette
 from vwe.data.voc import VocLayout
 from vwe.engine.checkpoint import load_checkpoint, save_checkpoint
+from vwe.inference.segmentation import crf_image, crf_kwargs, predict_logits
 from vwe.models.deeplab import build_deeplab
 from vwe.refine.crf import crf_inference_prob
-from vwe.stages.infer_seg import crf_image, crf_kwargs, predict_logits
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 

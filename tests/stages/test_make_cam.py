@@ -6,7 +6,7 @@ import torch
 from PIL import Image
 
 from vwe.config import CamConfig
-from vwe.stages.make_cam import multiscale_cams
+from vwe.inference.cams import multiscale_cams
 
 MEAN = np.array([0.485, 0.456, 0.406], np.float32)
 STD = np.array([0.229, 0.224, 0.225], np.float32)

@@ -14,16 +14,15 @@ from __future__ import annotations
 import logging
 import multiprocessing
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vwe.config import Config, CrfConfig
+from vwe.config import Config
 from vwe.data.io import ensure_writable_dir, read_image, save_label_png
 from vwe.data.segmentation import normalize_pixels
 from vwe.data.voc import VocLayout, open_dataset
@@ -32,66 +31,14 @@ from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
-from vwe.errors import VweError
-from vwe.models.deeplab import CAFFE_MEAN_BGR, MSC, input_normalization
+from vwe.inference.segmentation import crf_image, crf_kwargs, predict_logits
+from vwe.models.deeplab import MSC, input_normalization
 from vwe.refine.crf import crf_inference_prob
 from vwe.stage_records import stage_record
 
 log = logging.getLogger(__name__)
 
-FUSIONS = ("sum", "max", "mean")
-CRF_IMAGES = ("raw", "kz_quirk")
 ARCH_KEYS = ("backbone", "layout")  # seg.* keys that must match the checkpoint
-
-
-def fuse(maps: Sequence[torch.Tensor], how: str) -> torch.Tensor:
-    """Element-wise sum, max or mean of equally shaped logits."""
-    stacked = torch.stack(list(maps))
-    if how == "sum":
-        return stacked.sum(0)
-    if how == "max":
-        return stacked.amax(0)
-    if how == "mean":
-        return stacked.mean(0)
-    raise VweError(f"fusion '{how}' is unknown; choose one of {', '.join(FUSIONS)}")
-
-
-@torch.no_grad()
-def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip: bool,
-                   flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
-    """(C, H, W) logits of one normalised (H, W, 3) image: outer scales × flip, fused
-    (docs/segmentation.md#inference)."""
-    device = next(model.parameters()).device
-    image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(device)
-    height, width = pixels.shape[:2]
-    per_scale = []
-    for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = image if size == (height, width) else F.interpolate(
-            image, size=size, mode="bilinear", align_corners=False)
-        batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
-        logits = F.interpolate(model(batch).float(), size=(height, width), mode="bilinear",
-                               align_corners=False)
-        per_scale.append(fuse([logits[0], logits[1].flip(-1)], flip_fusion) if flip
-                         else logits[0])
-    return fuse(per_scale, scale_fusion)
-
-
-def crf_image(image: np.ndarray, how: str) -> np.ndarray:
-    """The CRF's image: raw RGB uint8, or KZ's mean-subtracted BGR cast to uint8 (wraps,
-    docs/segmentation.md#dense-crf)."""
-    if how == "raw":
-        return np.ascontiguousarray(image)
-    if how == "kz_quirk":
-        shifted = image[..., ::-1].astype(np.float32) - np.asarray(CAFFE_MEAN_BGR, np.float32)
-        return np.ascontiguousarray((np.trunc(shifted).astype(np.int64) % 256).astype(np.uint8))
-    raise VweError(f"infer_seg.crf.image={how} is unknown; choose raw or kz_quirk")
-
-
-def crf_kwargs(crf: CrfConfig) -> dict[str, float]:
-    """`crf_inference_prob` arguments from the config (pos_* Gaussian, bi_* bilateral)."""
-    return {"t": crf.iterations, "gauss_sxy": crf.pos_xy_std, "gauss_compat": crf.pos_w,
-            "bi_sxy": crf.bi_xy_std, "bi_srgb": crf.bi_rgb_std, "bi_compat": crf.bi_w}
 
 
 def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:

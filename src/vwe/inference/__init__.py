@@ -1,0 +1,1 @@
+"""Inference maths shared by the per-image stages and `vwe predict`."""
