@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import json
 import logging
 import os
+import re
 import sys
 from contextlib import ExitStack
 from dataclasses import dataclass
@@ -49,6 +51,7 @@ COMMANDS: dict[str, Command] = {
     "infer-seg": Command("infer_seg", "DeepLab predictions (+ dense CRF) as PNGs (resumable)"),
     "eval-seg": Command("eval_seg", "DeepLab mIoU per class, without and with CRF"),
     "export-voc-test": Command("export_voc_test", "the VOC test-server archive (tar.gz)"),
+    "predict": Command("predict", "masks and overlays of new images from a trained checkpoint"),
     "run": Command("vwe.pipeline", "the whole pipeline: CAM → IRNet → DeepLab → evaluation"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
@@ -56,7 +59,7 @@ COMMANDS: dict[str, Command] = {
 
 # Commands that write a recorded output folder (the others only read or write one file).
 PER_FOLDER_COMMANDS = ("train-cam", "make-cam", "ir-labels", "train-irn", "pseudo-labels",
-                       "train-seg", "infer-seg")
+                       "train-seg", "infer-seg", "predict")
 NO_RUN_DIR = ("import-weights",)  # writes only where its arguments say
 
 
@@ -93,9 +96,32 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which release of the authors' code saved SRC")
             p.add_argument("src", help="the authors' .pth file")
             p.add_argument("dst", help="where to write the converted checkpoint (.pt)")
+        if name == "predict":
+            _predict_arguments(p)
+            continue
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. train_cam.batch_size=8 preset=vwl-l")
     return parser
+
+
+def _predict_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("checkpoint", help="a run's train_seg/final.pt (DeepLab) or "
+                   "train_cam/final.pt (CAM masks)")
+    p.add_argument("inputs", nargs="+", metavar="INPUT",
+                   help="images, folders or glob patterns; key=value items are config "
+                   "overrides, e.g. predict.crf=true predict.probs=true predict.scales=[1,0.75] "
+                   "predict.batch_size=4 device=cuda")
+    p.add_argument("--out", required=True, help="folder for masks/, overlays/ and probs/")
+
+
+def split_predict_inputs(items: list[str]) -> tuple[list[str], list[str]]:
+    """(inputs, overrides): an item shaped like key=value that is not an existing path is an
+    override, so `vwe predict CKPT images/ predict.crf=true` needs no separator."""
+    inputs, overrides = [], []
+    for item in items:
+        is_override = re.match(r"^[A-Za-z_][\w.]*=", item) and not Path(item).exists()
+        (overrides if is_override else inputs).append(item)
+    return inputs, overrides
 
 
 def command_overrides(args: argparse.Namespace) -> list[str]:
@@ -109,10 +135,27 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"eval_labels.sweep={str(args.sweep).lower()}")
     if getattr(args, "from_stage", None):
         extra.append(f"pipeline.from_stage={args.from_stage}")
+    if args.command == "predict":
+        inputs, _ = split_predict_inputs(args.inputs)
+        extra += [f"predict.checkpoint={_quoted(args.checkpoint)}",
+                  f"predict.out={_quoted(args.out)}", f"predict.inputs={_quoted(inputs)}",
+                  f"run_dir={_quoted(args.out)}"]
     if args.command == "import-weights":
         extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
                   f"import_weights.dst={args.dst}"]
     return extra
+
+
+def _quoted(value: str | list[str]) -> str:
+    """A path (or paths) as an override value read back unchanged: JSON is YAML."""
+    return json.dumps(value)
+
+
+def config_overrides(args: argparse.Namespace) -> list[str]:
+    """The user's key=value items (predict mixes them into its INPUT list)."""
+    if args.command == "predict":
+        return split_predict_inputs(args.inputs)[1]
+    return list(args.overrides)
 
 
 def save_resolved_config(cfg: Config, command: str) -> None:
@@ -126,7 +169,7 @@ def run_command(args: argparse.Namespace) -> dict:
     command = COMMANDS[args.command]
     config_path = args.config or (
         packaged_config(command.default_config) if command.default_config else None)
-    cfg = load_config(config_path, list(args.overrides) + command_overrides(args))
+    cfg = load_config(config_path, config_overrides(args) + command_overrides(args))
     rank = _env_rank()
     uses_run_dir = args.command not in NO_RUN_DIR
     with ExitStack() as held:
@@ -163,8 +206,19 @@ def _env_rank() -> int:
     return int(os.environ.get("RANK", "0"))
 
 
+def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None
+                    ) -> argparse.Namespace:
+    """Parse; predict's INPUT and key=value items may also follow its --out option."""
+    args, extra = parser.parse_known_args(argv)
+    if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
+        args.inputs += extra
+    elif extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    return args
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    args = parse_arguments(build_parser(), argv)
     try:
         summary = run_command(args)
     except user_errors() as err:

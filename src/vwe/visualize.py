@@ -76,8 +76,56 @@ def cam_panel(image: np.ndarray, gt_label: np.ndarray | None, cams: np.ndarray,
 def save_cam_panel(path: str | Path, image: np.ndarray, gt_label: np.ndarray | None,
                    cams: np.ndarray, keys: Sequence[int], class_names: Sequence[str]) -> Path:
     """Write `cam_panel(...)` as one PNG, through a temporary file renamed into place."""
+    return save_image(path, cam_panel(image, gt_label, cams, keys, class_names))
+
+
+LEGEND_ROW = 16  # pixels per legend entry
+LEGEND_WIDTH = 150
+
+
+def label_overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> np.ndarray:
+    """(H, W, 3) uint8: the image blended with the label colours where the label is not
+    background, (1-alpha)·image + alpha·colour; background pixels keep the image."""
+    if image.shape[:2] != label.shape:
+        raise ValueError(f"image {image.shape} and label {label.shape} differ in size")
+    colours = label_to_color(label).astype(np.float32)
+    blended = (1.0 - alpha) * image.astype(np.float32) + alpha * colours
+    out = np.where((label > 0)[..., None], np.rint(blended), image.astype(np.float32))
+    return np.clip(out, 0, 255).astype(np.uint8)
+
+
+def legend_strip(class_ids: Sequence[int], class_names: Sequence[str], height: int
+                 ) -> np.ndarray:
+    """(max(height, rows), LEGEND_WIDTH, 3) uint8: one colour swatch and name per class id
+    (class_names indexed by id, background at 0)."""
+    rows = max(height, LEGEND_ROW * len(class_ids) + 4)
+    canvas = Image.new("RGB", (LEGEND_WIDTH, rows), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    palette = voc_palette().reshape(-1, 3)
+    for row, class_id in enumerate(class_ids):
+        top = 2 + row * LEGEND_ROW
+        colour = tuple(int(c) for c in palette[int(class_id)])
+        draw.rectangle((4, top, 4 + LEGEND_ROW - 4, top + LEGEND_ROW - 4), fill=colour,
+                       outline=(0, 0, 0))
+        draw.text((LEGEND_ROW + 6, top), class_names[int(class_id)], fill=(0, 0, 0))
+    return np.asarray(canvas)
+
+
+def prediction_overlay(image: np.ndarray, label: np.ndarray, class_names: Sequence[str],
+                       alpha: float = 0.5) -> np.ndarray:
+    """The overlay of `label` on `image` with a legend of the classes it contains at its right."""
+    overlay = label_overlay(image, label, alpha)
+    present = [int(i) for i in np.unique(label) if int(i) < len(class_names)]
+    legend = legend_strip(present, class_names, overlay.shape[0])
+    canvas = np.full((legend.shape[0], overlay.shape[1] + legend.shape[1], 3), 255, np.uint8)
+    canvas[: overlay.shape[0], : overlay.shape[1]] = overlay
+    canvas[:, overlay.shape[1]:] = legend
+    return canvas
+
+
+def save_image(path: str | Path, pixels: np.ndarray) -> Path:
+    """An (H, W, 3) uint8 array as a PNG, through a temporary file renamed into place."""
     path = Path(path)
-    strip = cam_panel(image, gt_label, cams, keys, class_names)
     with atomic_path(path) as tmp:
-        Image.fromarray(strip).save(tmp, format="PNG")
+        Image.fromarray(pixels).save(tmp, format="PNG")
     return path

@@ -26,6 +26,7 @@ from vwe.config.schema import (
     LossWeights,
     ModelConfig,
     PipelineConfig,
+    PredictConfig,
     PseudoLabelConfig,
     SegConfig,
     SyntheticConfig,
@@ -38,7 +39,7 @@ __all__ = [
     "PRESETS", "SEG_RECIPES", "CamConfig", "Config", "CrfConfig", "DataConfig", "EvalCamConfig",
     "EvalLabelsConfig", "EvalSegConfig", "ExportConfig", "ImportWeightsConfig", "InferSegConfig",
     "IrLabelConfig", "LoopSettings", "LossWeights", "ModelConfig", "PipelineConfig",
-    "PseudoLabelConfig", "SegConfig", "SyntheticConfig", "TrainCamConfig", "TrainIrnConfig",
-    "TrainSegConfig", "all_keys", "load_config", "parse_overrides", "seg_recipe", "to_yaml",
-    "with_recipe",
+    "PredictConfig", "PseudoLabelConfig", "SegConfig", "SyntheticConfig", "TrainCamConfig",
+    "TrainIrnConfig", "TrainSegConfig", "all_keys", "load_config", "parse_overrides",
+    "seg_recipe", "to_yaml", "with_recipe",
 ]

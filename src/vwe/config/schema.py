@@ -357,6 +357,30 @@ class ImportWeightsConfig:
 
 
 @dataclass
+class PredictConfig:
+    """`vwe predict CHECKPOINT INPUT… --out DIR`: a trained DeepLab or CAM network on new images
+    (docs/segmentation.md#predict). The network, classes and input normalisation come from the
+    checkpoint; CRF settings from infer_seg.crf, CAM fusion settings from cam.*."""
+
+    checkpoint: str = ""  # train_seg/final.pt (DeepLab) or train_cam/final.pt (CAM network)
+    inputs: list[str] = field(default_factory=list)  # images, folders or glob patterns
+    out: str = ""  # masks/, overlays/, probs/ and the run's record.json go here
+    scales: list[float] = check(factory=lambda: [1.0], each=True, gt=0)  # outer scales
+    flip: bool = False  # DeepLab: also the mirrored image (CAMs always use the mirror)
+    flip_fusion: str = check("sum", choices=("sum", "max", "mean"))  # DeepLab
+    scale_fusion: str = check("max", choices=("sum", "max", "mean"))  # DeepLab
+    msc: bool = True  # DeepLab: the model's own MSC scales, as at training
+    crf: bool = False  # dense CRF on the probabilities (parameters: infer_seg.crf.*)
+    batch_size: int = check(1, ge=1)  # DeepLab: images of one size per forward
+    overlay: bool = True  # overlays/<name>.png: image + mask colours + legend
+    alpha: float = check(0.5, ge=0, le=1)  # overlay opacity of the mask colours
+    probs: bool = False  # probs/<name>.npz: per-class probabilities (float32, never pickled)
+    bkg_score: float = check(0.14, ge=0, le=1)  # CAM: the background plane's score
+    class_threshold: float = check(0.5, gt=0, lt=1)  # CAM: sigmoid score for a class present
+    tags: str = ""  # CAM: optional CSV/JSON tags file: each image's classes, not the classifier's
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -385,3 +409,4 @@ class Config:
     infer_seg: InferSegConfig = field(default_factory=InferSegConfig)
     eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    predict: PredictConfig = field(default_factory=PredictConfig)

@@ -35,19 +35,27 @@ def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip
                    flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
     """(C, H, W) logits of one normalised (H, W, 3) image: outer scales × flip, fused
     (docs/segmentation.md#inference)."""
+    return predict_logits_batch(model, pixels[None], scales, flip, flip_fusion, scale_fusion)[0]
+
+
+@torch.no_grad()
+def predict_logits_batch(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip: bool,
+                         flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
+    """(N, C, H, W) logits of N normalised (N, H, W, 3) images of one size, in one forward per
+    scale (the images, then their mirrors)."""
     device = next(model.parameters()).device
-    image = torch.from_numpy(np.ascontiguousarray(pixels.transpose(2, 0, 1)))[None].to(device)
-    height, width = pixels.shape[:2]
+    images = torch.from_numpy(np.ascontiguousarray(pixels.transpose(0, 3, 1, 2))).to(device)
+    count, height, width = pixels.shape[:3]
     per_scale = []
     for scale in scales:
         size = (max(1, round(height * scale)), max(1, round(width * scale)))
-        scaled = image if size == (height, width) else F.interpolate(
-            image, size=size, mode="bilinear", align_corners=False)
+        scaled = images if size == (height, width) else F.interpolate(
+            images, size=size, mode="bilinear", align_corners=False)
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled
         logits = F.interpolate(model(batch).float(), size=(height, width), mode="bilinear",
                                align_corners=False)
-        per_scale.append(fuse([logits[0], logits[1].flip(-1)], flip_fusion) if flip
-                         else logits[0])
+        per_scale.append(fuse([logits[:count], logits[count:].flip(-1)], flip_fusion) if flip
+                         else logits)
     return fuse(per_scale, scale_fusion)
 
 
