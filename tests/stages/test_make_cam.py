@@ -151,3 +151,38 @@ def test_make_cam_resumes_and_shards_over_two_processes(tiny_dataset, tmp_path):
         ours, theirs = load_npz(path), load_npz(double / "cams" / path.name)
         for key in ours:
             np.testing.assert_allclose(ours[key], theirs[key], atol=1e-6)
+
+
+def test_cam_files_keep_the_fused_maps_and_float16_halves_them(cam_run, tiny_dataset, tmp_path,
+                                                               refine_overrides):
+    from vwe.cli import main
+    from vwe.data.io import load_npz
+
+    names = sorted(p.stem for p in (cam_run / "cams").glob("*.npz"))[:4]
+    split = tiny_dataset / "ImageSets" / "Segmentation"
+    (split / "four.txt").write_text("".join(f"{n}\n" for n in names))
+    sizes, arrays = {}, {}
+    try:
+        for label, extra in (("default", []), ("parts", ["cam.save_parts=true"]),
+                             ("half", ["cam.dtype=float16"])):
+            run = tmp_path / label
+            (run / "train_cam").mkdir(parents=True)
+            (run / "train_cam" / "final.pt").write_bytes(
+                (cam_run / "train_cam" / "final.pt").read_bytes())
+            assert main(["make-cam", *refine_overrides(tiny_dataset, run), "cam.split=four",
+                         *extra]) == 0
+            sizes[label] = sum((run / "cams" / f"{n}.npz").stat().st_size for n in names)
+            arrays[label] = {n: load_npz(run / "cams" / f"{n}.npz") for n in names}
+    finally:
+        (split / "four.txt").unlink()
+    for n in names:
+        stored = load_npz(cam_run / "cams" / f"{n}.npz")
+        assert sorted(arrays["default"][n]) == ["cam", "high_res", "keys"]
+        assert sorted(arrays["parts"][n]) == ["cam", "cam_img", "cam_word", "high_res",
+                                              "high_res_img", "high_res_word", "keys"]
+        np.testing.assert_array_equal(arrays["default"][n]["high_res"], stored["high_res"])
+        np.testing.assert_array_equal(arrays["parts"][n]["high_res"], stored["high_res"])
+        half = arrays["half"][n]["high_res"]
+        assert half.dtype == np.float16
+        np.testing.assert_allclose(half.astype(np.float32), stored["high_res"], atol=5e-4)
+    assert sizes["parts"] > 2.9 * sizes["default"] and sizes["default"] > 1.9 * sizes["half"]

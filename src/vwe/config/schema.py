@@ -100,7 +100,7 @@ class LoopSettings:
     batch_size: int = check(16, ge=1)  # global batch, split across ranks
     checkpoint_every: int = check(500, ge=1)  # steps between last.pt saves; also at the end
     log_every: int = check(10, ge=1)  # steps between TensorBoard scalars
-    amp: bool = False  # bfloat16 autocast on CUDA only
+    amp: bool = False  # bfloat16 autocast (CPU and CUDA; docs/pipeline.md#precision)
     resume: bool = False  # continue from <run_dir>/<stage>/last.pt (`--resume`)
     stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 
@@ -135,6 +135,11 @@ class CamConfig:
     flip_fusion: str = check("max", choices=("max", "sum"))  # max (VWE) | sum (IRNet)
     fuse_word_cam: bool = True  # CAM = max(M_img, M_word) (paper) or M_img alone (code)
     high_res_resize: str = check("direct", choices=("direct", "irnet_crop"))  # direct | irnet_crop
+    # also store the M_img / M_word parts (3x the bytes; eval-cam then scores each part)
+    save_parts: bool = False
+    # float16 halves the files again (docs/formats.md#cam-files gives its effect on mIoU)
+    dtype: str = check("float32", choices=("float32", "float16"))
+    amp: bool = False  # bfloat16 autocast of the network (docs/pipeline.md#precision)
 
 
 @dataclass
@@ -212,6 +217,7 @@ class PseudoLabelConfig:
     pad_size: int = check(512, ge=0)
     # stored walk (<run_dir>/walks); labels are made from it
     walk_dtype: str = check("float16", choices=("float16", "float32"))
+    amp: bool = False  # bfloat16 autocast of the boundary network (docs/pipeline.md#precision)
 
 
 @dataclass
@@ -314,6 +320,7 @@ class InferSegConfig:
     # max (ToCo) | sum | mean over outer scales, at full size
     scale_fusion: str = check("max", choices=("sum", "max", "mean"))
     out_dir: str = ""  # empty: <run_dir>/seg/<split>; PNGs under raw/ and crf/
+    amp: bool = False  # bfloat16 autocast of the network (docs/pipeline.md#precision)
     crf: CrfConfig = field(default_factory=CrfConfig)
 
 
@@ -378,6 +385,7 @@ class PredictConfig:
     bkg_score: float = check(0.14, ge=0, le=1)  # CAM: the background plane's score
     class_threshold: float = check(0.5, gt=0, lt=1)  # CAM: sigmoid score for a class present
     tags: str = ""  # CAM: optional CSV/JSON tags file: each image's classes, not the classifier's
+    amp: bool = False  # bfloat16 autocast of the network (docs/pipeline.md#precision)
 
 
 @dataclass

@@ -91,3 +91,16 @@ def load_cam(path: Path, array: str) -> tuple[np.ndarray, np.ndarray]:
     arrays = load_npz(path)
     maps = check_finite(np.asarray(arrays[array]), path, "CAM file", REMAKE)
     return np.asarray(arrays["keys"], dtype=np.int64).reshape(-1), maps.astype(np.float32)
+
+
+def stored_cam_arrays(arrays: dict[str, np.ndarray], save_parts: bool, dtype: str
+                      ) -> dict[str, np.ndarray]:
+    """What a CAM file keeps of `multiscale_cams`' output: `keys`, the fused `cam` and
+    `high_res` (what later stages read), the `_img` / `_word` parts only when asked, the maps
+    in `dtype` (docs/formats.md#cam-files)."""
+    kept = {}
+    for key, value in arrays.items():
+        if key.endswith(("_img", "_word")) and not save_parts:
+            continue
+        kept[key] = value.astype(dtype) if value.dtype.kind == "f" else value
+    return kept

@@ -14,6 +14,7 @@ import torch.nn.functional as F
 
 from vwe.config import CamConfig
 from vwe.data.transforms import normalize, rescale
+from vwe.engine.precision import autocast
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet
 
@@ -64,8 +65,9 @@ def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg:
     for scale in cam_cfg.scales:
         scaled = normalize(rescale(image, scale))  # (h, w, 3) float32
         pair = torch.from_numpy(np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2).copy())
-        img_cam, word_cam = model.cam_maps(pair.to(device), codebook=codebook,
-                                           with_word_cam=cam_cfg.fuse_word_cam)
+        with autocast(device, cam_cfg.amp):
+            img_cam, word_cam = model.cam_maps(pair.to(device), codebook=codebook,
+                                               with_word_cam=cam_cfg.fuse_word_cam)
         for branch, maps in zip(branches, (img_cam, word_cam)):
             fused = fuse_flips(maps.float(), cam_cfg.flip_fusion)
             for res, size, how in (("cam", strided_size, "direct"),

@@ -149,6 +149,7 @@ def edge_map(model: IRNet, image_pair: Tensor, multiple: int = 16, min_size: int
     with torch.no_grad():
         feats = model.features(F.pad(image_pair, (0, pad_w, 0, pad_h)))
         logits = model.edge_logits(feats)[:, 0, : math.ceil(height / 4), : math.ceil(width / 4)]
+    logits = logits.float()  # under bfloat16 autocast too: the walk raises 1 - edge to beta
     return torch.sigmoid(0.5 * logits[0] + 0.5 * logits[1].flip(-1))
 
 

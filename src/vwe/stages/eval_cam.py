@@ -82,7 +82,7 @@ def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path
                            f"the mask {mask_path} and its image are "
                            f"{mask_shape[0]}x{mask_shape[1]}; the file was made from another "
                            "image: delete that file and rerun `vwe make-cam`")
-        cams[variant] = cam
+        cams[variant] = cam.astype(np.float32)  # float16 files too
     return keys.astype(np.int64), cams
 
 

@@ -30,6 +30,7 @@ from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.inference.segmentation import crf_image, crf_kwargs, predict_logits
 from vwe.models.deeplab import MSC, input_normalization
@@ -89,9 +90,10 @@ def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
     try:
         for name in names:
             image = read_image(layout.image_path(name))
-            logits = predict_logits(model, normalize_pixels(image, mean, std, bgr),
-                                    infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
-                                    infer_cfg.scale_fusion)
+            with autocast(next(model.parameters()).device, infer_cfg.amp):
+                logits = predict_logits(model, normalize_pixels(image, mean, std, bgr),
+                                        infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
+                                        infer_cfg.scale_fusion)
             probs = torch.softmax(logits, dim=0).cpu().numpy()
             _write(RunDir.prediction_file(out_dir, "raw", name), probs)
             if crf.enabled and pool is not None:

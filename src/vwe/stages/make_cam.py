@@ -5,8 +5,9 @@ Per scale: PIL-bicubic rescale, the image and its mirror in one batch, ReLU CAMs
 and summed over scales; the labelled channels are divided by their max + 1e-5. With
 `cam.fuse_word_cam` the word CAMs go through the same steps and the stored CAM is the
 element-wise max of the two normalised maps (our reading of the paper, docs/method.md).
-Runs on the per-image runner: images already done with the same record are skipped, so an
-interrupted run resumes; ranks take strided shares.
+A file keeps the fused maps; the parts only with `cam.save_parts`, float16 with `cam.dtype`
+(docs/formats.md#cam-files). Runs on the per-image runner: images already done with the same
+record are skipped, so an interrupted run resumes; ranks take strided shares.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import numpy as np
 import torch
 
 from vwe.config import Config
+from vwe.data.cam_files import stored_cam_arrays
 from vwe.data.io import read_image, save_npz
 from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
@@ -63,8 +65,9 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
         for name in todo:
             image = read_image(layout.image_path(name))
             keys = np.flatnonzero(labels[name])
-            save_npz(run_dir.cam_file(name), **multiscale_cams(model, image, keys, cfg.cam,
-                                                               codebook))
+            cams = multiscale_cams(model, image, keys, cfg.cam, codebook)
+            save_npz(run_dir.cam_file(name),
+                     **stored_cam_arrays(cams, cfg.cam.save_parts, cfg.cam.dtype))
             yield None
 
     result = run_per_image("make_cam", names, cam_outputs(run_dir),

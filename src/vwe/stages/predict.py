@@ -38,6 +38,7 @@ from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import Trained, load_checkpoint, load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.precision import autocast
 from vwe.engine.records import Record, file_identity, flat_settings
 from vwe.errors import VweError
 from vwe.inference.cams import multiscale_cams
@@ -257,8 +258,10 @@ def deeplab_probs(cfg: Config, predictor: Predictor, images: list[np.ndarray]
     settings = cfg.predict
     mean, std, bgr = input_normalization(predictor.trained.kwargs.get("layout", "caffe"))
     pixels = np.stack([normalize_pixels(image, mean, std, bgr) for image in images])
-    logits = predict_logits_batch(predictor.trained.model, pixels, settings.scales,
-                                  settings.flip, settings.flip_fusion, settings.scale_fusion)
+    model = predictor.trained.model
+    with autocast(next(model.parameters()).device, settings.amp):
+        logits = predict_logits_batch(model, pixels, settings.scales, settings.flip,
+                                      settings.flip_fusion, settings.scale_fusion)
     probs = torch.softmax(logits, dim=1).cpu().numpy()
     if settings.crf:
         return [crf_inference_prob(image, p, **crf_kwargs(cfg.infer_seg.crf))
@@ -285,7 +288,9 @@ def cam_classes(cfg: Config, predictor: Predictor, image: np.ndarray, name: str,
     model = predictor.trained.model
     device = next(model.parameters()).device
     pixels = torch.from_numpy(normalize(image).transpose(2, 0, 1).copy())[None].to(device)
-    scores = torch.sigmoid(model(pixels, codebook=predictor.codebook).img_logits[0]).cpu()
+    with autocast(device, cfg.predict.amp):
+        logits = model(pixels, codebook=predictor.codebook).img_logits[0]
+    scores = torch.sigmoid(logits.float()).cpu()
     present = np.flatnonzero(scores.numpy() > cfg.predict.class_threshold)
     return present if present.size else np.asarray([int(scores.argmax())], dtype=np.int64)
 
@@ -296,7 +301,7 @@ def cam_mask(cfg: Config, predictor: Predictor, image: np.ndarray, keys: np.ndar
     and the CAMs (K, H, W) float32 of the 0-based classes `keys`."""
     cam_cfg = CamConfig(scales=list(cfg.predict.scales), flip_fusion=cfg.cam.flip_fusion,
                         fuse_word_cam=cfg.cam.fuse_word_cam,
-                        high_res_resize=cfg.cam.high_res_resize)
+                        high_res_resize=cfg.cam.high_res_resize, amp=cfg.predict.amp)
     cams = multiscale_cams(predictor.trained.model, image, keys, cam_cfg,
                            predictor.codebook)["high_res"]
     planes = np.concatenate([np.full((1, *cams.shape[1:]), cfg.predict.bkg_score, np.float32),

@@ -29,6 +29,7 @@ from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
+from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
@@ -58,7 +59,8 @@ def walk_image(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabe
                device: torch.device) -> np.ndarray:
     """Random-walk maps (K, ⌈H/4⌉, ⌈W/4⌉) of one image's stride-4 CAMs
     (docs/refinement.md#random-walk steps 1–3)."""
-    edge = edge_map(model, image_pair(image, device), min_size=pl.pad_size)
+    with autocast(device, pl.amp):
+        edge = edge_map(model, image_pair(image, device), min_size=pl.pad_size)
     walk_device = device if pl.method == "sparse" else None
     return random_walk(cams, edge.float().cpu().numpy(), beta=pl.beta, exp_times=pl.exp_times,
                        radius=pl.radius, method=pl.method, device=walk_device)

@@ -21,6 +21,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.engine.precision import autocast
 from vwe.engine.records import plain
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
@@ -148,8 +149,7 @@ class CamTrainStep:
         images = batch["image"].to(ctx.device, non_blocking=True)
         labels = batch["label"].to(ctx.device, non_blocking=True)
         set_poly_lr(self.optimizer, step, self.max_steps, tc.poly_power)
-        use_amp = tc.amp and ctx.device.type == "cuda"
-        with torch.autocast(device_type=ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
+        with autocast(ctx.device, tc.amp):
             output = net(images, codebook=self.codebook)
             terms = cam_losses(output, labels, tc.losses, learned_codebook(net))
         values = torch.stack([terms[k].detach().float() for k in sorted(terms)])

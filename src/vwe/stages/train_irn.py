@@ -28,6 +28,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.engine.precision import autocast
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
@@ -166,8 +167,7 @@ def train(cfg: Config, ctx: DistContext) -> dict:
         images = batch["image"].to(ctx.device, non_blocking=True)
         labels = batch["label"].to(ctx.device, non_blocking=True)
         set_poly_lr(optimizer, step, max_steps, tc.poly_power)
-        with torch.autocast(ctx.device.type, dtype=torch.bfloat16,
-                            enabled=tc.amp and ctx.device.type == "cuda"):
+        with autocast(ctx.device, tc.amp):
             edge_logits, displacement = net(images)
         targets = affinity_targets(labels, paths)
         if displacement is not None:

@@ -26,6 +26,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
+from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
 from vwe.errors import VweError
@@ -150,13 +151,12 @@ class SegTrainStep:
         self.optimizer.zero_grad(set_to_none=True)
         micro = images.shape[0] // tc.accumulation
         total = torch.zeros((), dtype=torch.float64, device=ctx.device)
-        use_amp = tc.amp and ctx.device.type == "cuda"
         for index, start in enumerate(range(0, images.shape[0], micro)):
             last = index == tc.accumulation - 1
             sync = nullcontext() if last or not ctx.distributed else net.no_sync()
             with sync:
-                with torch.autocast(ctx.device.type, dtype=torch.bfloat16, enabled=use_amp):
-                    outputs = net(images[start:start + micro])
+                with autocast(ctx.device, tc.amp):
+                    outputs = [o.float() for o in net(images[start:start + micro])]
                 loss = split_msc_loss(outputs, labels[start:start + micro], counts,
                                       tc.recipe, tc.loss, ignore)
                 (loss * ctx.world_size).backward()  # DDP averages over ranks; we want the sum
