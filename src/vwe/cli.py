@@ -49,6 +49,7 @@ COMMANDS: dict[str, Command] = {
     "infer-seg": Command("infer_seg", "DeepLab predictions (+ dense CRF) as PNGs (resumable)"),
     "eval-seg": Command("eval_seg", "DeepLab mIoU per class, without and with CRF"),
     "export-voc-test": Command("export_voc_test", "the VOC test-server archive (tar.gz)"),
+    "export": Command("export_model", "the trained DeepLab as an ONNX or TorchScript file"),
     "run": Command("vwe.pipeline", "the whole pipeline: CAM → IRNet → DeepLab → evaluation"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
@@ -57,7 +58,7 @@ COMMANDS: dict[str, Command] = {
 # Commands that write a recorded output folder (the others only read or write one file).
 PER_FOLDER_COMMANDS = ("train-cam", "make-cam", "ir-labels", "train-irn", "pseudo-labels",
                        "train-seg", "infer-seg")
-NO_RUN_DIR = ("import-weights",)  # writes only where its arguments say
+NO_RUN_DIR = ("import-weights", "export")  # writes only where its arguments say
 
 
 def packaged_config(name: str) -> Path:
@@ -93,6 +94,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which release of the authors' code saved SRC")
             p.add_argument("src", help="the authors' .pth file")
             p.add_argument("dst", help="where to write the converted checkpoint (.pt)")
+        if name == "export":  # --format is checked by the config (export_model.format)
+            p.add_argument("--format", required=True, metavar="{onnx,torchscript}",
+                           help="which file to write (docs/segmentation.md#exported-models)")
+            p.add_argument("checkpoint", help="a train-seg checkpoint (.pt)")
+            p.add_argument("out", help="the file to write; OUT.json is written beside it")
         p.add_argument("overrides", nargs="*", metavar="key=value",
                        help="config overrides, e.g. train_cam.batch_size=8 preset=vwl-l")
     return parser
@@ -112,6 +118,9 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     if args.command == "import-weights":
         extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
                   f"import_weights.dst={args.dst}"]
+    if args.command == "export":
+        extra += [f"export_model.format={args.format}",
+                  f"export_model.checkpoint={args.checkpoint}", f"export_model.out={args.out}"]
     return extra
 
 
