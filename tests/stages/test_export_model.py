@@ -15,7 +15,7 @@ from vwe.config import load_config
 from vwe.data.io import voc_palette
 from vwe.data.segmentation import normalize_pixels
 from vwe.engine.checkpoint import load_checkpoint, load_trained, save_checkpoint
-from vwe.models.deeplab import input_normalization
+from vwe.models.deeplab import PixelSegmenter, build_deeplab, input_normalization
 from vwe.stages.infer_seg import predict_logits
 from vwe.stages.train_seg import build_seg_model, checkpoint_extras
 
@@ -104,6 +104,19 @@ def test_without_msc_the_torchscript_file_is_the_single_scale_network(checkpoint
     assert (got - expected).abs().max() <= 1e-4
     assert json.loads((tmp_path / "single.pt.json").read_text())["network"]["msc_scales"] == []
 
+
+@pytest.mark.parametrize("layout", ["caffe", "torchvision"])
+def test_pixel_segmenter_normalises_as_infer_seg_does(layout):
+    """The graph's input convention for both layouts (caffe: BGR, its mean, std 1): the same
+    logits as infer-seg given the normalised image."""
+    torch.manual_seed(0)
+    model = build_deeplab(3, backbone="resnet_tiny", layout="torchvision").eval()
+    image = pixel_batches()[0][0]
+    mean, std, bgr = input_normalization(layout)
+    expected = predict_logits(model, normalize_pixels(image, mean, std, bgr), [1.0], False)
+    with torch.no_grad():
+        got = PixelSegmenter(model, layout)(torch.from_numpy(as_input(image[None])))[0]
+    torch.testing.assert_close(got, expected, atol=1e-5, rtol=1e-5)
 
 def one_line_error(capsys, argv):
     assert main(argv) == 2
