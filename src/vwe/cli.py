@@ -52,6 +52,7 @@ COMMANDS: dict[str, Command] = {
     "eval-seg": Command("eval_seg", "DeepLab mIoU per class, without and with CRF"),
     "export-voc-test": Command("export_voc_test", "the VOC test-server archive (tar.gz)"),
     "predict": Command("predict", "masks and overlays of new images from a trained checkpoint"),
+    "export": Command("export_model", "the trained DeepLab as an ONNX or TorchScript file"),
     "run": Command("vwe.pipeline", "the whole pipeline: CAM → IRNet → DeepLab → evaluation"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
@@ -60,7 +61,7 @@ COMMANDS: dict[str, Command] = {
 # Commands that write a recorded output folder (the others only read or write one file).
 PER_FOLDER_COMMANDS = ("train-cam", "make-cam", "ir-labels", "train-irn", "pseudo-labels",
                        "train-seg", "infer-seg", "predict")
-NO_RUN_DIR = ("import-weights",)  # writes only where its arguments say
+NO_RUN_DIR = ("import-weights", "export")  # writes only where its arguments say
 
 
 def packaged_config(name: str) -> Path:
@@ -96,6 +97,11 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which release of the authors' code saved SRC")
             p.add_argument("src", help="the authors' .pth file")
             p.add_argument("dst", help="where to write the converted checkpoint (.pt)")
+        if name == "export":  # --format is checked by the config (export_model.format)
+            p.add_argument("--format", required=True, metavar="{onnx,torchscript}",
+                           help="which file to write (docs/segmentation.md#exported-models)")
+            p.add_argument("checkpoint", help="a train-seg checkpoint (.pt)")
+            p.add_argument("out", help="the file to write; OUT.json is written beside it")
         if name == "predict":
             _predict_arguments(p)
             continue
@@ -143,6 +149,10 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     if args.command == "import-weights":
         extra += [f"import_weights.format={args.format}", f"import_weights.src={args.src}",
                   f"import_weights.dst={args.dst}"]
+    if args.command == "export":
+        extra += [f"export_model.format={args.format}",
+                  f"export_model.checkpoint={_quoted(args.checkpoint)}",
+                  f"export_model.out={_quoted(args.out)}"]
     return extra
 
 

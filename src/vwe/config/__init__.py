@@ -19,6 +19,7 @@ from vwe.config.schema import (
     EvalLabelsConfig,
     EvalSegConfig,
     ExportConfig,
+    ExportModelConfig,
     ImportWeightsConfig,
     InferSegConfig,
     IrLabelConfig,
@@ -37,7 +38,8 @@ from vwe.config.schema import (
 
 __all__ = [
     "PRESETS", "SEG_RECIPES", "CamConfig", "Config", "CrfConfig", "DataConfig", "EvalCamConfig",
-    "EvalLabelsConfig", "EvalSegConfig", "ExportConfig", "ImportWeightsConfig", "InferSegConfig",
+    "EvalLabelsConfig", "EvalSegConfig", "ExportConfig", "ExportModelConfig",
+    "ImportWeightsConfig", "InferSegConfig",
     "IrLabelConfig", "LoopSettings", "LossWeights", "ModelConfig", "PipelineConfig",
     "PredictConfig", "PseudoLabelConfig", "SegConfig", "SyntheticConfig", "TrainCamConfig",
     "TrainIrnConfig", "TrainSegConfig", "all_keys", "load_config", "parse_overrides",

@@ -389,6 +389,18 @@ class PredictConfig:
 
 
 @dataclass
+class ExportModelConfig:
+    """`vwe export CHECKPOINT --format F OUT`: the trained DeepLab as one file that runs without
+    vwe (docs/segmentation.md#exported-models)."""
+
+    checkpoint: str = ""  # a train-seg checkpoint (e.g. <run_dir>/train_seg/final.pt)
+    format: str = check("onnx", choices=("onnx", "torchscript"))  # onnx | torchscript
+    out: str = ""  # the file to write; its sidecar is OUT.json
+    opset: int = check(18, ge=18)  # ONNX opset (the torch.export-based exporter needs >= 18)
+    msc: bool = True  # the model's own MSC scales, as the checkpoint records them, + max
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -418,3 +430,4 @@ class Config:
     eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    export_model: ExportModelConfig = field(default_factory=ExportModelConfig)

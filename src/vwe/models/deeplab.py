@@ -167,6 +167,28 @@ def input_normalization(layout: str) -> tuple[tuple[float, ...], tuple[float, ..
     raise VweError(f"seg.layout={layout} is unknown; choose caffe or torchvision")
 
 
+
+class PixelSegmenter(nn.Module):
+    """RGB pixels 0–255 (N, 3, H, W) → logits (N, C, H, W) at the input size: the layout's
+    normalisation, the network (MSC or not), bilinear upsampling, as infer-seg does for one
+    image at scale 1 without flip (docs/segmentation.md#exported-models)."""
+
+    def __init__(self, model: nn.Module, layout: str) -> None:
+        super().__init__()
+        mean, std, bgr = input_normalization(layout)
+        self.model = model
+        self.bgr = bgr
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1))
+
+    def forward(self, pixels: Tensor) -> Tensor:
+        images = pixels.float()
+        if self.bgr:
+            images = images.flip(1)  # RGB → BGR
+        logits = self.model((images - self.mean) / self.std)  # (N, C, h, w) at stride 8
+        return F.interpolate(logits, size=pixels.shape[-2:], mode="bilinear",
+                             align_corners=False)
+
 # --------------------- losses (docs/segmentation.md#msc, docs/segmentation.md#loss-and-lr-formulas)
 
 def resize_labels(labels: Tensor, size: Sequence[int]) -> Tensor:
