@@ -1,7 +1,5 @@
 """Shared fixtures: the tiny generated dataset (once per session) and hand-made VOC folders."""
 
-import json
-import shutil
 from collections.abc import Callable
 from pathlib import Path
 
@@ -11,6 +9,7 @@ import torch
 from PIL import Image
 
 from vwe.config import SyntheticConfig
+from vwe.data.folder import copy_as_folder
 from vwe.data.io import save_label_png
 from vwe.data.synthetic import generate_dataset
 from vwe.data.voc import VocLayout
@@ -74,26 +73,12 @@ def single_torch_thread():
 
 
 def write_as_folder(voc_root, out, splits=("train_aug", "train", "val"), as_json=False):
-    """The tiny VOC-layout dataset rewritten as a folder: images/, tags, masks/, splits/."""
+    """The tiny VOC-layout dataset rewritten as a folder: images/, tags, masks/, splits/
+    (through the package's writer, `data.folder.copy_as_folder`)."""
     voc = VocLayout(voc_root)
     images, masks = out / "images", out / "masks"
-    images.mkdir(parents=True)
-    masks.mkdir()
     names = sorted({n for split in ("train_aug", "val", "test") for n in voc.read_split(split)})
-    labels = voc.labels_for(names)
-    tags = {n: [voc.class_names[i] for i in np.flatnonzero(labels[n])] for n in names}
-    for name in names:
-        shutil.copy(voc.image_path(name), images / f"{name}.jpg")
-        shutil.copy(voc.mask_path(name), masks / f"{name}.png")
-    if as_json:
-        (images / "tags.json").write_text(json.dumps(tags))
-    else:
-        (images / "tags.csv").write_text("name,tags\n" + "".join(
-            f"{n}.jpg,{';'.join(t)}\n" for n, t in tags.items()))
-    (images / "classes.txt").write_text("".join(f"{c}\n" for c in voc.class_names))
-    (images / "splits").mkdir()
-    for split in splits:
-        (images / "splits" / f"{split}.txt").write_text("\n".join(voc.read_split(split)) + "\n")
+    copy_as_folder(voc, images, masks, names, {s: voc.read_split(s) for s in splits}, as_json)
     return images, masks
 
 

@@ -333,3 +333,57 @@ def test_a_pickled_checkpoint_is_refused_in_plain_words(dataset, tmp_path, capsy
     err = capsys.readouterr().err
     assert "pickled.pt cannot be read safely (it holds pickled Python objects" in err
     assert "weights_only" not in err and "\x1b" not in err and err.count("\n") == 1
+
+
+@pytest.fixture(scope="module")
+def tiny_coco_root(tmp_path_factory):
+    """The tiny generated dataset in COCO format, not yet prepared (a test copies it)."""
+    root = tmp_path_factory.mktemp("coco") / "coco"
+    assert main(["make-dataset", f"data.root={root}", "synthetic.size=tiny",
+                 "synthetic.format=coco", f"run_dir={root.parent / 'run'}"]) == 0
+    return root
+
+
+@pytest.fixture()
+def coco(tiny_coco_root, tmp_path):
+    root = tmp_path / "coco"
+    shutil.copytree(tiny_coco_root, root)
+    return root
+
+
+def test_coco_images_missing_is_one_line_with_the_count(coco, tmp_path, capsys):
+    first = sorted((coco / "val2014").glob("*.jpg"))[0]
+    first.unlink()
+    assert main(["prepare-coco", f"data.root={coco}", f"run_dir={tmp_path / 'run'}"]) == 2
+    expect_one_line_error(capsys, "1 of 16 images listed in", "instances_val2014.json",
+                          f"the first {first}")
+    assert not (coco / "vwe_prepared" / "masks").exists() and no_temp_files(coco)
+
+
+def test_a_coco_json_that_is_not_coco_is_one_line(coco, tmp_path, capsys):
+    (coco / "annotations" / "instances_train2014.json").write_text('{"images": []}')
+    assert main(["prepare-coco", f"data.root={coco}", f"run_dir={tmp_path / 'run'}"]) == 2
+    expect_one_line_error(capsys, "instances_train2014.json lack the list 'annotations'")
+
+
+def test_a_stage_on_unprepared_or_stale_coco_is_one_line(coco, tmp_path, capsys):
+    args = [*tiny_args(coco, tmp_path / "run"), "data.format=coco"]
+    assert main(["train-cam", *args]) == 2
+    expect_one_line_error(capsys, "not prepared", "run `vwe prepare-coco`")
+    assert main(["prepare-coco", *args]) == 0
+    capsys.readouterr()
+    assert main(["train-cam", *args, "data.coco_crowd=ignore"]) == 2
+    expect_one_line_error(capsys, "is stale", "data.coco_crowd: background → ignore",
+                          "run `vwe prepare-coco`")
+
+
+def test_a_coco_pretrained_deeplab_is_refused_for_coco(coco, tmp_path, capsys):
+    args = [f"data.root={coco}", "data.format=coco", "data.coco_crowd=ignore",
+            f"run_dir={tmp_path / 'run'}", "data.num_workers=0"]
+    assert main(["prepare-coco", *args]) == 0
+    capsys.readouterr()
+    assert main(["train-seg", *args, f"seg.label_dir={coco / 'vwe_prepared' / 'masks'}",
+                 "seg.backbone=resnet_tiny", "seg.pretrained=coco", "train_seg.train_list=val",
+                 "train_seg.batch_size=2", "train_seg.crop_size=64", "device=cpu"]) == 2
+    expect_one_line_error(capsys, "seg.pretrained=coco is a COCO-pretrained initialisation",
+                          "data.format=coco", "seg.pretrained=imagenet")

@@ -7,6 +7,8 @@ from vwe.cli import packaged_config
 from vwe.config import Config, all_keys, load_config
 
 CAM_SECTIONS = ("data", "model", "train_cam", "cam", "eval_cam")
+# sections that hold one command's arguments, not a run's settings
+TOOL_ONLY = ("synthetic", "import_weights", "pipeline", "predict", "export_model")
 
 
 def test_voc_cam_config_lists_every_key_with_paper_values():
@@ -31,10 +33,24 @@ def test_voc_pipeline_config_lists_every_key():
     path = packaged_config("voc.yaml")
     listed = set(all_keys(yaml.safe_load(path.read_text())))
     schema = OmegaConf.structured(Config)
-    tool_only = ("synthetic", "import_weights", "pipeline", "predict", "export_model")
-    wanted = {k for k in all_keys(schema) if k.split(".")[0] not in tool_only}
+    wanted = {k for k in all_keys(schema) if k.split(".")[0] not in TOOL_ONLY}
     assert wanted - listed == set()
     cfg = load_config(path)
     assert cfg.cam.split == "train_aug" and cfg.pseudo_labels.split == "train_aug"
     assert cfg.eval_cam.split == "train" and cfg.eval_labels.split == "train"
     assert cfg.seg.backbone == "resnet101" and cfg.infer_seg.split == "val"
+
+
+def test_coco_config_lists_every_key_with_the_coco_settings():
+    path = packaged_config("coco.yaml")
+    listed = set(all_keys(yaml.safe_load(path.read_text())))
+    schema = OmegaConf.structured(Config)
+    assert {k for k in all_keys(schema) if k.split(".")[0] not in TOOL_ONLY} - listed == set()
+    cfg = load_config(path)
+    assert cfg.data.format == "coco" and cfg.data.coco_crowd == "background"
+    assert cfg.seg.pretrained == "imagenet" and cfg.train_seg.iterations == 100_000
+    assert (cfg.train_seg.batch_size, cfg.train_seg.accumulation) == (20, 2)  # 10 × iter_size 2
+    assert cfg.train_seg.lr == 2e-4 and cfg.train_seg.crop_size == 321
+    assert (min(cfg.train_seg.scales), max(cfg.train_seg.scales)) == (0.5, 1.5)
+    voc = load_config(packaged_config("voc.yaml"))
+    assert cfg.infer_seg.crf == voc.infer_seg.crf  # the same CRF

@@ -1,6 +1,7 @@
 """The generated dataset: VOC layout, determinism, ground truth consistent with the XML."""
 
 import hashlib
+import json
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import replace
@@ -9,10 +10,17 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from vwe.config import SyntheticConfig
+from vwe.config import DataConfig, SyntheticConfig
+from vwe.data.folder import copy_as_folder
 from vwe.data.io import read_image
-from vwe.data.synthetic import design, generate_dataset, render_image, resolve_config
-from vwe.data.voc import VocLayout
+from vwe.data.synthetic import (
+    design,
+    existing_summary,
+    generate_dataset,
+    render_image,
+    resolve_config,
+)
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.errors import VweError
 
 SMALL = SyntheticConfig(size="tiny", num_train_aug=6, num_train=2, num_val=2, num_test=1)
@@ -143,3 +151,26 @@ def test_tiny_generation_is_fast(tmp_path):
     summary = generate_dataset(tmp_path, SyntheticConfig(size="tiny"))
     assert time.perf_counter() - start < 10.0  # about 0.2 s on an idle core
     assert summary["images"] == {"train_aug": 48, "train": 16, "val": 16, "test": 8}
+
+
+def test_the_voc_record_is_as_before_formats_existed(tiny_dataset):
+    record = json.loads((tiny_dataset / "synthetic.json").read_text())
+    assert "format" not in record["config"] and "format" not in record["resolved"]
+
+
+def test_folder_format_equals_the_voc_layout_copied_as_a_folder(tiny_dataset, tmp_path):
+    root = tmp_path / "folder"
+    generate_dataset(root, SyntheticConfig(size="tiny", seed=0, format="folder"))
+    voc = VocLayout(tiny_dataset)
+    splits = {s: voc.read_split(s) for s in ("train_aug", "train", "val", "test")}
+    copy = tmp_path / "copy"
+    copy_as_folder(voc, copy, copy / "masks", splits["train_aug"] + splits["val"] + splits["test"],
+                   splits)
+    record = json.loads((root / "synthetic.json").read_text())
+    assert record["config"]["format"] == "folder"
+    made = file_hashes(root)
+    del made["synthetic.json"]
+    assert made == file_hashes(copy)
+    folder = open_dataset(DataConfig(format="folder", root=str(root), masks=str(root / "masks")))
+    assert folder.read_split("train") == splits["train"]
+    assert existing_summary(root, SyntheticConfig(size="tiny", seed=0, format="folder"))

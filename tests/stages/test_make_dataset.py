@@ -3,6 +3,8 @@
 import pytest
 
 from vwe.config import load_config
+from vwe.data.synthetic import resolve_config, split_names
+from vwe.data.synthetic_writers import coco_name
 from vwe.data.voc import VocLayout
 from vwe.errors import VweError
 from vwe.stages import make_dataset
@@ -48,3 +50,18 @@ def test_refuses_to_write_into_another_dataset(tmp_path):
     with pytest.raises(VweError, match=str(tmp_path)):
         make_dataset.run(config(tmp_path))
     assert not (tmp_path / "ImageSets").exists()
+
+
+@pytest.mark.parametrize("fmt, probe", [("coco", "train2014/COCO_train2014_000000000002.jpg"),
+                                        ("folder", "syn_000001.jpg")])
+def test_other_formats_are_kept_then_regenerated_when_incomplete(tmp_path, fmt, probe):
+    root = tmp_path / "synthetic"
+    assert make_dataset.run(config(root, f"synthetic.format={fmt}"))["generated"]
+    assert not make_dataset.run(config(root, f"synthetic.format={fmt}"))["generated"]
+    (root / probe).unlink()
+    assert make_dataset.run(config(root, f"synthetic.format={fmt}"))["generated"]
+    assert (root / probe).is_file()
+    if fmt == "coco":  # the generator's train subset, in COCO names, beside prepare-coco's lists
+        train = split_names(resolve_config(config(root).synthetic))["train"]
+        listed = (root / "vwe_prepared" / "lists" / "train.txt").read_text().split()
+        assert listed == [coco_name("train2014", int(name[4:])) for name in train]

@@ -18,8 +18,10 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny")
 class DataConfig:
     """Where the dataset lies and how it is read (docs/formats.md#datasets)."""
 
-    format: str = check("voc", choices=("voc", "folder"))  # voc: VOC 2012 + SBD layout
-    root: str = "data/synthetic"  # voc: the VOC root; folder: the images' folder
+    # voc: VOC 2012 + SBD layout | folder: images + tags | coco: COCO 2014 (`vwe prepare-coco`)
+    format: str = check("voc", choices=("voc", "folder", "coco"))
+    root: str = "data/synthetic"  # voc: the VOC root; folder: the images' folder; coco: the
+    # folder holding train2014/, val2014/, annotations/
     train_list: str = "train_aug"  # CAM and IRN training split
     mask_dir: str = "SegmentationClassAug"  # falls back to SegmentationClass when absent
     num_workers: int = check(2, ge=0)  # DataLoader worker processes per rank
@@ -28,12 +30,17 @@ class DataConfig:
     masks: str = ""  # folder: optional masks (<name>.png) for evaluation
     classes: list[str] = field(default_factory=list)  # folder: empty: classes.txt or the tags
     val_fraction: float = check(0.1, ge=0, le=1)  # folder without splits/: hashed val share
+    # coco: crowd annotations in the masks: background (left out) | ignore (255) | label
+    coco_crowd: str = check("background", choices=("background", "ignore", "label"))
+    coco_prepared: str = ""  # coco: what prepare-coco writes; empty: <root>/vwe_prepared
 
 
 @dataclass
 class SyntheticConfig:
-    """The generated dataset of docs/synthetic.md (written in VOC layout)."""
+    """The generated dataset of docs/synthetic.md (VOC layout unless `format` says otherwise)."""
 
+    # voc | folder (images + tags.csv + masks/) | coco (train2014/, val2014/, instances JSONs)
+    format: str = check("voc", choices=("voc", "folder", "coco"))
     # default | tiny: the split sizes and image sizes below are scaled
     size: str = check("default", choices=("default", "tiny"))
     num_classes: int = check(8, ge=1)

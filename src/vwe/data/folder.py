@@ -19,10 +19,17 @@ import json
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from vwe.data.io import image_size, read_mask_file
+from vwe.data.io import (
+    image_size,
+    read_mask_file,
+    write_bytes_atomic,
+    write_json_atomic,
+    write_text_atomic,
+)
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -210,3 +217,46 @@ def _read_json_tags(path: Path) -> list[tuple[str, str, list[str]]]:
         raise VweError(f"tags file {path} must map each image name to a list of tags")
     return [("", Path(str(name)).stem, [str(tag) for tag in values])
             for name, values in data.items()]
+
+
+class FolderWriter:
+    """Writes the folder format: `<images>/<file>`, the tags file (CSV `name,tags` with `;`
+    between tags, or JSON), `classes.txt`, `splits/<split>.txt` and, given, `<masks>/<name>.png`.
+    Images are added one by one; `finish` writes the tags, classes and lists."""
+
+    def __init__(self, images: Path, masks: Path | None = None, as_json: bool = False) -> None:
+        self.images, self.masks, self.as_json = Path(images), masks, as_json
+        self.tags: dict[str, list[str]] = {}
+
+    def add(self, file_name: str, image: bytes, tags: list[str], mask_png: bytes | None) -> None:
+        write_bytes_atomic(self.images / file_name, image)
+        if self.masks is not None and mask_png is not None:
+            write_bytes_atomic(self.masks / f"{Path(file_name).stem}.png", mask_png)
+        self.tags[file_name] = list(tags)
+
+    def finish(self, class_names: Sequence[str], splits: dict[str, list[str]]) -> None:
+        if self.as_json:
+            write_json_atomic(self.images / "tags.json",
+                              {Path(f).stem: t for f, t in self.tags.items()}, indent=None)
+        else:
+            write_text_atomic(self.images / "tags.csv", "name,tags\n" + "".join(
+                f"{f},{';'.join(t)}\n" for f, t in self.tags.items()))
+        write_text_atomic(self.images / "classes.txt", "".join(f"{c}\n" for c in class_names))
+        for split, names in splits.items():
+            write_text_atomic(self.images / "splits" / f"{split}.txt",
+                              "".join(f"{n}\n" for n in names))
+
+
+def copy_as_folder(layout: Any, images: Path, masks: Path | None, names: Sequence[str],
+                   splits: dict[str, list[str]], as_json: bool = False) -> None:
+    """Any dataset layout (VOC, COCO, …) rewritten in the folder format: each image's file and
+    mask copied byte for byte, its labels as tags."""
+    labels = layout.labels_for(list(names))
+    writer = FolderWriter(images, masks, as_json)
+    for name in names:
+        path = layout.image_path(name)
+        mask = layout.mask_path(name) if masks is not None else None
+        writer.add(f"{name}{path.suffix}", path.read_bytes(),
+                   [layout.class_names[i] for i in np.flatnonzero(labels[name])],
+                   mask.read_bytes() if mask is not None and mask.is_file() else None)
+    writer.finish(layout.class_names, splits)

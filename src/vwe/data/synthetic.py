@@ -21,7 +21,6 @@ byte-identical files on any machine.
 from __future__ import annotations
 
 import colorsys
-import io
 import json
 import math
 import time
@@ -30,10 +29,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from vwe.config import SyntheticConfig
-from vwe.data.io import encode_label_png, write_bytes_atomic, write_json_atomic, write_text_atomic
+from vwe.data.coco import prepared_dir
+from vwe.data.io import write_json_atomic
+from vwe.data.synthetic_writers import (
+    CocoWriter,
+    DatasetWriter,
+    SyntheticFolderWriter,
+    VocWriter,
+)
 from vwe.errors import VweError
 
 GENERATOR_VERSION = 1
@@ -46,8 +51,6 @@ MARKS = ("disc", "square", "ring", "cross")
 BG_PATTERNS = ("waves", "mottle", "bricks", "grain", "gradient")
 MARK_CENTRE_V = -0.35  # the mark sits above the object's centre, in object-local units
 MIN_VISIBLE = 0.4  # fraction of an object's pixels that later objects may not cover
-DATASET_FILES = (("JPEGImages", ".jpg"), ("SegmentationClass", ".png"),
-                 ("SegmentationClassAug", ".png"), ("Annotations", ".xml"))
 
 
 @dataclass(frozen=True)
@@ -388,20 +391,33 @@ def split_names(cfg: SyntheticConfig) -> dict[str, list[str]]:
             "test": names[val_end:]}
 
 
-def _write_image(root: Path, name: str, image: np.ndarray, mask: np.ndarray, xml: str,
-                 quality: int) -> None:
-    buffer = io.BytesIO()
-    Image.fromarray(image).save(buffer, format="JPEG", quality=quality, subsampling=2,
-                                optimize=False)
-    write_bytes_atomic(root / "JPEGImages" / f"{name}.jpg", buffer.getvalue())
-    png = encode_label_png(mask)
-    write_bytes_atomic(root / "SegmentationClass" / f"{name}.png", png)
-    write_bytes_atomic(root / "SegmentationClassAug" / f"{name}.png", png)
-    write_text_atomic(root / "Annotations" / f"{name}.xml", xml)
+def recorded_config(cfg: SyntheticConfig) -> dict[str, Any]:
+    """The config as synthetic.json stores it; `format` only when not voc, so a VOC dataset's
+    files (synthetic.json included) are those of the generator before formats existed."""
+    config = asdict(cfg)
+    if config["format"] == "voc":
+        del config["format"]
+    return config
 
 
-def generate_dataset(root: str | Path, cfg: SyntheticConfig) -> dict[str, Any]:
-    """Write the generated dataset in VOC layout under `root`; returns a summary."""
+def dataset_writer(root: Path, cfg: SyntheticConfig, class_names: list[str],
+                   splits: dict[str, list[str]], lists_dir: Path | None = None) -> DatasetWriter:
+    """The writer of `cfg.format` (docs/synthetic.md#formats); coco's extra split lists go to
+    `lists_dir` (default: the prepared folder's, `<root>/vwe_prepared/lists`)."""
+    if cfg.format == "folder":
+        return SyntheticFolderWriter(root, class_names, cfg.jpeg_quality)
+    if cfg.format == "coco":
+        return CocoWriter(root, class_names, cfg.jpeg_quality, splits,
+                          lists_dir or prepared_dir(root) / "lists")
+    if cfg.format == "voc":
+        return VocWriter(root, class_names, cfg.jpeg_quality)
+    raise VweError(f"synthetic.format='{cfg.format}' is unknown; use voc, folder or coco")
+
+
+def generate_dataset(root: str | Path, cfg: SyntheticConfig,
+                     lists_dir: Path | None = None) -> dict[str, Any]:
+    """Write the generated dataset in `cfg.format` (VOC layout by default) under `root`;
+    returns a summary."""
     start = time.perf_counter()
     root = Path(root)
     resolved = resolve_config(cfg)
@@ -410,19 +426,17 @@ def generate_dataset(root: str | Path, cfg: SyntheticConfig) -> dict[str, Any]:
     for stale in (root / RECORD_FILE, root / "ImageSets" / "Segmentation" / "cls_labels.json"):
         stale.unlink(missing_ok=True)
     splits = split_names(resolved)
+    writer = dataset_writer(root, resolved, class_names, splits, lists_dir)
     all_names = splits["train_aug"] + splits["val"] + splits["test"]
     image_counts = np.zeros(resolved.num_classes, dtype=np.int64)
     instances = 0
     for index, name in enumerate(all_names):
         image, mask, objects = render_image(resolved, looks, backgrounds, index)
         xml = annotation_xml(name, mask.shape, objects, class_names)
-        _write_image(root, name, image, mask, xml, resolved.jpeg_quality)
+        writer.add(index, name, image, mask, objects, xml)
         image_counts[sorted({o.class_index for o in objects})] += 1
         instances += len(objects)
-    for split, names in splits.items():
-        write_text_atomic(root / "ImageSets" / "Segmentation" / f"{split}.txt",
-                          "".join(f"{n}\n" for n in names))
-    write_text_atomic(root / "classes.txt", "".join(f"{n}\n" for n in class_names))
+    writer.finish(splits)
     summary = {
         "root": str(root), "num_classes": resolved.num_classes, "class_names": class_names,
         "images": {split: len(names) for split, names in splits.items()},
@@ -433,30 +447,27 @@ def generate_dataset(root: str | Path, cfg: SyntheticConfig) -> dict[str, Any]:
     }
     stored = {k: v for k, v in summary.items() if k not in ("root", "seconds")}  # reproducible
     write_json_atomic(root / RECORD_FILE, {"generator_version": GENERATOR_VERSION,
-                                           "config": asdict(cfg), "resolved": asdict(resolved),
+                                           "config": recorded_config(cfg),
+                                           "resolved": recorded_config(resolved),
                                            "summary": stored})
     return summary
 
 
-def existing_summary(root: str | Path, cfg: SyntheticConfig) -> dict[str, Any] | None:
+def existing_summary(root: str | Path, cfg: SyntheticConfig,
+                     lists_dir: Path | None = None) -> dict[str, Any] | None:
     """The summary of a complete dataset at `root` made with this config, else None."""
     root = Path(root)
     try:
         record = json.loads((root / RECORD_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    if not isinstance(record, dict) or record.get("config") != asdict(cfg) \
-            or record.get("generator_version") != GENERATOR_VERSION \
-            or not (root / "classes.txt").is_file():
+    if not isinstance(record, dict) or record.get("config") != recorded_config(cfg) \
+            or record.get("generator_version") != GENERATOR_VERSION:
         return None
-    splits = split_names(resolve_config(cfg))
-    for split, names in splits.items():
-        listed = root / "ImageSets" / "Segmentation" / f"{split}.txt"
-        if not listed.is_file() or listed.read_text(encoding="utf-8").split() != names:
-            return None
-    wanted = set(splits["train_aug"] + splits["val"] + splits["test"])
-    for folder, suffix in DATASET_FILES:
-        present = {path.stem for path in (root / folder).glob(f"*{suffix}")}
-        if not wanted <= present:
-            return None
+    resolved = resolve_config(cfg)
+    splits = split_names(resolved)
+    writer = dataset_writer(root, resolved, [look.name for look in design(resolved)[0]], splits,
+                            lists_dir)
+    if not writer.is_complete(splits):
+        return None
     return {**record.get("summary", {}), "root": str(root)}

@@ -22,6 +22,7 @@ import torch
 from torch.utils.data import Dataset
 
 from vwe.config import DataConfig
+from vwe.data.coco import CocoLayout
 from vwe.data.folder import FolderLayout
 from vwe.data.io import (
     image_size,
@@ -233,8 +234,10 @@ class VocLayout:
         log.warning("could not write the labels cache anywhere; labels are re-read each run")
 
 
-def open_dataset(data: DataConfig) -> VocLayout | FolderLayout:
+def open_dataset(data: DataConfig) -> VocLayout | FolderLayout | CocoLayout:
     """The dataset `data` describes: the one call through which every stage opens it."""
+    if data.format == "coco":
+        return CocoLayout(data.root, data.coco_prepared, data.coco_crowd)
     if data.format == "folder":
         return FolderLayout(data.root, data.tags, data.masks, data.classes, data.val_fraction)
     return VocLayout(data.root, data.mask_dir)

@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from vwe.config import Config
+from vwe.data.coco import prepared_dir
 from vwe.data.synthetic import RECORD_FILE, existing_summary, generate_dataset
 from vwe.errors import VweError
 
@@ -30,11 +31,16 @@ def _check_not_foreign(root: Path) -> None:
                        "a generated dataset; point data.root at an empty or generated folder")
 
 
+def _lists_dir(cfg: Config) -> Path:
+    """Where a COCO-format dataset's extra split lists go: the prepared folder's lists."""
+    return prepared_dir(cfg.data.root, cfg.data.coco_prepared) / "lists"
+
+
 def _wait_for_rank0(root: Path, cfg: Config) -> dict:
     """Under torchrun only rank 0 generates; the others wait until the dataset is complete."""
     deadline = time.monotonic() + WAIT_SECONDS
     while time.monotonic() < deadline:
-        summary = existing_summary(root, cfg.synthetic)
+        summary = existing_summary(root, cfg.synthetic, _lists_dir(cfg))
         if summary is not None:
             return {**summary, "generated": False}
         time.sleep(1.0)
@@ -44,14 +50,14 @@ def _wait_for_rank0(root: Path, cfg: Config) -> dict:
 
 def run(cfg: Config) -> dict:
     root = Path(cfg.data.root)
-    summary = existing_summary(root, cfg.synthetic)
+    summary = existing_summary(root, cfg.synthetic, _lists_dir(cfg))
     if summary is not None:
         log.info("make-dataset: %s is up to date (%s), kept", root, summary.get("images"))
         return {**summary, "generated": False}
     if int(os.environ.get("RANK", "0")) != 0:
         return _wait_for_rank0(root, cfg)
     _check_not_foreign(root)
-    summary = generate_dataset(root, cfg.synthetic)
+    summary = generate_dataset(root, cfg.synthetic, _lists_dir(cfg))
     log.info("make-dataset: %d classes, images %s, %d objects, in %.1fs → %s",
              summary["num_classes"], summary["images"], summary["instances"], summary["seconds"],
              root)

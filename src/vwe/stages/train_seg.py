@@ -49,8 +49,10 @@ log = logging.getLogger(__name__)
 
 def build_seg_model(cfg: Config, num_classes: int, pretrained: str) -> MSC:
     """DeepLabV2 + MSC as `seg.*` says; batch statistics when seg.frozen_bn is false."""
+    # a COCO-pretrained init is refused for COCO data (docs/formats.md#ms-coco-2014)
+    dataset = f"data.format=coco, {cfg.data.root}" if cfg.data.format == "coco" else cfg.data.root
     model = create_model("deeplab", **deeplab_kwargs(cfg, num_classes), pretrained=pretrained,
-                         dataset=cfg.data.root)
+                         dataset=dataset)
     return use_batch_statistics(model) if not cfg.seg.frozen_bn else model
 
 
