@@ -1,9 +1,18 @@
 """`vwe run` end to end on the tiny dataset: every stage, the stage table, skipping finished
-stages, resuming an interrupted one, and --from."""
+stages, resuming an interrupted one, and --from; on a folder dataset without masks, then
+`vwe predict` on new images and `vwe export` in both formats."""
 
 import json
+import shutil
+
+import numpy as np
+import onnxruntime
+import pytest
+import torch
 
 from vwe.cli import main
+from vwe.data.io import load_npz, read_image, read_label_png
+from vwe.data.voc import VocLayout
 
 SEG = ["seg.backbone=resnet_tiny", "seg.pretrained=none", "seg.frozen_bn=false",
        "train_seg.iterations=4", "train_seg.batch_size=4", "train_seg.crop_size=64",
@@ -84,6 +93,7 @@ def test_run_reruns_a_changed_stage_and_every_later_one(tiny_dataset, tmp_path,
     assert summary["eval_labels"]["miou"] == second["eval_labels"]["miou"]  # deterministic
 
 
+@pytest.mark.filterwarnings("ignore:`torch.jit.load` is deprecated:FutureWarning")
 def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp_path,
                                                                 refine_overrides, voc_to_folder,
                                                                 capsys):
@@ -99,3 +109,27 @@ def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp
     rows = {line[:28].strip(): line.split()[-2] for line in out.out.splitlines()
             if line.startswith(("CAM", "pseudo", "segmentation"))}
     assert set(rows.values()) == {"-"} and len(rows) == 4  # nothing scored, nothing invented
+
+    # the trained model on images outside the dataset (the generator's test split), then exported
+    outside = tmp_path / "new_images"
+    outside.mkdir()
+    for name in VocLayout(tiny_dataset).read_split("test")[:3]:
+        shutil.copy(VocLayout(tiny_dataset).image_path(name), outside / f"{name}.jpg")
+    checkpoint = str(run_dir / "train_seg" / "final.pt")
+    predicted = tmp_path / "predicted"
+    assert main(["predict", checkpoint, str(outside), "--out", str(predicted),
+                 "predict.probs=true"]) == 0
+    assert main(["export", "--format", "onnx", checkpoint, str(tmp_path / "seg.onnx")]) == 0
+    assert main(["export", "--format", "torchscript", checkpoint, str(tmp_path / "seg.pt")]) == 0
+    session = onnxruntime.InferenceSession(str(tmp_path / "seg.onnx"),
+                                           providers=["CPUExecutionProvider"])
+    scripted = torch.jit.load(str(tmp_path / "seg.pt"))
+    for path in sorted(outside.iterdir()):
+        pixels = read_image(path).astype(np.float32).transpose(2, 0, 1)[None]
+        probs = load_npz(predicted / "probs" / f"{path.stem}.npz")["probs"]
+        mask = read_label_png(predicted / "masks" / f"{path.stem}.png")
+        for logits in (session.run(None, {"images": pixels})[0][0],
+                       scripted(torch.from_numpy(pixels))[0].detach().numpy()):
+            np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 0).numpy(), probs,
+                                       atol=1e-4)
+            assert (logits.argmax(0) == mask).mean() > 0.999

@@ -81,13 +81,14 @@ def read_json(path: str | Path) -> Any:
         raise VweError(f"{path} is not valid JSON ({err}); delete it and rerun") from None
 
 
-def save_npz(path: str | Path, **arrays: np.ndarray) -> None:
-    """Save arrays as an uncompressed npz, atomically; object arrays are refused (they pickle)."""
+def save_npz(path: str | Path, compressed: bool = False, **arrays: np.ndarray) -> None:
+    """Save arrays as an npz (deflated when `compressed`), atomically; object arrays are refused
+    (they pickle)."""
     for key, value in arrays.items():
         if np.asarray(value).dtype == object:
             raise TypeError(f"array '{key}' has dtype object, which npz can only store by pickling")
     with atomic_path(path) as tmp, open(tmp, "wb") as handle:
-        np.savez(handle, **arrays)
+        (np.savez_compressed if compressed else np.savez)(handle, **arrays)
 
 
 def load_npz(path: str | Path) -> dict[str, np.ndarray]:

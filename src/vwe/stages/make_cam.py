@@ -66,7 +66,7 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
             image = read_image(layout.image_path(name))
             keys = np.flatnonzero(labels[name])
             cams = multiscale_cams(model, image, keys, cfg.cam, codebook)
-            save_npz(run_dir.cam_file(name),
+            save_npz(run_dir.cam_file(name), compressed=True,
                      **stored_cam_arrays(cams, cfg.cam.save_parts, cfg.cam.dtype))
             yield None
 
