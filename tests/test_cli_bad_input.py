@@ -387,3 +387,25 @@ def test_a_coco_pretrained_deeplab_is_refused_for_coco(coco, tmp_path, capsys):
                  "train_seg.batch_size=2", "train_seg.crop_size=64", "device=cpu"]) == 2
     expect_one_line_error(capsys, "seg.pretrained=coco is a COCO-pretrained initialisation",
                           "data.format=coco", "seg.pretrained=imagenet")
+
+
+@pytest.mark.parametrize("edit, needle", [
+    (lambda rows, tag: [*rows, "extra.jpg,no_such_class"], "has tag 'no_such_class', not among"),
+    (lambda rows, tag: [*rows, f"ghost.jpg,{tag}"], "lists 'ghost' but"),
+    (lambda rows, tag: [*rows, rows[1]], "is listed twice"),
+    (lambda rows, tag: ["file,labels", *rows[1:]], "needs the columns name,tags"),
+    (lambda rows, tag: [*rows, "extra.jpg,"], "image 'extra' has no tags"),
+])
+def test_a_bad_tags_file_stops_train_cam_in_one_line_writing_nothing(
+        tiny_dataset, tmp_path, voc_to_folder, capsys, edit, needle):
+    images, _ = voc_to_folder(tiny_dataset, tmp_path / "folder")
+    tags = images / "tags.csv"
+    rows = tags.read_text().splitlines()
+    first_name, first_tags = rows[1].split(",", 1)
+    shutil.copy(images / first_name if (images / first_name).is_file()
+                else next(images.glob("*.jpg")), images / "extra.jpg")
+    tags.write_text("\n".join(edit(rows, first_tags.replace(";", " ").split()[0])) + "\n")
+    run_dir = tmp_path / "run"
+    assert main(["train-cam", *tiny_args(images, run_dir), "data.format=folder"]) == 2
+    expect_one_line_error(capsys, needle, str(tags))
+    assert not (run_dir / "train_cam").exists()

@@ -127,10 +127,18 @@ def _nanmean(values: np.ndarray) -> float:
     return float(finite.mean()) if finite.size else math.nan
 
 
-def no_ground_truth(stage: str, split: str, where: str) -> dict[str, Any]:
-    """The summary of an eval stage whose split has no masks: nothing scored, the run goes on."""
+def no_ground_truth(stage: str, split: str, where: str,
+                    configured: dict[str, float] | None = None) -> dict[str, Any]:
+    """The summary of an eval stage whose split has no masks: nothing scored, the run goes on.
+
+    `configured`: the thresholds later stages use as configured, since no sweep can choose them
+    (named in the line and kept in the summary)."""
     line = f"{stage}: split '{split}' has no masks ({where}); nothing to score"
-    return {"skipped": "no masks", "split": split, "miou": None, "table": line}
+    if configured:
+        used = ", ".join(f"{key}={value:g}" for key, value in configured.items())
+        line += f"; no sweep can pick thresholds, so the configured ones are used ({used})"
+    return {"skipped": "no masks", "split": split, "miou": None, "table": line,
+            "configured": dict(configured or {})}
 
 
 def percent(value: float | None) -> str:

@@ -103,6 +103,10 @@ def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp
     assert main(args) == 0
     out = capsys.readouterr()
     assert "split 'train' has no masks" in out.err and "split 'val' has no masks" in out.err
+    assert "the configured ones are used (eval_cam.bkg_score=0.14, ir_labels.fg_thres=0.3" \
+        in out.err and "(pseudo_labels.bg_thres=0.25)" in out.err
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["eval_labels"]["configured"] == {"pseudo_labels.bg_thres": 0.25}
     assert (run_dir / "train_seg" / "final.pt").is_file()
     assert len(list((run_dir / "seg" / "val" / "crf").glob("*.png"))) == 16
     assert len(list((run_dir / "pseudo_labels").glob("*.png"))) == 48

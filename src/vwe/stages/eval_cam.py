@@ -138,7 +138,9 @@ def run(cfg: Config) -> dict[str, Any]:
     layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
     if not layout.has_masks(names):
-        summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where())
+        summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where(), {
+            "eval_cam.bkg_score": eval_cfg.bkg_score, "ir_labels.fg_thres": cfg.ir_labels.fg_thres,
+            "ir_labels.bg_thres": cfg.ir_labels.bg_thres})
         log.info("%s", summary["table"])
         return summary
     sweep = threshold_grid(eval_cfg.sweep_start, eval_cfg.sweep_stop, eval_cfg.sweep_step,

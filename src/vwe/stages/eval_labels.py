@@ -91,7 +91,8 @@ def run(cfg: Config) -> dict[str, Any]:
     layout = open_dataset(cfg.data)
     names = layout.read_split(ec.split)
     if not layout.has_masks(names):
-        summary = no_ground_truth("eval-labels", ec.split, layout.masks_where())
+        summary = no_ground_truth("eval-labels", ec.split, layout.masks_where(),
+                                  {"pseudo_labels.bg_thres": cfg.pseudo_labels.bg_thres})
         log.info("%s", summary["table"])
         return summary
     run_dir = RunDir(cfg)
