@@ -8,7 +8,8 @@ from vwe.config import Config, all_keys, load_config
 
 CAM_SECTIONS = ("data", "model", "train_cam", "cam", "eval_cam")
 # sections that hold one command's arguments, not a run's settings
-TOOL_ONLY = ("synthetic", "import_weights", "pipeline", "predict", "export_model")
+TOOL_ONLY = ("synthetic", "import_weights", "pipeline", "predict", "export_model", "ablate",
+             "sweep", "codebook")
 
 
 def test_voc_cam_config_lists_every_key_with_paper_values():

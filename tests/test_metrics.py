@@ -138,3 +138,21 @@ def test_percent_and_threshold_grid():
     assert threshold_grid(0.0, 0.6, 0.01, "eval_cam").shape == (61,)
     with pytest.raises(VweError, match="eval_cam sweep needs"):
         threshold_grid(0.5, 0.2, 0.1, "eval_cam")
+
+
+def test_part_counts_and_recall_by_hand():
+    from vwe.metrics import part_counts, part_recall_report
+
+    gt = np.array([[1, 1, 1, 2], [1, 1, 0, 2], [255, 2, 2, 0]])
+    parts = np.array([[2, 2, 1, 1], [1, 1, 0, 2], [255, 1, 1, 0]])
+    pred = np.array([[1, 0, 0, 2], [1, 0, 0, 0], [0, 2, 0, 1]])
+    counts = part_counts(gt, pred, parts, 3)
+    # class 1: mark pixels (0,0) hit, (0,1) missed; body (0,2) missed, (1,0) hit, (1,1) missed
+    # class 2: mark (1,3) missed; body (0,3) hit, (2,1) hit, (2,2) missed
+    assert counts[0].tolist() == [[0, 1, 0], [0, 2, 1]]
+    assert counts[1].tolist() == [[0, 1, 2], [0, 3, 3]]
+    report = part_recall_report(counts, ["bg", "a", "b"])
+    assert report["mark_recall"] == [None, 0.5, 0.0]
+    assert report["body_recall"][1:] == [pytest.approx(1 / 3), pytest.approx(2 / 3)]
+    assert report["mean_mark_recall"] == pytest.approx(0.25)
+    assert report["mean_body_recall"] == pytest.approx(0.5)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
-from vwe.config import Config, load_config, to_yaml
+from vwe.config import Config, load_config, parse_sweep, to_yaml
 from vwe.data.io import write_text_atomic
 from vwe.engine.lock import run_dir_lock
 from vwe.engine.progress import setup_logging
@@ -43,6 +43,7 @@ COMMANDS: dict[str, Command] = {
     "train-cam": Command("train_cam", "train the VWE/HSPP CAM network"),
     "make-cam": Command("make_cam", "multi-scale + flip CAMs, one .npz per image (resumable)"),
     "eval-cam": Command("eval_cam", "CAM mIoU per class, at the background score and a sweep"),
+    "codebook": Command("codebook", "the visual words' gallery (Fig. 5), usage and purity"),
     "import-weights": Command("import_weights", "convert the authors' released checkpoints"),
     "ir-labels": Command("ir_labels", "IRNet's fg/bg/ignore labels from confident CAMs (CRF)"),
     "train-irn": Command("train_irn", "train IRNet's boundary/displacement branches"),
@@ -55,6 +56,9 @@ COMMANDS: dict[str, Command] = {
     "predict": Command("predict", "masks and overlays of new images from a trained checkpoint"),
     "export": Command("export_model", "the trained DeepLab as an ONNX or TorchScript file"),
     "run": Command("vwe.pipeline", "the whole pipeline: CAM → IRNet → DeepLab → evaluation"),
+    "ablate": Command("vwe.experiments.ablate",
+                      "Table 1's rows (baseline, + VWE, + HSPP, both, …) over seeds"),
+    "sweep": Command("vwe.experiments.sweep", "one config key over values (Fig. 9), over seeds"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
 
@@ -89,6 +93,14 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "eval-labels":
             p.add_argument("--sweep", action=argparse.BooleanOptionalAction, default=None,
                            help="sweep the background threshold on the stored walks")
+        if name in ("ablate", "sweep"):
+            p.add_argument("--seeds", type=int, help="seeds 1..N per row (default 3)")
+            p.add_argument("--through", choices=["eval-cam", "eval-labels"],
+                           help="the last stage of each run (default eval-cam)")
+        if name == "sweep":
+            p.add_argument("sweep_spec", metavar="KEY=V1,V2,…",
+                           help="the key and its values, e.g. model.num_words=16,32,64 or "
+                           "model.hspp_gamma=0,1,2,4 (Fig. 9)")
         if name in ("run", "demo"):
             p.add_argument("--from", dest="from_stage", metavar="STAGE",
                            help="rerun this stage and every later one (e.g. train-irn)")
@@ -142,6 +154,15 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
         extra.append(f"eval_labels.sweep={str(args.sweep).lower()}")
     if getattr(args, "from_stage", None):
         extra.append(f"pipeline.from_stage={args.from_stage}")
+    if args.command in ("ablate", "sweep"):
+        section = args.command
+        if args.seeds is not None:
+            extra.append(f"{section}.seeds={args.seeds}")
+        if args.through:
+            extra.append(f"{section}.through={args.through}")
+    if args.command == "sweep":
+        key, values = parse_sweep(args.sweep_spec)
+        extra += [f"sweep.key={key}", f"sweep.values={_quoted(values)}"]
     if args.command == "predict":
         inputs, _ = split_predict_inputs(args.inputs)
         extra += [f"predict.checkpoint={_quoted(args.checkpoint)}",
@@ -219,10 +240,11 @@ def _env_rank() -> int:
 
 def parse_arguments(parser: argparse.ArgumentParser, argv: list[str] | None
                     ) -> argparse.Namespace:
-    """Parse; predict's INPUT and key=value items may also follow its --out option."""
+    """Parse; positional items (predict's INPUTs, key=value overrides) may also follow an
+    option, as in `vwe sweep KEY=V1,V2 --seeds 1 key=value`."""
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command == "predict" and not any(e.startswith("-") for e in extra):
-        args.inputs += extra
+    if extra and not any(e.startswith("-") for e in extra):
+        (args.inputs if args.command == "predict" else args.overrides).extend(extra)
     elif extra:
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     return args

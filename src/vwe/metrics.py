@@ -214,3 +214,41 @@ def sweep_report(sweep: np.ndarray, thresholds: np.ndarray,
             "pixel_accuracy": json_ready(np.array([s["pixel_accuracy"] for s in curve])),
             "best_threshold": float(thresholds[best]),
             "best": scores_entry(sweep[best], class_names, threshold=float(thresholds[best]))}
+
+
+# Values of the generator's part map (docs/synthetic.md#part-masks): which part a pixel shows.
+PART_VALUES = {"mark": 2, "body": 1}
+
+
+def part_counts(gt: np.ndarray, pred: np.ndarray, parts: np.ndarray,
+                num_classes: int) -> np.ndarray:
+    """(2, 2, n) int64: for [mark, body] pixels, [correctly predicted, all] per ground-truth
+    class, counted over foreground pixels whose part is known."""
+    counts = np.zeros((len(PART_VALUES), 2, num_classes), dtype=np.int64)
+    fg = (gt > 0) & (gt < num_classes)
+    for kind, value in enumerate(PART_VALUES.values()):
+        chosen = fg & (parts == value)
+        truth, guess = gt[chosen].astype(np.int64), pred[chosen].astype(np.int64)
+        counts[kind, 0] = np.bincount(truth[guess == truth], minlength=num_classes)
+        counts[kind, 1] = np.bincount(truth, minlength=num_classes)
+    return counts
+
+
+def part_recall_report(counts: np.ndarray, class_names: Sequence[str]) -> dict[str, Any]:
+    """Per-class recall on mark pixels and on body pixels, and their means over the classes
+    that have such pixels: does the prediction spread from the mark to the body?"""
+    report: dict[str, Any] = {"class_names": list(class_names)}
+    for kind, name in enumerate(PART_VALUES):
+        recall = _safe_ratio(counts[kind, 0][1:].astype(np.float64),
+                             counts[kind, 1][1:].astype(np.float64))
+        report[f"{name}_recall"] = json_ready(np.concatenate([[np.nan], recall]))
+        report[f"{name}_pixels"] = counts[kind, 1].tolist()
+        report[f"mean_{name}_recall"] = json_ready(_nanmean(recall))
+    return report
+
+
+def part_line(what: str, report: dict[str, Any], threshold: float) -> str:
+    """One line: mean recall on mark pixels and on body pixels."""
+    mark, body = percent(report["mean_mark_recall"]), percent(report["mean_body_recall"])
+    return (f"part recall of the {what} at {threshold:g}: mark {mark}, body {body} "
+            "(docs/synthetic.md#part-masks)")

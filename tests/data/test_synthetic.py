@@ -36,7 +36,7 @@ def test_same_seed_gives_byte_identical_files(tmp_path):
     generate_dataset(tmp_path / "b", SMALL)
     generate_dataset(tmp_path / "c", replace(SMALL, seed=1))
     first, second, other = (file_hashes(tmp_path / k) for k in "abc")
-    assert len(first) == 4 * 9 + 4 + 2  # 4 files per image, 4 lists, classes.txt, record
+    assert len(first) == 5 * 9 + 4 + 2  # 5 files per image, 4 lists, classes.txt, record
     assert first == second
     images = [k for k in first if k.startswith("JPEGImages")]
     assert all(first[k] != other[k] for k in images)
@@ -128,7 +128,7 @@ def test_full_frame_images_have_one_large_object():
     cfg = resolve_config(replace(SMALL, full_frame_prob=1.0))
     looks, backgrounds = design(cfg)
     for index in range(4):
-        _, mask, objects = render_image(cfg, looks, backgrounds, index)
+        _, mask, objects, _ = render_image(cfg, looks, backgrounds, index)
         assert len(objects) == 1 and np.mean(mask > 0) > 0.6
 
 
@@ -174,3 +174,28 @@ def test_folder_format_equals_the_voc_layout_copied_as_a_folder(tiny_dataset, tm
     folder = open_dataset(DataConfig(format="folder", root=str(root), masks=str(root / "masks")))
     assert folder.read_split("train") == splits["train"]
     assert existing_summary(root, SyntheticConfig(size="tiny", seed=0, format="folder"))
+
+
+def test_part_maps_split_each_object_into_mark_and_body():
+    cfg = resolve_config(SMALL)
+    looks, backgrounds = design(cfg)
+    marks = bodies = 0
+    for index in range(6):
+        _, mask, objects, parts = render_image(cfg, looks, backgrounds, index)
+        assert set(np.unique(parts)) <= {0, 1, 2, 255}
+        np.testing.assert_array_equal(parts == 255, mask == 255)
+        np.testing.assert_array_equal(parts == 0, mask == 0)
+        for obj in objects:
+            shown = parts[obj.mask & (mask != 255)]
+            marks, bodies = marks + int((shown == 2).sum()), bodies + int((shown == 1).sum())
+    assert 0.02 < marks / (marks + bodies) < 0.4  # the mark is a small part of each object
+
+
+def test_the_voc_layout_has_part_maps_that_only_the_diagnostics_read(tiny_dataset):
+    from vwe.data.voc import VocLayout
+
+    layout = VocLayout(tiny_dataset)
+    name = layout.read_split("val")[0]
+    parts = layout.read_parts(name)
+    assert parts is not None and parts.shape == layout.read_mask(name).shape
+    assert (tiny_dataset / "SegmentationPart" / f"{name}.png").is_file()

@@ -36,14 +36,14 @@ def run(net: CamNet, cfg, images: torch.Tensor, codebook: torch.Tensor | None):
 @pytest.mark.parametrize("preset", PRESETS)
 def test_forward_shapes_and_finite_losses(preset: str) -> None:
     net, cfg = build(preset)
-    images = torch.randn(2, 3, 40, 50)  # features 3×4
+    images = torch.randn(2, 3, 72, 88)  # features 5×6 (the authors' HSPP needs sides ≥ 4)
     out, losses = run(net, cfg, images, codebook_for(net))
     assert out.img_logits.shape == (2, C) and out.w2i_logits.shape == (2, C)
     assert out.word_logits.shape == (2, K) and out.word_targets.shape == (2, K)
-    assert out.features.shape == (2, net.feature_dim, 3, 4)
-    assert out.word_probs.shape == (2, K, 3, 4) and out.word_labels.shape == (2, 3, 4)
+    assert out.features.shape == (2, net.feature_dim, 5, 6)
+    assert out.word_probs.shape == (2, K, 5, 6) and out.word_labels.shape == (2, 5, 6)
     assert out.word_labels.dtype == torch.long
-    assert torch.allclose(out.word_probs.sum(1), torch.ones(2, 3, 4))
+    assert torch.allclose(out.word_probs.sum(1), torch.ones(2, 5, 6))
     presence = F.one_hot(out.word_labels.flatten(1), K).amax(1).float()
     assert torch.equal(out.word_targets, presence)
     assert all(torch.isfinite(v) for v in losses.values())
@@ -56,9 +56,9 @@ def test_forward_shapes_and_finite_losses(preset: str) -> None:
 def test_logits_by_second_path(preset: str) -> None:
     net, cfg = build(preset)
     codebook = codebook_for(net)
-    out = net(torch.randn(2, 3, 33, 70), codebook)
+    out = net(torch.randn(2, 3, 66, 70), codebook)  # 5×5 features: the cell modes differ
     feats = out.features
-    pooled = hybrid_pool(feats, 2.0, (1, 2, 4))
+    pooled = hybrid_pool(feats, 2.0, (1, 2, 4), cfg.model.hspp_cells)
     assert torch.allclose(out.img_logits, pooled @ net.classifier.weight[:, :, 0, 0].T, atol=1e-5)
     word_in = pooled if cfg.model.word_logits_from == "hspp" else feats.mean((2, 3))
     assert torch.allclose(out.word_logits, word_in @ net.word_classifier.weight[:, :, 0, 0].T,
@@ -96,7 +96,7 @@ def reached(flags: dict[str, bool]) -> set[str]:
 @pytest.mark.parametrize("preset", PRESETS)
 def test_which_loss_reaches_which_parameters(preset: str) -> None:
     net, cfg = build(preset)
-    out, losses = run(net, cfg, torch.randn(2, 3, 48, 48), codebook_for(net))
+    out, losses = run(net, cfg, torch.randn(2, 3, 64, 64), codebook_for(net))
     trunk = {"layer3", "layer4"} | ({"layer1", "layer2"} if preset == "vwl-m" else set())
     assert reached(grads(losses["img"], net)) == trunk | {"classifier"}
     assert reached(grads(losses["word"], net)) == trunk | {"word_classifier"}

@@ -92,3 +92,25 @@ def test_matches_brute_force_for_any_size(h: int, w: int, seed: int, cells: str)
     assert torch.allclose(pooled, brute_force(features, 2.0, (1, 2, 4), cells), atol=1e-5)
     low, high = features.amin(dim=(2, 3)), features.amax(dim=(2, 3))
     assert bool(((pooled >= low - 1e-5) & (pooled <= high + 1e-5)).all())
+
+
+@pytest.mark.parametrize("size", [(6, 6), (9, 9), (5, 7)])
+def test_ijcai_code_preset_pools_as_the_authors_code(size) -> None:
+    """preset=ijcai-code uses the authors' floor-kernel cells, which differ from exact cells on
+    maps whose sides are not multiples of 4 (a loop over max_pool2d as their code calls it)."""
+    from vwe.config import load_config
+
+    cells = load_config(None, ["preset=ijcai-code"]).model.hspp_cells
+    torch.manual_seed(0)
+    features = torch.rand(2, 3, *size)
+    levels = []
+    for r in (1, 2, 4):
+        kernel = (size[0] // r, size[1] // r)
+        levels.append(torch.nn.functional.max_pool2d(features, kernel, stride=kernel)
+                      .mean(dim=(2, 3), keepdim=True))
+    expected = (2.0 * features.mean(dim=(2, 3), keepdim=True) + sum(levels)) / 5.0
+    got = hybrid_pool(features, cells=cells)
+    assert torch.allclose(got.reshape(expected.shape), expected, atol=1e-6)
+    assert not torch.allclose(hybrid_pool(features, cells="adaptive").reshape(expected.shape),
+                              expected, atol=1e-3)
+    assert load_config(None, ["preset=paper"]).model.hspp_cells == "adaptive"

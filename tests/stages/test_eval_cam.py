@@ -117,3 +117,36 @@ def test_keys_outside_dataset_classes(cfg, tmp_path):
     save_npz(tmp_path / "run" / "cams" / "b.npz", keys=np.array([3]), high_res=CAMS["b"][1])
     with pytest.raises(VweError, match=r"b\.npz.*keys \[3\].*3 foreground classes"):
         eval_cam.run(cfg)
+
+
+def test_part_recalls_on_generated_data_equal_a_pixel_loop(cam_run, tiny_dataset, run_copy,
+                                                          refine_overrides):
+    from vwe.cli import main
+    from vwe.data.io import load_npz
+    from vwe.data.voc import VocLayout
+
+    run_dir = run_copy()
+    assert main(["eval-cam", *refine_overrides(tiny_dataset, run_dir)]) == 0
+    parts = json.loads((run_dir / "eval_cam.json").read_text())["parts"]
+    layout = VocLayout(tiny_dataset)
+    hits = np.zeros((2, layout.num_classes + 1))
+    totals = np.zeros((2, layout.num_classes + 1))
+    for name in layout.read_split("train"):
+        cams = load_npz(run_dir / "cams" / f"{name}.npz")
+        gt, part = layout.read_mask(name), layout.read_parts(name)
+        for y in range(gt.shape[0]):
+            for x in range(gt.shape[1]):
+                if gt[y, x] in (0, 255) or part[y, x] not in (1, 2):
+                    continue
+                scores = cams["high_res"][:, y, x]
+                pred = 0 if scores.max() <= 0.14 else int(cams["keys"][scores.argmax()]) + 1
+                kind = 0 if part[y, x] == 2 else 1
+                totals[kind, gt[y, x]] += 1
+                hits[kind, gt[y, x]] += pred == gt[y, x]
+    for kind, name in enumerate(("mark", "body")):
+        want = [hits[kind, c] / totals[kind, c] if totals[kind, c] else None
+                for c in range(1, layout.num_classes + 1)]
+        got = parts[f"{name}_recall"][1:]
+        assert [g is None for g in got] == [w is None for w in want]
+        present = [w for w in want if w is not None]
+        assert [g for g in got if g is not None] == pytest.approx(present)

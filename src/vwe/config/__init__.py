@@ -5,13 +5,17 @@ from vwe.config.loader import (
     all_keys,
     load_config,
     parse_overrides,
+    parse_sweep,
     seg_recipe,
     to_yaml,
+    with_overrides,
     with_recipe,
 )
 from vwe.config.presets import PRESETS, SEG_RECIPES
 from vwe.config.schema import (
+    AblateConfig,
     CamConfig,
+    CodebookConfig,
     Config,
     CrfConfig,
     DataConfig,
@@ -30,6 +34,7 @@ from vwe.config.schema import (
     PredictConfig,
     PseudoLabelConfig,
     SegConfig,
+    SweepConfig,
     SyntheticConfig,
     TrainCamConfig,
     TrainIrnConfig,
@@ -37,11 +42,12 @@ from vwe.config.schema import (
 )
 
 __all__ = [
-    "PRESETS", "SEG_RECIPES", "CamConfig", "Config", "CrfConfig", "DataConfig", "EvalCamConfig",
+    "AblateConfig", "PRESETS", "SEG_RECIPES", "CamConfig", "CodebookConfig", "Config",
+    "CrfConfig", "DataConfig", "EvalCamConfig", "SweepConfig",
     "EvalLabelsConfig", "EvalSegConfig", "ExportConfig", "ExportModelConfig",
     "ImportWeightsConfig", "InferSegConfig",
     "IrLabelConfig", "LoopSettings", "LossWeights", "ModelConfig", "PipelineConfig",
     "PredictConfig", "PseudoLabelConfig", "SegConfig", "SyntheticConfig", "TrainCamConfig",
-    "TrainIrnConfig", "TrainSegConfig", "all_keys", "load_config", "parse_overrides",
-    "seg_recipe", "to_yaml", "with_recipe",
+    "TrainIrnConfig", "TrainSegConfig", "all_keys", "load_config", "parse_overrides", "parse_sweep",
+    "seg_recipe", "to_yaml", "with_overrides", "with_recipe",
 ]

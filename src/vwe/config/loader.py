@@ -85,6 +85,18 @@ def parse_overrides(overrides: Iterable[str]) -> dict[str, Any]:
     return tree
 
 
+def parse_sweep(spec: str) -> tuple[str, list[Any]]:
+    """'model.num_words=16,32,64' → ('model.num_words', [16, 32, 64]) (values read as YAML)."""
+    if "=" not in spec:
+        raise VweError(f"sweep '{spec}' must be KEY=V1,V2,… (e.g. model.num_words=16,32,64)")
+    key, raw = spec.split("=", 1)
+    values = [parse_overrides([f"v={item.strip()}"])["v"] for item in raw.split(",")
+              if item.strip()]
+    if len(values) < 2:
+        raise VweError(f"sweep '{spec}' needs at least two values, separated by commas")
+    return key.strip(), values
+
+
 def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     tree: dict[str, Any] = {}
     for key, value in flat.items():
@@ -128,6 +140,16 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     validate(cfg)  # every declared range, before the recipe fills its keys
     cfg.train_seg = with_recipe(cfg.train_seg)
     return cfg
+
+
+def with_overrides(cfg: Config, overrides: Iterable[str], source: str = "overrides") -> Config:
+    """A resolved config with `key=value` overrides applied (checked like the command line's):
+    how experiments derive each row's config from the one they were given."""
+    merged = _merge(OmegaConf.structured(cfg), parse_overrides(overrides), source)
+    derived: Config = OmegaConf.to_object(merged)  # type: ignore[assignment]
+    validate(derived)
+    derived.train_seg = with_recipe(derived.train_seg)
+    return derived
 
 
 def seg_recipe(name: str) -> str:

@@ -23,6 +23,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "model.word_logits_from": "gap",
         "model.word_histogram": "sum",
         "model.codebook": "learned",
+        "model.hspp_cells": "floor_kernel",
         "model.detach_after_stage2": True,
         "train_cam.losses": {"img": 1.0, "word": 1.0, "w2i": 1.0, "decov": 0.0, "entropy": 0.0},
         "cam.fuse_word_cam": False,

@@ -8,6 +8,7 @@ one training loop reads.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from vwe.config.valid import check
 
@@ -87,6 +88,8 @@ class ModelConfig:
     hspp_levels: list[int] = check(factory=lambda: [1, 2, 4], each=True, ge=1)
     # adaptive (exact r×r cells) | floor_kernel (authors' pooling)
     hspp_cells: str = check("adaptive", choices=("adaptive", "floor_kernel"))
+    # p_img from hspp (the paper) | gap (global average: Table 1's baseline and +VWE rows)
+    pooling: str = check("hspp", choices=("hspp", "gap"))
 
 
 @dataclass
@@ -408,6 +411,42 @@ class ExportModelConfig:
 
 
 @dataclass
+class AblateConfig:
+    """`vwe ablate`: Table 1's rows, each a run of its own, over seeds
+    (docs/method.md#ablations)."""
+
+    seeds: int = check(3, ge=1)  # seeds 1..N per row
+    # the last stage each row runs: eval-cam (CAMs only) | eval-labels (through pseudo labels)
+    through: str = check("eval-cam", choices=("eval-cam", "eval-labels"))
+    # which rows; empty: all of ablate.ROWS
+    rows: list[str] = field(default_factory=list)
+    temperature: float = check(0.05, gt=0)  # the "+ temperature" row's model.temperature
+
+
+@dataclass
+class SweepConfig:
+    """`vwe sweep KEY=V1,V2,…`: one config key over values, each a run over seeds
+    (docs/method.md#ablations)."""
+
+    key: str = ""  # a dotted config key, e.g. model.num_words
+    values: list[Any] = field(default_factory=list)
+    seeds: int = check(3, ge=1)
+    through: str = check("eval-cam", choices=("eval-cam", "eval-labels"))
+
+
+@dataclass
+class CodebookConfig:
+    """`vwe codebook`: the Fig. 5 gallery and word usage / purity of a trained CAM network
+    (docs/method.md#codebook-gallery; the network: cam.checkpoint or train_cam/final.pt)."""
+
+    split: str = "train"
+    words: int = check(16, ge=1)  # the most used words shown
+    patches: int = check(8, ge=1)  # crops per word, highest P first
+    patch_size: int = check(48, ge=8)  # crop side in pixels around a stride-16 position
+    max_images: int = check(0, ge=0)  # 0: every image of the split
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -437,4 +476,7 @@ class Config:
     eval_seg: EvalSegConfig = field(default_factory=EvalSegConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     predict: PredictConfig = field(default_factory=PredictConfig)
+    ablate: AblateConfig = field(default_factory=AblateConfig)
+    sweep: SweepConfig = field(default_factory=SweepConfig)
+    codebook: CodebookConfig = field(default_factory=CodebookConfig)
     export_model: ExportModelConfig = field(default_factory=ExportModelConfig)

@@ -201,6 +201,10 @@ class CocoLayout:
         limit = self.num_classes if num_classes is None else num_classes
         return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
 
+    def read_parts(self, name: str) -> np.ndarray | None:
+        """No part maps in this format (only the generator's VOC layout has them)."""
+        return None
+
     def read_checked_mask(self, name: str) -> np.ndarray:
         return self.read_mask(name, image_size=image_size(self.image_path(name)))
 

@@ -42,6 +42,7 @@ from vwe.data.synthetic_writers import (
 from vwe.errors import VweError
 
 GENERATOR_VERSION = 1
+PART_BODY, PART_MARK = 1, 2  # values of the part map (SegmentationPart/)
 RECORD_FILE = "synthetic.json"  # written last: its presence marks a complete dataset
 TINY_DEFAULTS = {"num_train_aug": 48, "num_train": 16, "num_val": 16, "num_test": 8,
                  "min_side": 64, "max_side": 96}
@@ -336,10 +337,26 @@ def _artefacts(rng: np.random.Generator, img: np.ndarray, cfg: SyntheticConfig) 
     return np.clip(np.rint(img), 0, 255).astype(np.uint8)
 
 
+def part_map(placed: list[Placed], owner: np.ndarray, looks: list[ClassLook],
+             part_fraction: float, band: np.ndarray) -> np.ndarray:
+    """(H, W) uint8: which part of its object each pixel shows: 0 background, 1 body, 2 the
+    distinguishing mark, 255 the ignore band (docs/synthetic.md#part-masks)."""
+    parts = np.zeros(owner.shape, dtype=np.uint8)
+    for i, obj in enumerate(placed):
+        visible = owner == i
+        marked = np.zeros(owner.shape, dtype=bool)
+        marked[obj.mask] = _mark_mask(looks[obj.class_index].mark, obj.u[obj.mask],
+                                      obj.v[obj.mask], part_fraction)
+        parts[visible] = np.where(marked[visible], PART_MARK, PART_BODY)
+    parts[band] = 255
+    return parts
+
+
 def render_image(cfg: SyntheticConfig, looks: list[ClassLook],
                  backgrounds: list[BackgroundLook],
-                 index: int) -> tuple[np.ndarray, np.ndarray, list[Placed]]:
-    """Image `index`: (H, W, 3) uint8 RGB, (H, W) uint8 mask and the objects (XML entries)."""
+                 index: int) -> tuple[np.ndarray, np.ndarray, list[Placed], np.ndarray]:
+    """Image `index`: (H, W, 3) uint8 RGB, (H, W) uint8 mask, the objects (XML entries) and the
+    part map (`part_map`; read by the part-level diagnostics only)."""
     rng = np.random.default_rng([cfg.seed, 1, index])
     height, width = (int(s) for s in rng.integers(cfg.min_side, cfg.max_side + 1, size=2))
     ys = np.arange(height, dtype=np.float32)[:, None] + 0.5 + np.zeros((1, width), np.float32)
@@ -353,9 +370,11 @@ def render_image(cfg: SyntheticConfig, looks: list[ClassLook],
         _paint_object(rng, img, obj, looks[obj.class_index], cfg.part_fraction)
     classes = np.array([o.class_index + 1 for o in placed] + [0], dtype=np.uint8)
     mask = classes[owner]  # owner −1 picks the trailing 0 (background)
-    mask[_ignore_band(owner)] = 255
+    band = _ignore_band(owner)
+    mask[band] = 255
     visible = [Placed(o.class_index, owner == i, o.u, o.v) for i, o in enumerate(placed)]
-    return _artefacts(rng, img, cfg), mask, visible
+    parts = part_map(placed, owner, looks, cfg.part_fraction, band)
+    return _artefacts(rng, img, cfg), mask, visible, parts
 
 
 def annotation_xml(name: str, size: tuple[int, int], objects: list[Placed],
@@ -431,9 +450,9 @@ def generate_dataset(root: str | Path, cfg: SyntheticConfig,
     image_counts = np.zeros(resolved.num_classes, dtype=np.int64)
     instances = 0
     for index, name in enumerate(all_names):
-        image, mask, objects = render_image(resolved, looks, backgrounds, index)
+        image, mask, objects, parts = render_image(resolved, looks, backgrounds, index)
         xml = annotation_xml(name, mask.shape, objects, class_names)
-        writer.add(index, name, image, mask, objects, xml)
+        writer.add(index, name, image, mask, objects, xml, parts)
         image_counts[sorted({o.class_index for o in objects})] += 1
         instances += len(objects)
     writer.finish(splits)

@@ -19,14 +19,15 @@ from vwe.data.folder import FolderWriter
 from vwe.data.io import encode_label_png, write_bytes_atomic, write_json_atomic, write_text_atomic
 
 VOC_FILES = (("JPEGImages", ".jpg"), ("SegmentationClass", ".png"),
-             ("SegmentationClassAug", ".png"), ("Annotations", ".xml"))
+             ("SegmentationClassAug", ".png"), ("Annotations", ".xml"),
+             ("SegmentationPart", ".png"))
 COCO_SPLIT_FOLDERS = {"train_aug": "train2014", "val": "val2014"}  # test: no COCO annotations
 IGNORE_ID = 255
 
 
 class DatasetWriter(Protocol):
     def add(self, index: int, name: str, image: np.ndarray, mask: np.ndarray,
-            objects: list[Any], xml: str) -> None: ...
+            objects: list[Any], xml: str, parts: np.ndarray) -> None: ...
 
     def finish(self, splits: dict[str, list[str]]) -> None: ...
 
@@ -55,13 +56,15 @@ class VocWriter:
         self.root, self.class_names, self.quality = root, class_names, quality
 
     def add(self, index: int, name: str, image: np.ndarray, mask: np.ndarray,
-            objects: list[Any], xml: str) -> None:
+            objects: list[Any], xml: str, parts: np.ndarray) -> None:
         write_bytes_atomic(self.root / "JPEGImages" / f"{name}.jpg",
                            jpeg_bytes(image, self.quality))
         png = encode_label_png(mask)
         write_bytes_atomic(self.root / "SegmentationClass" / f"{name}.png", png)
         write_bytes_atomic(self.root / "SegmentationClassAug" / f"{name}.png", png)
         write_text_atomic(self.root / "Annotations" / f"{name}.xml", xml)
+        write_bytes_atomic(self.root / "SegmentationPart" / f"{name}.png",
+                           encode_label_png(parts))
 
     def finish(self, splits: dict[str, list[str]]) -> None:
         for split, names in splits.items():
@@ -86,7 +89,7 @@ class SyntheticFolderWriter:
         self.writer = FolderWriter(root, root / "masks")
 
     def add(self, index: int, name: str, image: np.ndarray, mask: np.ndarray,
-            objects: list[Any], xml: str) -> None:
+            objects: list[Any], xml: str, parts: np.ndarray) -> None:
         tags = [self.class_names[c] for c in sorted({o.class_index for o in objects})]
         self.writer.add(f"{name}.jpg", jpeg_bytes(image, self.quality), tags,
                         encode_label_png(mask))
@@ -169,7 +172,7 @@ class CocoWriter:
         self.next_id = 1
 
     def add(self, index: int, name: str, image: np.ndarray, mask: np.ndarray,
-            objects: list[Any], xml: str) -> None:
+            objects: list[Any], xml: str, parts: np.ndarray) -> None:
         folder = self.folder_of.get(name)
         if folder is None:
             return  # a test image: COCO 2014 has no annotations for it

@@ -28,6 +28,7 @@ from vwe.data.io import (
     image_size,
     read_image,
     read_json,
+    read_label_png,
     read_mask_file,
     write_json_atomic,
     write_text_atomic,
@@ -118,6 +119,12 @@ class VocLayout:
 
     def masks_where(self) -> str:
         return str(self.root / self.mask_dir)
+
+    def read_parts(self, name: str) -> np.ndarray | None:
+        """The generator's part map (`SegmentationPart/`, docs/synthetic.md#part-masks), read
+        only by the part-level diagnostics; None where there is none (VOC itself)."""
+        path = self.root / "SegmentationPart" / f"{name}.png"
+        return read_label_png(path) if path.is_file() else None
 
     def read_checked_mask(self, name: str) -> np.ndarray:
         """The mask, checked against its image's size (read from the image header, when the image

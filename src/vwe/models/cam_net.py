@@ -120,7 +120,10 @@ class CamNet(nn.Module):
         (docs/method.md#forward-pass)."""
         cfg = self.cfg
         feats = self.features(images)
-        pooled = hybrid_pool(feats, cfg.hspp_gamma, cfg.hspp_levels, cfg.hspp_cells)  # f_hspp
+        if cfg.pooling == "hspp":
+            pooled = hybrid_pool(feats, cfg.hspp_gamma, cfg.hspp_levels, cfg.hspp_cells)  # f_hspp
+        else:  # GAP: the baseline of Table 1 (docs/method.md#ablations)
+            pooled = feats.mean(dim=(2, 3))
         img_logits = _linear_1x1(pooled, self.classifier)
         words = encode_words(feats, self._codebook(codebook).to(feats), cfg.temperature,
                              cfg.detach_word_features)

@@ -22,8 +22,12 @@ from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.metrics import (
+    cam_to_label,
     format_table,
     no_ground_truth,
+    part_counts,
+    part_line,
+    part_recall_report,
     percent,
     scores_entry,
     segmentation_scores,
@@ -87,14 +91,16 @@ def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path
 
 
 def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np.ndarray
-                ) -> tuple[list[str], dict[str, np.ndarray]]:
-    """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time."""
+                ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
+    """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time, and
+    the fused CAM's part counts at the background score where part maps exist."""
     num_classes = layout.num_classes + 1  # background first
     run_dir = RunDir(cfg)
     require_input(cfg, "make_cam", run_dir.cams)
     paths = _cam_paths(run_dir, names)
     variants: list[str] = []
     totals: dict[str, np.ndarray] = {}
+    part_totals: np.ndarray | None = None
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-cam"):
         arrays = load_npz(path)
         if not variants:
@@ -106,7 +112,12 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
                                    num_classes)
         for variant, cam in cams.items():
             totals[variant] += sweep_confusions(gt, cam, keys, thresholds, num_classes)
-    return variants, totals
+        parts = layout.read_parts(name)
+        if parts is not None and parts.shape == gt.shape:
+            pred = cam_to_label(cams["fused"], keys, float(thresholds[0]))
+            counted = part_counts(gt, pred, parts, num_classes)
+            part_totals = counted if part_totals is None else part_totals + counted
+    return variants, totals, part_totals
 
 
 def _variant_report(confusions: np.ndarray, thresholds: np.ndarray, class_names: list[str],
@@ -147,16 +158,20 @@ def run(cfg: Config) -> dict[str, Any]:
                            "eval_cam") if eval_cfg.sweep else np.zeros(0)
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
     class_names = ["background", *layout.class_names]
-    variants, totals = _accumulate(cfg, layout, names, thresholds)
+    variants, totals, part_totals = _accumulate(cfg, layout, names, thresholds)
     report: dict[str, Any] = {
         "split": eval_cfg.split, "num_images": len(names), "class_names": class_names,
         "bkg_score": float(eval_cfg.bkg_score),
         "variants": {v: _variant_report(totals[v], thresholds, class_names, eval_cfg.sweep)
                      for v in variants},
     }
+    if part_totals is not None:  # the generated data: recall on marks and on bodies
+        report["parts"] = part_recall_report(part_totals, class_names)
     json_path = RunDir(cfg).eval_json("eval_cam")
     write_json_atomic(json_path, report)
     table = _summary_table(report, totals["fused"][0], eval_cfg.bkg_score)
+    if "parts" in report:
+        table += "\n" + part_line("fused CAM", report["parts"], eval_cfg.bkg_score)
     log.debug("%s", table)
     primary = report["variants"][variants[0]]
     summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(names),

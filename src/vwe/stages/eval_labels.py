@@ -26,6 +26,9 @@ from vwe.metrics import (
     confusion_matrix,
     format_table,
     no_ground_truth,
+    part_counts,
+    part_line,
+    part_recall_report,
     percent,
     scores_entry,
     segmentation_scores,
@@ -56,8 +59,10 @@ def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.nda
 
 
 def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path,
-               thresholds: np.ndarray | None) -> tuple[np.ndarray, np.ndarray | None]:
-    """Confusion of the PNGs (n, n) and, given thresholds, of the stored walks (T, n, n)."""
+               thresholds: np.ndarray | None
+               ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """Confusion of the PNGs (n, n), given thresholds of the stored walks (T, n, n), and the
+    labels' part counts where part maps exist."""
     num_classes = layout.num_classes + 1
     paths = [RunDir.label_file(label_dir, name) for name in names]
     missing = [p for p in paths if not p.is_file()]
@@ -69,15 +74,20 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
     conf = np.zeros((num_classes, num_classes), np.int64)
     sweep = None if thresholds is None else \
         np.zeros((len(thresholds), num_classes, num_classes), np.int64)
+    part_totals: np.ndarray | None = None
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-labels"):
         gt = layout.read_checked_mask(name)
         label = read_label_map(path, gt.shape, num_classes, "label", "the labels were made from "
                                "other images", ignore_as=0)
         conf += confusion_matrix(gt, label, num_classes)
+        parts = layout.read_parts(name)
+        if parts is not None and parts.shape == gt.shape:
+            counted = part_counts(gt, label, parts, num_classes)
+            part_totals = counted if part_totals is None else part_totals + counted
         if sweep is not None:
             keys, walk = read_walk(run_dir.walk_file(name), gt.shape)
             sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
-    return conf, sweep
+    return conf, sweep, part_totals
 
 
 def walks_present(cfg: Config, names: list[str]) -> bool:
@@ -106,12 +116,14 @@ def run(cfg: Config) -> dict[str, Any]:
                  "skipped", ec.split, cfg.run_dir)
         thresholds = None
     class_names = ["background", *layout.class_names]
-    conf, sweep = accumulate(cfg, layout, names, label_dir, thresholds)
+    conf, sweep, part_totals = accumulate(cfg, layout, names, label_dir, thresholds)
     report: dict[str, Any] = {
         "split": ec.split, "num_images": len(names), "class_names": class_names,
         "label_dir": str(label_dir), "scores": scores_entry(conf, class_names),
         "sweep": None if sweep is None else sweep_report(sweep, thresholds, class_names),
     }
+    if part_totals is not None:  # the generated data: recall on marks and on bodies
+        report["parts"] = part_recall_report(part_totals, class_names)
     json_path = run_dir.eval_json("eval_labels")
     write_json_atomic(json_path, report)
     title = f"Labels {label_dir} on {ec.split}, {len(names)} images"
@@ -123,5 +135,7 @@ def run(cfg: Config) -> dict[str, Any]:
         table += (f"\n\nwalk bg-threshold sweep: best mIoU {percent(best['miou'])} at "
                   f"{report['sweep']['best_threshold']:g}")
         summary.update(best_miou=best["miou"], best_threshold=report["sweep"]["best_threshold"])
+    if "parts" in report:
+        table += "\n" + part_line("labels", report["parts"], cfg.pseudo_labels.bg_thres)
     log.info("eval-labels: mIoU %s; written %s", percent(summary["miou"]), json_path)
     return {**summary, "table": table}
