@@ -181,3 +181,26 @@ def test_whole_batch_normalisation_and_rank_split():
                                                 {k: v[i : i + 1] for k, v in targets.items()},
                                                 paths))[0] for i in range(4)]
     assert (sum(per_image) / 4).item() != pytest.approx(total.item(), rel=1e-3)
+
+
+def test_pseudo_labels_network_folds_batch_norm_to_the_same_boundaries():
+    """pseudo-labels' IRNet (backbone BN folded, docs/performance.md#make-cam) gives the
+    boundary map and displacements of the loaded network."""
+    from vwe.stages.pseudo_labels import prepare_irnet
+
+    torch.manual_seed(0)
+    net = IRNet("resnet18").eval()
+    for module in net.backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    image = torch.randn(1, 3, 50, 67)
+    pair = torch.cat([image, image.flip(-1)])
+    want_edge = edge_map(net, pair, min_size=64)
+    with torch.no_grad():
+        want_disp = net(pair)[1]
+    folded = prepare_irnet(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backbone.modules())
+    torch.testing.assert_close(edge_map(folded, pair, min_size=64), want_edge, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(pair)[1], want_disp, rtol=1e-4, atol=1e-5)

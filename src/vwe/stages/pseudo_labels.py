@@ -31,6 +31,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
+from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
 from vwe.stage_records import require_input, stage_record
@@ -44,7 +45,14 @@ def load_irnet(cfg: Config, device: torch.device) -> IRNet:
     backbone = cfg.train_irn.backbone or cfg.model.backbone
     trained = load_trained(RunDir(cfg).irn_checkpoint, "irnet",
                            must_match={"train_irn.backbone": ("backbone", backbone)})
-    return trained.model.to(device)
+    return prepare_irnet(trained.model).to(device)
+
+
+def prepare_irnet(model: IRNet) -> IRNet:
+    """The loaded IRNet for inference: its frozen backbone's batch norms folded into the convs
+    (same boundary map up to float rounding, docs/performance.md#make-cam)."""
+    fold_batch_norm(model.eval().backbone)
+    return model
 
 
 def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:
