@@ -74,6 +74,18 @@ def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg:
                          cam_cfg, codebook)
 
 
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's first 4-D weight is stored so (make-cam converts its
+    network, docs/performance.md#make-cam), else the default layout."""
+    for param in model.parameters():
+        if param.ndim == 4:
+            if not param.is_contiguous() and \
+                    param.is_contiguous(memory_format=torch.channels_last):
+                return torch.channels_last
+            break
+    return torch.contiguous_format
+
+
 @torch.inference_mode()
 def cams_of_pairs(model: CamNet, pairs: list[torch.Tensor], image_size: tuple[int, int],
                   keys: np.ndarray, cam_cfg: CamConfig, codebook: torch.Tensor | None = None
@@ -85,10 +97,11 @@ def cams_of_pairs(model: CamNet, pairs: list[torch.Tensor], image_size: tuple[in
     branches = ("img", "word") if cam_cfg.fuse_word_cam else ("img",)
     sums = {(b, r): None for b in branches for r in ("cam", "high_res")}
     index = torch.as_tensor(keys, dtype=torch.long, device=device)
+    layout = memory_format(model)
     for pair in pairs:
+        pair = pair.to(device, non_blocking=True).contiguous(memory_format=layout)
         with autocast(device, cam_cfg.amp):
-            img_cam, word_cam = model.cam_maps(pair.to(device, non_blocking=True),
-                                               codebook=codebook,
+            img_cam, word_cam = model.cam_maps(pair, codebook=codebook,
                                                with_word_cam=cam_cfg.fuse_word_cam)
         for branch, maps in zip(branches, (img_cam, word_cam)):
             # only the labelled channels: resizing is per channel, so this changes no value
