@@ -41,6 +41,8 @@ def init_resnet_weights(model: nn.Module) -> None:
     without pretrained weights."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
+            if m.weight.is_meta:  # built for a checkpoint (docs/performance.md#start-up)
+                continue
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
@@ -68,13 +70,13 @@ def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
     scale = bn.weight.detach() / (bn.running_var + bn.eps).sqrt()
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                        conv.padding, conv.dilation, conv.groups, bias=True,
-                       device=conv.weight.device, dtype=conv.weight.dtype)
-    folded.weight.data.copy_(conv.weight.detach() * scale.view(-1, 1, 1, 1))
+                       device="meta")  # no initialisation: both tensors are assigned
     bias = bn.bias.detach() - bn.running_mean * scale
     if conv.bias is not None:
         bias = bias + conv.bias.detach() * scale
-    folded.bias.data.copy_(bias)
-    folded.requires_grad_(False)
+    folded.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1),
+                                 requires_grad=False)
+    folded.bias = nn.Parameter(bias, requires_grad=False)
     return folded
 
 
