@@ -28,6 +28,7 @@ from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
+from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
@@ -90,6 +91,7 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split
     (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
+    keep_freed_memory()  # docs/performance.md#make-cam
     model = load_irnet(cfg, ctx.device)  # a wrong checkpoint fails before any data is read
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
