@@ -213,12 +213,12 @@ def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
     keys = np.array([1, 3])
     cam_cfg = CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
     want = multiscale_cams(model, image, keys, cam_cfg)
-    folded = fold_batch_norm(model)
+    folded = fold_batch_norm(model).to(memory_format=torch.channels_last)  # as make-cam
     got = cams_of_pairs(folded, scaled_pairs(image, cam_cfg.scales), image.shape[:2], keys,
                         cam_cfg)
     assert sorted(got) == sorted(want)
     for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=0, atol=1e-5, err_msg=key)
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
     empty = cams_of_pairs(folded, scaled_pairs(image, [1.0]), image.shape[:2],
                           np.array([], np.int64), cam_cfg)
     assert empty["cam"].shape == (0, 12, 16) and empty["high_res"].shape == (0, 45, 61)
