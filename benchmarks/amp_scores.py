@@ -8,6 +8,8 @@ spread and whether every bf16 score lies within it (docs/performance.md#precisio
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import logging
 import tempfile
@@ -26,7 +28,9 @@ def cam_miou(root: Path, run_dir: Path, seed: int, amp: bool, epochs: int) -> fl
               f"train_cam.amp={flag}", f"cam.amp={flag}", "cam.split=train",
               "eval_cam.split=train", "eval_cam.sweep=false"]
     for stage in ("train-cam", "make-cam", "eval-cam"):
-        if vwe([stage, *common]) != 0:
+        with contextlib.redirect_stdout(io.StringIO()):  # eval-cam prints its table
+            status = vwe([stage, *common])
+        if status != 0:
             raise RuntimeError(f"{stage} failed for seed {seed}, amp {amp}")
     report = json.loads((run_dir / "eval_cam.json").read_text())
     return float(next(iter(report["variants"].values()))["at_bkg_score"]["miou"])

@@ -23,6 +23,7 @@ import torch
 
 from vwe.cli import packaged_config
 from vwe.config import load_config
+from vwe.engine.memory import keep_freed_memory
 from vwe.engine.optim import build_sgd
 from vwe.engine.precision import autocast
 from vwe.inference.cams import multiscale_cams
@@ -79,7 +80,8 @@ def cam_train(size: dict, device: torch.device) -> Step:
 
 def make_cam(size: dict, device: torch.device) -> Step:
     cfg = cam_config(size["cam"][0])
-    model = fold_batch_norm(CamNet(cfg.model, 20).eval()).to(device)  # as make-cam loads it
+    model = fold_batch_norm(CamNet(cfg.model, 20).eval())  # as make-cam loads it
+    model = model.to(device, memory_format=torch.channels_last)
     image = np.random.default_rng(0).integers(0, 256, (*size["image"], 3), dtype=np.uint8)
 
     def step(amp: bool) -> None:
@@ -173,6 +175,7 @@ def main() -> None:
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
+    keep_freed_memory()  # as every stage does (docs/performance.md#make-cam)
     device = torch.device(args.device)
     report: dict = {"benchmark": "precision", "device": str(device),
                     "cpu": platform.processor() or platform.machine(),
