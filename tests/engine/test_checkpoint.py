@@ -82,3 +82,40 @@ def test_a_full_disk_during_save_is_an_os_error(tmp_path, monkeypatch):
         save_checkpoint(tmp_path / "last.pt", {"x": torch.zeros(2)})
     assert err.value.errno == errno.ENOSPC and err.value.filename.endswith("last.pt")
     assert list(tmp_path.iterdir()) == []  # the temporary file is gone too
+
+
+def test_load_trained_builds_on_meta_and_gives_the_trained_network(tmp_path):
+    """No random initialisation for weights that are loaded anyway
+    (docs/performance.md#start-up): same tensors, same outputs, same frozen parameters."""
+    from vwe.engine.checkpoint import load_trained
+    from vwe.models.registry import arch_entry, create_model
+
+    kwargs = {"num_classes": 4, "backbone": "resnet_tiny", "num_words": 8,
+              "detach_after_stage2": True}
+    torch.manual_seed(0)
+    model = create_model("cam_net", **kwargs).eval()
+    save_checkpoint(tmp_path / "cam.pt", {"model": model.state_dict(), "num_classes": 4,
+                                          "arch": arch_entry("cam_net", kwargs)})
+    trained = load_trained(tmp_path / "cam.pt", "cam_net", 4).model
+    assert not any(t.is_meta for t in [*trained.parameters(), *trained.buffers()])
+    for key, value in model.state_dict().items():
+        assert torch.equal(trained.state_dict()[key], value), key
+    assert [p.requires_grad for p in trained.parameters()] == \
+        [p.requires_grad for p in model.parameters()]
+    x = torch.randn(1, 3, 40, 40)
+    with torch.no_grad():
+        assert torch.equal(trained.cam_maps(x)[0], model.cam_maps(x)[0])
+
+
+def test_fresh_networks_initialise_as_before_from_the_seed():
+    """A fresh train-cam network still draws its initialisation from the seed: the same seed
+    gives the same weights, another seed other weights."""
+    from vwe.models.registry import create_model
+
+    kwargs = {"num_classes": 4, "backbone": "resnet_tiny", "num_words": 8}
+    states = []
+    for seed in (0, 0, 1):
+        torch.manual_seed(seed)
+        states.append(create_model("cam_net", **kwargs).state_dict())
+    assert all(torch.equal(v, states[1][k]) for k, v in states[0].items())
+    assert not torch.equal(states[0]["backbone.conv1.weight"], states[2]["backbone.conv1.weight"])

@@ -107,3 +107,74 @@ def test_imagenet_errors(monkeypatch) -> None:
 def test_unknown_backbone() -> None:
     with pytest.raises(VweError, match="resnet_tiny"):
         build_backbone("vgg16")
+
+
+def _random_statistics(net: torch.nn.Module) -> None:
+    """Non-trivial BN statistics and affine parameters, as a trained network has."""
+    torch.manual_seed(1)
+    for module in net.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.2, 0.2)
+            module.running_var.uniform_(0.5, 1.5)
+            with torch.no_grad():
+                module.weight.uniform_(0.5, 1.5)
+                module.bias.uniform_(-0.2, 0.2)
+
+
+@pytest.mark.parametrize("name", ["resnet_tiny", "resnet18", "resnet50"])
+def test_folded_batch_norm_gives_the_same_outputs(name: str) -> None:
+    from vwe.models.backbone import fold_batch_norm
+
+    torch.manual_seed(0)
+    net = build_backbone(name)
+    _random_statistics(net)
+    x = torch.randn(2, 3, 37, 50)
+    with torch.no_grad():
+        want = net.eval()(x)
+    folded = fold_batch_norm(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert not any(p.requires_grad for p in folded.parameters())
+    with torch.no_grad():
+        got = folded(x)
+    for g, w in zip(got, want):
+        # float rounding only: 1e-5 of the layer's largest activation
+        assert (g - w).abs().max() <= 1e-5 * w.abs().max()
+    with pytest.raises(ValueError, match="eval"):
+        fold_batch_norm(build_backbone("resnet_tiny").train())
+
+
+def _out_of_place(net, x: torch.Tensor) -> torch.Tensor:
+    """The trunk written out with fresh tensors for every add and ReLU (the second path)."""
+    from vwe.models.backbone import Bottleneck
+
+    x = net.maxpool(torch.relu(net.bn1(net.conv1(x))))
+    for layer in (net.layer1, net.layer2, net.layer3, net.layer4):
+        for b in layer:
+            identity = x if b.downsample is None else b.downsample(x)
+            out = torch.relu(b.bn1(b.conv1(x)))
+            out = b.bn2(b.conv2(out))
+            if isinstance(b, Bottleneck):
+                out = b.bn3(b.conv3(torch.relu(out)))
+            x = torch.relu(out + identity)
+    return x
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet50"])
+def test_in_place_residuals_keep_the_gradients(name: str) -> None:
+    """The residual add and ReLU work in place; autograd must still give the gradients of the
+    out-of-place graph."""
+    torch.manual_seed(0)
+    net = build_backbone(name)
+    _random_statistics(net)
+    x = torch.randn(2, 3, 40, 36)
+    weight = torch.randn(net.out_channels[-1], 5)
+    grads, losses = [], []
+    for forward in (lambda: net(x)[-1], lambda: _out_of_place(net, x)):
+        net.zero_grad(set_to_none=True)
+        loss = (forward().mean(dim=(2, 3)) @ weight).square().sum()
+        loss.backward()
+        losses.append(loss.detach())
+        grads.append({k: p.grad.clone() for k, p in net.named_parameters()})
+    assert torch.equal(losses[0], losses[1])
+    for key in grads[0]:
+        torch.testing.assert_close(grads[0][key], grads[1][key], rtol=0, atol=0, msg=key)

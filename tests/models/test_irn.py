@@ -181,3 +181,60 @@ def test_whole_batch_normalisation_and_rank_split():
                                                 {k: v[i : i + 1] for k, v in targets.items()},
                                                 paths))[0] for i in range(4)]
     assert (sum(per_image) / 4).item() != pytest.approx(total.item(), rel=1e-3)
+
+
+def test_pseudo_labels_network_folds_batch_norm_to_the_same_boundaries():
+    """pseudo-labels' IRNet (backbone BN folded, docs/performance.md#make-cam) gives the
+    boundary map and displacements of the loaded network."""
+    from vwe.stages.pseudo_labels import prepare_irnet
+
+    torch.manual_seed(0)
+    net = IRNet("resnet18").eval()
+    for module in net.backbone.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    image = torch.randn(1, 3, 50, 67)
+    pair = torch.cat([image, image.flip(-1)])
+    want_edge = edge_map(net, pair, min_size=64)
+    with torch.no_grad():
+        want_disp = net(pair)[1]
+    folded = prepare_irnet(net)
+    assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.backbone.modules())
+    torch.testing.assert_close(edge_map(folded, pair, min_size=64), want_edge, rtol=0, atol=1e-5)
+    with torch.no_grad():
+        torch.testing.assert_close(folded(pair)[1], want_disp, rtol=1e-4, atol=1e-5)
+
+
+def test_loss_gradients_equal_the_indexing_formulation():
+    """affinity_from_edge / pair_displacement gather with index_select and max(dim)
+    (docs/performance.md#training-steps); without ties that is the same loss and the same
+    gradient as plain indexing with amax, written out here as the second path."""
+    paths = path_tensors(PathIndex(4, (12, 14)))
+    torch.manual_seed(0)
+    edge = torch.randn(2, 1, 12, 14, requires_grad=True)
+    disp = torch.randn(2, 2, 12, 14, requires_grad=True)
+    label = torch.from_numpy(np.random.default_rng(0).choice([0, 1, 2, 255], (2, 12, 14)))
+    targets = affinity_targets(label, paths)
+    sums, counts = irn_loss_terms(edge, disp, targets, paths)
+    total, _ = irn_total_loss(sums, counts)
+    got = torch.autograd.grad(total, (edge, disp))
+
+    boundary = torch.sigmoid(edge).reshape(2, -1)
+    aff = 1 - torch.cat([boundary[:, i.reshape(-1)].view(2, *i.shape).amax(dim=2)
+                         for i in paths.path_indices], dim=1)
+    flat = disp.reshape(2, 2, -1)
+    pair = flat[:, :, paths.src_indices][:, :, None, :] - \
+        flat[:, :, paths.dst_indices.reshape(-1)].view(2, 2, *paths.dst_indices.shape)
+    direction = paths.directions.t().float()[None, :, :, None]
+    bg, fg, neg = targets["bg_pos"], targets["fg_pos"], targets["neg"]
+    ref_sums = {"bg_pos": (bg * -torch.log(aff + EPS)).sum(),
+                "fg_pos": (fg * -torch.log(aff + EPS)).sum(),
+                "neg": (neg * -torch.log(1 + EPS - aff)).sum(),
+                "dp_fg": ((pair - direction).abs() * fg[:, None]).sum(),
+                "dp_bg": (pair.abs() * bg[:, None]).sum()}
+    ref_total, _ = irn_total_loss(ref_sums, counts)
+    want = torch.autograd.grad(ref_total, (edge, disp))
+    torch.testing.assert_close(total, ref_total, rtol=1e-6, atol=0)
+    for g, w in zip(got, want):
+        torch.testing.assert_close(g, w, rtol=1e-5, atol=1e-7)

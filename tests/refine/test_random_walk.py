@@ -137,6 +137,7 @@ def test_torch_walk_equals_scipy_walk():
                                walk_scipy(x, step, 256), rtol=1e-10)
 
 
+@pytest.mark.gpu
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 def test_sparse_on_gpu_equals_cpu():
     cams, edge = random_inputs(3, 30, 40, seed=1)

@@ -190,3 +190,35 @@ def test_cam_files_keep_the_fused_maps_and_float16_halves_them(cam_run, tiny_dat
     assert sizes["parts"] > sizes["default"] > 1.5 * sizes["half"]
     with zipfile.ZipFile(tmp_path / "default" / "cams" / f"{names[0]}.npz") as archive:
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
+
+
+@pytest.mark.parametrize("fuse_word", [False, True])
+def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
+    """make-cam's network (batch norm folded, docs/performance.md#make-cam) and its input path
+    (scaled pairs made ahead, as in a DataLoader worker) give the plain network's CAMs."""
+    from vwe.config import load_config
+    from vwe.inference.cams import cams_of_pairs, scaled_pairs
+    from vwe.models.backbone import fold_batch_norm
+    from vwe.models.cam_net import CamNet
+
+    cfg = load_config(None, ["model.backbone=resnet18", "model.pretrained=none",
+                             "model.num_words=16"])
+    torch.manual_seed(0)
+    model = CamNet(cfg.model, 5).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    image = np.random.default_rng(2).integers(0, 256, (45, 61, 3), dtype=np.uint8)
+    keys = np.array([1, 3])
+    cam_cfg = CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
+    want = multiscale_cams(model, image, keys, cam_cfg)
+    folded = fold_batch_norm(model).to(memory_format=torch.channels_last)  # as make-cam
+    got = cams_of_pairs(folded, scaled_pairs(image, cam_cfg.scales), image.shape[:2], keys,
+                        cam_cfg)
+    assert sorted(got) == sorted(want)
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    empty = cams_of_pairs(folded, scaled_pairs(image, [1.0]), image.shape[:2],
+                          np.array([], np.int64), cam_cfg)
+    assert empty["cam"].shape == (0, 12, 16) and empty["high_res"].shape == (0, 45, 61)

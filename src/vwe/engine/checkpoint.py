@@ -59,8 +59,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
 
 
 def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor],
-                     source: str | Path) -> None:
-    """Strict load with a one-line error that lists what does not fit."""
+                     source: str | Path, assign: bool = False) -> None:
+    """Strict load with a one-line error that lists what does not fit; `assign` makes the
+    loaded tensors the model's own (for a model built on the meta device)."""
     own = model.state_dict()
     missing = sorted(set(own) - set(state_dict))
     unexpected = sorted(set(state_dict) - set(own))
@@ -76,7 +77,27 @@ def load_model_state(model: torch.nn.Module, state_dict: dict[str, torch.Tensor]
         raise VweError(f"checkpoint {source} does not fit this model's architecture: "
                        f"{'; '.join(problems)}. Check model.backbone / preset against the "
                        "checkpoint's recorded config")
-    model.load_state_dict(state_dict, strict=True)
+    model.load_state_dict(state_dict, strict=True, assign=assign)
+
+
+def _on_meta(model: torch.nn.Module) -> bool:
+    return any(t.is_meta for t in (*model.parameters(), *model.buffers()))
+
+
+def build_for_weights(name: str, kwargs: Mapping[str, Any], state_dict: dict[str, torch.Tensor],
+                      source: str | Path) -> torch.nn.Module:
+    """The network `name` with `state_dict` strictly loaded, built on the meta device so that no
+    time goes into a random initialisation the weights overwrite (docs/performance.md#start-up).
+
+    A network with tensors the checkpoint does not hold is built the ordinary way instead.
+    """
+    with torch.device("meta"):
+        model = create_model(name, **kwargs)
+    load_model_state(saved_part(name, model), state_dict, source, assign=True)
+    if _on_meta(model):
+        model = create_model(name, **kwargs)
+        load_model_state(saved_part(name, model), state_dict, source)
+    return model
 
 
 @dataclass(frozen=True)
@@ -123,6 +144,5 @@ def load_trained(path: str | Path, expect: str, num_classes: int | None = None,
             raise VweError(f"checkpoint {path} was trained with {key}={kwargs[kwarg]} but the "
                            f"config says {key}={value}; set {key}={kwargs[kwarg]} or pass the "
                            "matching checkpoint")
-    model = create_model(arch["name"], **{**kwargs, **(overrides or {})})
-    load_model_state(saved_part(arch["name"], model), state["model"], path)
+    model = build_for_weights(arch["name"], {**kwargs, **(overrides or {})}, state["model"], path)
     return Trained(model.eval(), state, path)

@@ -27,6 +27,7 @@ from vwe.data.io import ensure_writable_dir
 from vwe.data.voc import EpochSeededDataset
 from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from vwe.engine.distributed import DistContext, barrier
+from vwe.engine.memory import keep_freed_memory
 from vwe.engine.progress import progress
 from vwe.engine.records import write_record
 from vwe.engine.run_dir import TrainingDir
@@ -68,6 +69,7 @@ class TrainingJob:
 
 def train(job: TrainingJob) -> dict[str, Any]:
     """Run the job from its last checkpoint (or step 0) to the end or `stop_at_step`."""
+    keep_freed_memory()  # each step reuses the last one's buffers (docs/performance.md#make-cam)
     ensure_writable_dir(job.out.root, "run_dir")
     if job.ctx.is_main:
         write_record([job.out.root], job.start.record)

@@ -34,6 +34,8 @@ def fuse_flips(maps: torch.Tensor, how: str) -> torch.Tensor:
 def resize_maps(maps: torch.Tensor, size: tuple[int, int], how: str = "direct") -> torch.Tensor:
     """Bilinear (align_corners=False) to `size`; `irnet_crop` resizes to the stride-16-rounded
     size and crops, as IRNet's make_cam does (docs/refinement.md#make-cam-output)."""
+    if maps.shape[0] == 0:  # an image without labelled classes
+        return maps.new_zeros((0, *size))
     if how == "direct":
         return F.interpolate(maps[None], size=size, mode="bilinear", align_corners=False)[0]
     if how == "irnet_crop":
@@ -49,7 +51,18 @@ def normalise_channels(maps: torch.Tensor) -> torch.Tensor:
     return maps / (peak[:, None, None] + NORM_EPS)
 
 
-@torch.no_grad()
+def scaled_pairs(image: np.ndarray, scales: list[float]) -> list[torch.Tensor]:
+    """Per scale, the normalised rescaled image and its mirror as a (2, 3, h, w) float32 batch:
+    the CPU half of make-cam, which a DataLoader worker can do ahead of the network
+    (docs/performance.md#make-cam)."""
+    pairs = []
+    for scale in scales:
+        scaled = normalize(rescale(image, scale))  # (h, w, 3) float32
+        pair = np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2)
+        pairs.append(torch.from_numpy(np.ascontiguousarray(pair)))
+    return pairs
+
+
 def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg: CamConfig,
                     codebook: torch.Tensor | None = None) -> dict[str, np.ndarray]:
     """CAMs of one uint8 (H, W, 3) image for the classes `keys` (0-based).
@@ -57,28 +70,50 @@ def multiscale_cams(model: CamNet, image: np.ndarray, keys: np.ndarray, cam_cfg:
     Returns `cam` (K, ⌈H/4⌉, ⌈W/4⌉) and `high_res` (K, H, W), plus `*_img` / `*_word` parts
     when the word CAM is fused.
     """
-    height, width = image.shape[:2]
+    return cams_of_pairs(model, scaled_pairs(image, cam_cfg.scales), image.shape[:2], keys,
+                         cam_cfg, codebook)
+
+
+def memory_format(model: torch.nn.Module) -> torch.memory_format:
+    """channels_last when the model's first 4-D weight is stored so (make-cam converts its
+    network, docs/performance.md#make-cam), else the default layout."""
+    for param in model.parameters():
+        if param.ndim == 4:
+            if not param.is_contiguous() and \
+                    param.is_contiguous(memory_format=torch.channels_last):
+                return torch.channels_last
+            break
+    return torch.contiguous_format
+
+
+@torch.inference_mode()
+def cams_of_pairs(model: CamNet, pairs: list[torch.Tensor], image_size: tuple[int, int],
+                  keys: np.ndarray, cam_cfg: CamConfig, codebook: torch.Tensor | None = None
+                  ) -> dict[str, np.ndarray]:
+    """`multiscale_cams` from the `scaled_pairs` of an image of `image_size` (H, W)."""
+    height, width = image_size
     strided_size = ((height - 1) // 4 + 1, (width - 1) // 4 + 1)
     device = next(model.parameters()).device
     branches = ("img", "word") if cam_cfg.fuse_word_cam else ("img",)
     sums = {(b, r): None for b in branches for r in ("cam", "high_res")}
-    for scale in cam_cfg.scales:
-        scaled = normalize(rescale(image, scale))  # (h, w, 3) float32
-        pair = torch.from_numpy(np.stack([scaled, scaled[:, ::-1]]).transpose(0, 3, 1, 2).copy())
+    index = torch.as_tensor(keys, dtype=torch.long, device=device)
+    layout = memory_format(model)
+    for pair in pairs:
+        pair = pair.to(device, non_blocking=True).contiguous(memory_format=layout)
         with autocast(device, cam_cfg.amp):
-            img_cam, word_cam = model.cam_maps(pair.to(device), codebook=codebook,
+            img_cam, word_cam = model.cam_maps(pair, codebook=codebook,
                                                with_word_cam=cam_cfg.fuse_word_cam)
         for branch, maps in zip(branches, (img_cam, word_cam)):
-            fused = fuse_flips(maps.float(), cam_cfg.flip_fusion)
+            # only the labelled channels: resizing is per channel, so this changes no value
+            fused = fuse_flips(maps[:, index].float(), cam_cfg.flip_fusion)
             for res, size, how in (("cam", strided_size, "direct"),
                                    ("high_res", (height, width), cam_cfg.high_res_resize)):
                 resized = resize_maps(fused, size, how)
                 prev = sums[(branch, res)]
-                sums[(branch, res)] = resized if prev is None else prev + resized
-    index = torch.as_tensor(keys, dtype=torch.long, device=device)
+                sums[(branch, res)] = resized if prev is None else prev.add_(resized)
     out: dict[str, np.ndarray] = {"keys": np.asarray(keys, dtype=np.int64)}
     for res in ("cam", "high_res"):
-        parts = {b: normalise_channels(sums[(b, res)][index]) for b in branches}
+        parts = {b: normalise_channels(sums[(b, res)]) for b in branches}
         if cam_cfg.fuse_word_cam:
             out[res] = torch.maximum(parts["img"], parts["word"]).cpu().numpy()
             out[f"{res}_img"] = parts["img"].cpu().numpy()

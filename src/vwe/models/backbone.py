@@ -41,6 +41,8 @@ def init_resnet_weights(model: nn.Module) -> None:
     without pretrained weights."""
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
+            if m.weight.is_meta:  # built for a checkpoint (docs/performance.md#start-up)
+                continue
             nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
         elif isinstance(m, nn.BatchNorm2d):
             nn.init.ones_(m.weight)
@@ -61,6 +63,49 @@ def use_batch_statistics(module: nn.Module) -> nn.Module:
         else:
             use_batch_statistics(child)
     return module
+
+
+def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
+    """conv followed by eval-mode BN as one conv: W·γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε)."""
+    scale = bn.weight.detach() / (bn.running_var + bn.eps).sqrt()
+    folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
+                       conv.padding, conv.dilation, conv.groups, bias=True,
+                       device="meta")  # no initialisation: both tensors are assigned
+    bias = bn.bias.detach() - bn.running_mean * scale
+    if conv.bias is not None:
+        bias = bias + conv.bias.detach() * scale
+    folded.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1),
+                                 requires_grad=False)
+    folded.bias = nn.Parameter(bias, requires_grad=False)
+    return folded
+
+
+def fold_batch_norm(model: nn.Module) -> nn.Module:
+    """Fold every (conv, batch norm) pair of the ResNet trunks in `model` into one conv, in place,
+    for inference only (docs/performance.md#make-cam): the frozen statistics make it the same
+    affine map (float rounding apart), one pass over memory instead of two.
+
+    The model must be in eval mode (its BN then uses running statistics, as FixedBatchNorm2d
+    always does); it is left in eval mode with every parameter frozen, and its state dict no
+    longer loads a checkpoint, so call it after loading.
+    """
+    if model.training:
+        raise ValueError("fold_batch_norm is for inference: call model.eval() first")
+    for module in list(model.modules()):
+        if isinstance(module, ResNet):
+            pairs = [(module, "conv1", "bn1")]
+        elif isinstance(module, BasicBlock | Bottleneck):
+            pairs = [(module, f"conv{i}", f"bn{i}") for i in (1, 2, 3) if hasattr(module, f"bn{i}")]
+            if module.downsample is not None:
+                pairs.append((module.downsample, "0", "1"))
+        else:
+            continue
+        for parent, conv_name, bn_name in pairs:
+            bn = getattr(parent, bn_name)
+            if isinstance(bn, nn.BatchNorm2d):
+                setattr(parent, conv_name, _folded_conv(getattr(parent, conv_name), bn))
+                setattr(parent, bn_name, nn.Identity())
+    return model.requires_grad_(False)
 
 
 def _downsample(in_ch: int, out_ch: int, stride: int) -> nn.Sequential | None:
@@ -91,7 +136,8 @@ class BasicBlock(nn.Module):
         identity = x if self.downsample is None else self.downsample(x)
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: no fresh buffer per block
+        return self.relu(out)
 
 
 class Bottleneck(nn.Module):
@@ -118,7 +164,8 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
-        return self.relu(out + identity)
+        out += identity  # in place, as torchvision: no fresh buffer per block
+        return self.relu(out)
 
 
 class ResNet(nn.Module):

@@ -55,6 +55,8 @@ class ASPP(nn.Module):
             nn.Conv2d(in_ch, num_classes, 3, padding=rate, dilation=rate, bias=True)
             for rate in rates)
         for conv in self.branches:
+            if conv.weight.is_meta:  # built for a checkpoint (docs/performance.md#start-up)
+                continue
             nn.init.normal_(conv.weight, mean=0.0, std=0.01)
             nn.init.zeros_(conv.bias)
 

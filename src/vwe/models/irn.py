@@ -190,8 +190,12 @@ def affinity_from_edge(edge_logits: Tensor, paths: PathIndex | PathTensors) -> T
     boundary = torch.sigmoid(edge_logits).reshape(edge_logits.shape[0], -1)
     groups = []
     for index in paths.path_indices:
-        values = boundary[:, index.reshape(-1)].view(boundary.shape[0], *index.shape)
-        groups.append(values.amax(dim=2))  # (N, n_paths_g, n_src)
+        # index_select and max(dim) as IRNet: their backward is a scatter of the picked
+        # elements, where indexing and amax backward sweep the whole (N, paths, len, src)
+        # tensor (docs/performance.md#training-steps)
+        values = boundary.index_select(1, index.reshape(-1)).view(boundary.shape[0],
+                                                                   *index.shape)
+        groups.append(values.max(dim=2).values)  # (N, n_paths_g, n_src)
     return 1.0 - torch.cat(groups, dim=1)
 
 
@@ -221,8 +225,9 @@ def pair_displacement(displacement: Tensor, paths: PathIndex | PathTensors) -> T
     """D(src) − D(dst) for every pair: (N, 2, n_dirs, n_src) (docs/refinement.md#losses)."""
     paths = _tensors(paths, displacement.device)
     flat = displacement.reshape(*displacement.shape[:2], -1)
-    src = flat[:, :, paths.src_indices][:, :, None, :]
-    dst = flat[:, :, paths.dst_indices.reshape(-1)].view(*flat.shape[:2], *paths.dst_indices.shape)
+    src = flat.index_select(2, paths.src_indices)[:, :, None, :]
+    dst = flat.index_select(2, paths.dst_indices.reshape(-1)).view(*flat.shape[:2],
+                                                                   *paths.dst_indices.shape)
     return src - dst
 
 

@@ -46,6 +46,8 @@ class LearnedCodebook(nn.Module):
     def reset_parameters(self) -> None:
         """The authors' init: kaiming_normal_(a=√5) on the (k, d, 1, 1) view, fan_in d
         (docs/method.md#heads-and-initialisation)."""
+        if self.weight.is_meta:  # built for a checkpoint (docs/performance.md#start-up)
+            return
         nn.init.kaiming_normal_(self.weight.data.view(*self.weight.shape, 1, 1), a=math.sqrt(5))
 
     def forward(self) -> Tensor:

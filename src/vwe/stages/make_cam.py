@@ -15,20 +15,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from typing import Any
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader, Dataset
 
 from vwe.config import Config
 from vwe.data.cam_files import stored_cam_arrays
 from vwe.data.io import read_image, save_npz
-from vwe.data.voc import open_dataset
+from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
+from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
-from vwe.inference.cams import multiscale_cams
+from vwe.inference.cams import cams_of_pairs, scaled_pairs
+from vwe.models.backbone import fold_batch_norm
 from vwe.models.cam_net import CamNet
 from vwe.stage_records import stage_record
 
@@ -43,7 +48,31 @@ def load_cam_net(cfg: Config, num_classes: int, device: torch.device
                   for f in dataclasses.fields(cfg.model) if f.name != "pretrained"}
     trained = load_trained(RunDir(cfg).cam_checkpoint, "cam_net", num_classes, model_keys)
     codebook = trained.state.get("codebook")
-    return trained.model.to(device), (codebook.to(device) if codebook is not None else None)
+    # inference only (docs/performance.md#make-cam): BN folded into the convs, and channels_last,
+    # the layout oneDNN and cuDNN convolve in without reordering; the same maps at 1e-5
+    model = fold_batch_norm(trained.model).to(device, memory_format=torch.channels_last)
+    return model, (codebook.to(device) if codebook is not None else None)
+
+
+class CamInputs(Dataset):
+    """Per image: its name, (H, W) and the `scaled_pairs` of cam.scales, made in DataLoader
+    workers ahead of the network (docs/performance.md#make-cam)."""
+
+    def __init__(self, layout: VocLayout, names: list[str], scales: list[float]) -> None:
+        self.layout, self.names, self.scales = layout, names, list(scales)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def __getitem__(self, index: int) -> tuple[str, tuple[int, int], list[torch.Tensor]]:
+        name = self.names[index]
+        image = read_image(self.layout.image_path(name))
+        return name, tuple(image.shape[:2]), scaled_pairs(image, self.scales)
+
+
+def _as_is(sample: Any) -> Any:
+    """DataLoader collate that leaves a sample alone (batch_size=None)."""
+    return sample
 
 
 def run(cfg: Config) -> dict:
@@ -55,6 +84,7 @@ def cam_outputs(run_dir: RunDir) -> ImageOutputs:
 
 
 def make_cams(cfg: Config, ctx: DistContext) -> dict:
+    keep_freed_memory()  # docs/performance.md#make-cam: ~1 M page faults an image otherwise
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
     names, labels = layout.split_with_labels(cfg.cam.split)
@@ -62,13 +92,23 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
     out_dir = run_dir.cams
 
     def process(todo: list[str]) -> Iterator[None]:
-        for name in todo:
-            image = read_image(layout.image_path(name))
-            keys = np.flatnonzero(labels[name])
-            cams = multiscale_cams(model, image, keys, cfg.cam, codebook)
-            save_npz(run_dir.cam_file(name), compressed=True,
-                     **stored_cam_arrays(cams, cfg.cam.save_parts, cfg.cam.dtype))
-            yield None
+        loader = DataLoader(CamInputs(layout, todo, cfg.cam.scales), batch_size=None,
+                            collate_fn=_as_is, num_workers=min(cfg.data.num_workers, len(todo)),
+                            pin_memory=ctx.device.type == "cuda")
+        with ThreadPoolExecutor(max_workers=1) as writer:  # deflate overlaps the next image
+            pending: Future | None = None
+            for name, size, pairs in loader:
+                keys = np.flatnonzero(labels[name])
+                cams = cams_of_pairs(model, pairs, size, keys, cfg.cam, codebook)
+                if pending is not None:
+                    pending.result()
+                    yield None
+                pending = writer.submit(save_npz, run_dir.cam_file(name), compressed=True,
+                                        **stored_cam_arrays(cams, cfg.cam.save_parts,
+                                                            cfg.cam.dtype))
+            if pending is not None:
+                pending.result()
+                yield None
 
     result = run_per_image("make_cam", names, cam_outputs(run_dir),
                            stage_record(cfg, "make_cam"), cfg.overwrite, ctx, process)

@@ -28,9 +28,11 @@ from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
 from vwe.engine.distributed import DistContext
+from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
+from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk
 from vwe.stage_records import require_input, stage_record
@@ -44,7 +46,14 @@ def load_irnet(cfg: Config, device: torch.device) -> IRNet:
     backbone = cfg.train_irn.backbone or cfg.model.backbone
     trained = load_trained(RunDir(cfg).irn_checkpoint, "irnet",
                            must_match={"train_irn.backbone": ("backbone", backbone)})
-    return trained.model.to(device)
+    return prepare_irnet(trained.model).to(device)
+
+
+def prepare_irnet(model: IRNet) -> IRNet:
+    """The loaded IRNet for inference: its frozen backbone's batch norms folded into the convs
+    (same boundary map up to float rounding, docs/performance.md#make-cam)."""
+    fold_batch_norm(model.eval().backbone)
+    return model
 
 
 def image_pair(image: np.ndarray, device: torch.device) -> torch.Tensor:
@@ -82,6 +91,7 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split
     (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
+    keep_freed_memory()  # docs/performance.md#make-cam
     model = load_irnet(cfg, ctx.device)  # a wrong checkpoint fails before any data is read
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
