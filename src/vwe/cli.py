@@ -59,6 +59,7 @@ COMMANDS: dict[str, Command] = {
     "ablate": Command("vwe.experiments.ablate",
                       "Table 1's rows (baseline, + VWE, + HSPP, both, …) over seeds"),
     "sweep": Command("vwe.experiments.sweep", "one config key over values (Fig. 9), over seeds"),
+    "report": Command("report", "one HTML page of a run: tables, curves, pictures"),
     "demo": Command("demo", "the whole demo on the generated dataset, on CPU", "demo.yaml"),
 }
 
@@ -115,6 +116,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="which file to write (docs/segmentation.md#exported-models)")
             p.add_argument("checkpoint", help="a train-seg checkpoint (.pt)")
             p.add_argument("out", help="the file to write; OUT.json is written beside it")
+        if name == "report":
+            p.add_argument("report_dir", metavar="RUN_DIR", nargs="?",
+                           help="the run directory (default: the config's run_dir)")
         if name == "predict":
             _predict_arguments(p)
             continue
@@ -138,8 +142,7 @@ def split_predict_inputs(items: list[str]) -> tuple[list[str], list[str]]:
     override, so `vwe predict CKPT images/ predict.crf=true` needs no separator."""
     inputs, overrides = [], []
     for item in items:
-        is_override = re.match(r"^[A-Za-z_][\w.]*=", item) and not Path(item).exists()
-        (overrides if is_override else inputs).append(item)
+        (overrides if _is_override(item) else inputs).append(item)
     return inputs, overrides
 
 
@@ -163,6 +166,8 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     if args.command == "sweep":
         key, values = parse_sweep(args.sweep_spec)
         extra += [f"sweep.key={key}", f"sweep.values={_quoted(values)}"]
+    if args.command == "report" and args.report_dir and not _is_override(args.report_dir):
+        extra.append(f"run_dir={_quoted(args.report_dir)}")
     if args.command == "predict":
         inputs, _ = split_predict_inputs(args.inputs)
         extra += [f"predict.checkpoint={_quoted(args.checkpoint)}",
@@ -178,6 +183,11 @@ def command_overrides(args: argparse.Namespace) -> list[str]:
     return extra
 
 
+def _is_override(item: str) -> bool:
+    """Shaped like key=value and not an existing path."""
+    return bool(re.match(r"^[A-Za-z_][\w.]*=", item)) and not Path(item).exists()
+
+
 def _quoted(value: str | list[str]) -> str:
     """A path (or paths) as an override value read back unchanged: JSON is YAML."""
     return json.dumps(value)
@@ -187,6 +197,8 @@ def config_overrides(args: argparse.Namespace) -> list[str]:
     """The user's key=value items (predict mixes them into its INPUT list)."""
     if args.command == "predict":
         return split_predict_inputs(args.inputs)[1]
+    if args.command == "report" and args.report_dir and _is_override(args.report_dir):
+        return [args.report_dir, *args.overrides]  # `vwe report key=value`: no RUN_DIR given
     return list(args.overrides)
 
 

@@ -80,3 +80,25 @@ def _save(fig: Any, plt: Any, path: str | Path) -> Path:
         fig.savefig(tmp, format="png", dpi=120)
     plt.close(fig)
     return path
+
+
+def training_curves(path: str | Path, tensorboard_dir: str | Path, stage: str) -> Path | None:
+    """The `loss/*` scalars of a training stage's TensorBoard folder, one line each; None when
+    the folder holds none."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tensorboard_dir), size_guidance={"scalars": 0})
+    events.Reload()
+    tags = sorted(tag for tag in events.Tags().get("scalars", []) if tag.startswith("loss/"))
+    if not tags:
+        return None
+    plt = _pyplot()
+    fig, ax = plt.subplots(figsize=(6.0, 3.2))
+    for tag in tags:
+        points = events.Scalars(tag)
+        ax.plot([p.step for p in points], [p.value for p in points], label=tag[5:])
+    ax.set_xlabel("step")
+    ax.set_ylabel("loss")
+    ax.set_title(stage.replace("_", "-"))
+    ax.legend(fontsize=7, ncol=3)
+    return _save(fig, plt, path)
