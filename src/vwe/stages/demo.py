@@ -5,16 +5,18 @@ Runs with `configs/demo.yaml` (a small backbone, small images) unless `--config`
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
 import numpy as np
 
 from vwe.config import Config
-from vwe.data.io import load_npz, read_image
+from vwe.data.io import load_npz, read_image, write_json_atomic
 from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
 from vwe.pipeline import PIPELINE, run_stages, stage_table
+from vwe.report import build_report
 from vwe.visualize import save_cam_panel
 
 log = logging.getLogger(__name__)
@@ -49,8 +51,11 @@ def run(cfg: Config) -> dict:
     summaries = run_stages(cfg, ("make_dataset", *PIPELINE), cfg.pipeline.from_stage or None)
     panels = write_panels(cfg)
     log.info("demo: CAM pictures in %s", Path(panels[0]).parent if panels else "-")
+    write_json_atomic(RunDir(cfg).summary, json.loads(json.dumps(summaries, default=str)))
+    report = build_report(cfg)["report"]
     tables = [summaries["eval_cam"].get("table", ""), fusion_line(summaries["eval_cam"]),
               summaries["eval_labels"].get("table", ""), summaries["eval_seg"].get("table", ""),
-              stage_table(summaries, cfg.preset, f"vwe demo: {cfg.run_dir} (generated data)")]
+              stage_table(summaries, cfg.preset, f"vwe demo: {cfg.run_dir} (generated data)"),
+              f"report: {report}"]
     return {"table": "\n\n".join(t for t in tables if t), "panels": panels,
-            "run_dir": cfg.run_dir}
+            "run_dir": cfg.run_dir, "report": report}
