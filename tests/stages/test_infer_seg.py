@@ -6,6 +6,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from seg_helpers import seg_overrides
 
 from vwe.cli import main
 from vwe.config import CrfConfig
@@ -79,11 +80,6 @@ def test_multiscale_flip_fusion_matches_a_hand_built_reference():
     torch.testing.assert_close(got, (big_flip + small_flip) / 2, atol=1e-5, rtol=1e-5)
 
 
-def seg_overrides(root, run_dir, *extra):
-    return [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=0", "device=cpu",
-            "seg.backbone=resnet_tiny", "seg.pretrained=none",
-            f"seg.label_dir={root / 'SegmentationClassAug'}", "train_seg.iterations=2",
-            "train_seg.batch_size=4", "train_seg.crop_size=48", *extra]
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,7 @@ import torch
 import torch.nn.functional as F
 import yaml
 from PIL import Image
+from seg_helpers import seg_overrides
 
 from vwe.cli import main
 from vwe.data.io import load_npz, read_image, read_label_png
@@ -22,11 +23,6 @@ from vwe.visualize import LEGEND_WIDTH
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
 
-def seg_overrides(root, run_dir, *extra):
-    return [f"data.root={root}", f"run_dir={run_dir}", "data.num_workers=0", "device=cpu",
-            "seg.backbone=resnet_tiny", "seg.pretrained=none",
-            f"seg.label_dir={root / 'SegmentationClassAug'}", "train_seg.iterations=2",
-            "train_seg.batch_size=4", "train_seg.crop_size=48", *extra]
 
 
 @pytest.fixture(scope="module")

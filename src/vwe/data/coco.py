@@ -21,7 +21,8 @@ from typing import Any
 
 import numpy as np
 
-from vwe.data.io import image_size, read_json, read_mask_file
+from vwe.data.io import read_json
+from vwe.data.layout import DatasetLayout
 from vwe.engine.records import Record, differences, file_identity
 from vwe.errors import VweError
 
@@ -119,7 +120,7 @@ def semantic_mask(height: int, width: int, instances: Sequence[InstanceMask],
     return label
 
 
-class CocoLayout:
+class CocoLayout(DatasetLayout):
     """Images, labels and masks of a COCO 2014 root as prepare-coco left them (module docstring)."""
 
     def __init__(self, root: str | Path, prepared: str = "", crowd: str = "background") -> None:
@@ -147,10 +148,6 @@ class CocoLayout:
             raise VweError(f"{self.prepared} is stale ({changed}); run `vwe prepare-coco` "
                            "to redo it for these annotations and data.coco_crowd")
         return data
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     @property
     def list_dir(self) -> Path:
@@ -196,18 +193,6 @@ class CocoLayout:
     def masks_where(self) -> str:
         return str(self.prepared / "masks")
 
-    def read_mask(self, name: str, num_classes: int | None = None,
-                  image_size: tuple[int, int] | None = None) -> np.ndarray:
-        limit = self.num_classes if num_classes is None else num_classes
-        return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
-
-    def read_parts(self, name: str) -> np.ndarray | None:
-        """No part maps in this format (only the generator's VOC layout has them)."""
-        return None
-
-    def read_checked_mask(self, name: str) -> np.ndarray:
-        return self.read_mask(name, image_size=image_size(self.image_path(name)))
-
     def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
         out = {}
         for name in names:
@@ -219,9 +204,4 @@ class CocoLayout:
             out[name] = vector
         return out
 
-    def image_labels(self, split: str) -> dict[str, np.ndarray]:
-        return self.labels_for(self.read_split(split))
 
-    def split_with_labels(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
-        names = self.read_split(split)
-        return names, self.labels_for(names)

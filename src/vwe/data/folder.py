@@ -24,12 +24,11 @@ from typing import Any
 import numpy as np
 
 from vwe.data.io import (
-    image_size,
-    read_mask_file,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
 )
+from vwe.data.layout import DatasetLayout
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -38,7 +37,7 @@ IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp")
 TRAIN_SPLITS = ("train", "train_aug")
 
 
-class FolderLayout:
+class FolderLayout(DatasetLayout):
     """Images, image-level tags and optional masks of one folder (see the module docstring)."""
 
     def __init__(self, root: str | Path, tags: str = "", masks: str = "",
@@ -54,10 +53,6 @@ class FolderLayout:
         self.class_names = self._class_names(list(classes))
         self._check_tags()
         self.images = self._index_images()
-
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
 
     def _class_names(self, given: list[str]) -> list[str]:
         if given:
@@ -144,18 +139,6 @@ class FolderLayout:
     def masks_where(self) -> str:
         return str(self.masks) if self.masks is not None else "data.masks (not set)"
 
-    def read_mask(self, name: str, num_classes: int | None = None,
-                  image_size: tuple[int, int] | None = None) -> np.ndarray:
-        limit = self.num_classes if num_classes is None else num_classes
-        return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
-
-    def read_parts(self, name: str) -> np.ndarray | None:
-        """No part maps in this format (only the generator's VOC layout has them)."""
-        return None
-
-    def read_checked_mask(self, name: str) -> np.ndarray:
-        return self.read_mask(name, image_size=image_size(self.image_path(name)))
-
     def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
         index = {class_name: i for i, class_name in enumerate(self.class_names)}
         out = {}
@@ -165,12 +148,8 @@ class FolderLayout:
             out[name] = vector
         return out
 
-    def image_labels(self, split: str) -> dict[str, np.ndarray]:
-        return self.labels_for(self.read_split(split))
 
-    def split_with_labels(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
-        names = self.read_split(split)
-        return names, self.labels_for(names)
+
 
 
 def hash_fraction(name: str) -> float:

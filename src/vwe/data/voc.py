@@ -29,10 +29,10 @@ from vwe.data.io import (
     read_image,
     read_json,
     read_label_png,
-    read_mask_file,
     write_json_atomic,
     write_text_atomic,
 )
+from vwe.data.layout import DatasetLayout
 from vwe.data.transforms import TrainTransform
 from vwe.errors import VweError
 
@@ -49,7 +49,7 @@ _CACHE_VERSION = 2  # 2: a (size, mtime_ns) stamp per XML
 _REPORT_NAMES = 20  # names listed per kind of missing file in the prepare_voc report
 
 
-class VocLayout:
+class VocLayout(DatasetLayout):
     """Paths, split lists, class names, image-level labels and masks of one VOC-style root."""
 
     def __init__(self, root: str | Path, mask_dir: str = "SegmentationClassAug",
@@ -61,11 +61,6 @@ class VocLayout:
         self.mask_dir = mask_dir
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.class_names = self._read_class_names()
-
-    @property
-    def num_classes(self) -> int:
-        """Foreground classes (background excluded)."""
-        return len(self.class_names)
 
     @property
     def list_dir(self) -> Path:
@@ -132,14 +127,6 @@ class VocLayout:
         image = self.image_path(name)
         return self.read_mask(name, image_size=image_size(image) if image.is_file() else None)
 
-    def read_mask(self, name: str, num_classes: int | None = None,
-                  image_size: tuple[int, int] | None = None) -> np.ndarray:
-        """A (H, W) uint8 mask with ids checked to lie in {0..C, 255} and, given it, its size."""
-        limit = self.num_classes if num_classes is None else num_classes
-        return read_mask_file(self.mask_path(name), limit, self.image_path(name), image_size)
-
-    # ---- image-level labels (XML → multi-hot, cached as JSON) ----
-
     def parse_xml_labels(self, name: str) -> list[int]:
         """Sorted class indices of every `<object><name>` in the image's XML (difficult too)."""
         path = self.xml_path(name)
@@ -195,15 +182,6 @@ class VocLayout:
         except OSError:
             return [-1, -1]
         return [stat.st_size, stat.st_mtime_ns]
-
-    def image_labels(self, split: str) -> dict[str, np.ndarray]:
-        """Multi-hot labels of every image in a split, keyed by name."""
-        return self.labels_for(self.read_split(split))
-
-    def split_with_labels(self, split: str) -> tuple[list[str], dict[str, np.ndarray]]:
-        """A split's names, in list order, and their multi-hot labels."""
-        names = self.read_split(split)
-        return names, self.labels_for(names)
 
     def _cache_paths(self) -> list[Path]:
         """Where the labels cache may live: beside the lists, then a per-root user cache."""
