@@ -3,11 +3,10 @@ rendered in headless Chromium where the Debian package is installed."""
 
 import json
 import re
-import shutil
-import subprocess
 
 import pytest
 
+from chromium import check_page, find_browser
 from vwe.cli import main
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
@@ -36,11 +35,22 @@ def test_the_page_holds_the_runs_numbers_and_every_picture(reported):
     assert "http" not in page  # nothing fetched from a network
 
 
-def test_chromium_renders_it_without_errors(reported):
-    browser = shutil.which("chromium") or shutil.which("chromium-browser")
+def test_chromium_renders_it_with_every_image_and_no_console_error(reported):
+    browser = find_browser()
     if browser is None:
         pytest.skip("headless Chromium is not installed (Debian package chromium)")
-    done = subprocess.run([browser, "--headless", "--no-sandbox", "--disable-gpu",
-                           "--dump-dom", (reported / "report" / "index.html").as_uri()],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0 and "<h1>vwe report" in done.stdout
+    page = reported / "report" / "index.html"
+    check = check_page(browser, page)
+    assert check.title.startswith("vwe report")
+    assert check.images == len(re.findall(r"<img ", page.read_text())) > 3
+    assert check.broken_images == [] and check.errors == []
+
+
+def test_the_chromium_check_sees_a_broken_image_and_a_console_error(tmp_path):
+    browser = find_browser()
+    if browser is None:
+        pytest.skip("headless Chromium is not installed (Debian package chromium)")
+    page = tmp_path / "page.html"
+    page.write_text("<title>t</title><img src='missing.png'><script>console.error('x')</script>")
+    check = check_page(browser, page)
+    assert check.broken_images == ["missing.png"] and len(check.errors) == 2
