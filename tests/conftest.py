@@ -87,3 +87,4 @@ def voc_to_folder():
     """`voc_to_folder(voc_root, out, splits=…, as_json=False)`: the dataset as a folder
     (images/ with tags and split lists, masks/); returns (images, masks)."""
     return write_as_folder
+

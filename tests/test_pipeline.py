@@ -92,3 +92,24 @@ def test_a_changed_record_reruns_its_stage_and_the_later_ones(tmp_path, fake_sta
     assert fake_stages == []  # every marker holds today's record
     run_stages(load_config(None, [f"run_dir={tmp_path}", "seed=7"]), ("a", "b", "c"))
     assert [c[0] for c in fake_stages] == ["b", "c"]  # b's key changed: b and what follows
+
+
+def test_pretrain_runs_only_when_a_weights_key_is_generated_and_then_every_time(tmp_path,
+                                                                              monkeypatch):
+    calls = []
+    module = types.ModuleType("vwe.stages.pretrain")
+    module.run = lambda cfg: calls.append(cfg.seg.pretrained) or {"backbones": {}}
+    monkeypatch.setitem(sys.modules, "vwe.stages.pretrain", module)
+    run_stages(load_config(None, [f"run_dir={tmp_path / 'a'}"]), ("pretrain",))
+    assert calls == []  # imagenet everywhere: nothing to pretrain
+    cfg = load_config(None, [f"run_dir={tmp_path / 'b'}", "seg.pretrained=generated"])
+    run_stages(cfg, ("pretrain",))
+    run_stages(cfg, ("pretrain",))  # its cache check is its own: never skipped by a marker
+    assert calls == ["generated", "generated"]
+
+
+def test_the_stage_table_names_the_pretrained_backbone():
+    summaries = {"pretrain": {"backbones": {"resnet_tiny": {"val_accuracy": 0.894,
+                                                             "chance": 1 / 96}}}}
+    assert "backbone resnet_tiny: pretrained on the generated task, held-out accuracy 89.4 % " \
+           "(chance 1.0 %)" in stage_table(summaries, "paper")

@@ -40,6 +40,8 @@ COMMANDS: dict[str, Command] = {
     "make-dataset": Command("make_dataset", "write the generated dataset to data.root"),
     "prepare-voc": Command("prepare_voc", "build train_aug and the label cache (VOC+SBD)"),
     "prepare-coco": Command("prepare_coco", "COCO 2014 masks, split lists and label cache"),
+    "pretrain": Command("pretrain", "pretrain model.backbone on the generated classification "
+                        "task (the offline ImageNet stand-in; cached)"),
     "train-cam": Command("train_cam", "train the VWE/HSPP CAM network"),
     "make-cam": Command("make_cam", "multi-scale + flip CAMs, one .npz per image (resumable)"),
     "eval-cam": Command("eval_cam", "CAM mIoU per class, at the background score and a sweep"),

@@ -14,13 +14,14 @@ import dataclasses
 import importlib
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from vwe.config import Config
 from vwe.data.io import read_json, write_json_atomic
 from vwe.engine.records import Record
 from vwe.engine.run_dir import RunDir
+from vwe.engine.weights import wants_generated
 from vwe.errors import VweError
 from vwe.metrics import percent
 from vwe.stage_records import stage_record
@@ -30,8 +31,11 @@ log = logging.getLogger(__name__)
 CAM_STAGES = ("train_cam", "make_cam", "eval_cam")
 REFINE_STAGES = ("ir_labels", "train_irn", "pseudo_labels", "eval_labels")
 SEG_STAGES = ("train_seg", "infer_seg", "eval_seg")
-PIPELINE = (*CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)
-ALWAYS_RUN = frozenset({"make_dataset"})  # cheap and idempotent: checks its own output
+PIPELINE = ("pretrain", *CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)
+# cheap and idempotent (they check their own output): run every time
+ALWAYS_RUN = frozenset({"make_dataset", "pretrain"})
+# stages that run only when the config asks for their output (docs/synthetic.md#pretraining)
+WANTED_WHEN: dict[str, Callable[[Config], Any]] = {"pretrain": wants_generated}
 
 # The papers' VOC 2012 numbers (mIoU %), next to which `vwe run` prints ours (docs/method.md).
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
@@ -77,6 +81,8 @@ def run_stages(cfg: Config, stages: Sequence[str] = PIPELINE,
     run_dir = RunDir(cfg)
     summaries: dict[str, dict] = {}
     for index, stage in enumerate(stages):
+        if stage in WANTED_WHEN and not WANTED_WHEN[stage](cfg):
+            continue
         stage_cfg = with_resume(cfg, "always" if index >= first else "changed")
         record = stage_record(stage_cfg, stage)
         marker = run_dir.done_marker(stage)
@@ -114,6 +120,7 @@ def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str
         ("segmentation + CRF (val)", "seg_crf", seg.get("crf")),
     ]
     lines = [title] if title else []
+    lines += pretrain_lines(summaries.get("pretrain", {}))
     lines += [f"{'stage':28s}{'ours':>8s}{'paper':>8s}", "-" * 44]
     for label, key, value in rows:
         paper_value = paper.get(key)
@@ -121,6 +128,13 @@ def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str
                      f"{percent(None if paper_value is None else paper_value / 100):>8s}")
     lines.append(f"(mIoU %; paper column: the {preset} preset's VOC 2012 numbers)")
     return "\n".join(lines)
+
+
+def pretrain_lines(summary: dict) -> list[str]:
+    """One line per backbone `vwe pretrain` made or found (docs/synthetic.md#pretraining)."""
+    return [f"backbone {name}: pretrained on the generated task, held-out accuracy "
+            f"{percent(result.get('val_accuracy'))} % (chance {percent(result.get('chance'))} %)"
+            for name, result in summary.get("backbones", {}).items()]
 
 
 def run(cfg: Config) -> dict:

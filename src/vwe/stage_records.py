@@ -15,6 +15,7 @@ from pathlib import Path
 from vwe.config import Config
 from vwe.data.voc import open_dataset
 from vwe.engine.records import (
+    RUN_CONTROL,
     Record,
     digest_of,
     file_identity,
@@ -23,8 +24,7 @@ from vwe.engine.records import (
     require_current,
 )
 from vwe.engine.run_dir import RunDir
-
-RUN_CONTROL = ("resume", "stop_at_step", "checkpoint_every", "log_every")
+from vwe.engine.weights import resolve_generated
 
 
 def _training_exclude(section: str) -> list[str]:
@@ -46,11 +46,20 @@ def labels_identity(cfg: Config, split: str) -> str:
                                  for name, vector in labels.items()}})
 
 
+def weights_identity(spec: str) -> dict[str, str]:
+    """A local weights file's content hash (a file replaced in place must rerun its users);
+    nothing for imagenet / none / coco."""
+    return {} if spec in ("imagenet", "none", "coco", "") else \
+        {"pretrained": file_identity(Path(spec))}
+
+
 def _train_cam(cfg: Config, run: RunDir) -> Record:
+    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model", "train_cam"],
                              _training_exclude("train_cam"))
     return Record("train_cam", settings, {"dataset": dataset_identity(cfg),
-                                          "labels": labels_identity(cfg, cfg.data.train_list)})
+                                          "labels": labels_identity(cfg, cfg.data.train_list),
+                                          **weights_identity(cfg.model.pretrained)})
 
 
 def _make_cam(cfg: Config, run: RunDir) -> Record:
@@ -70,6 +79,7 @@ def _ir_labels(cfg: Config, run: RunDir) -> Record:
 
 
 def _train_irn(cfg: Config, run: RunDir) -> Record:
+    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model.backbone", "train_irn"],
                              _training_exclude("train_irn"))
     inputs = {"dataset": dataset_identity(cfg), "ir_labels": folder_identity(run.ir_labels)}
@@ -98,10 +108,12 @@ def _eval_labels(cfg: Config, run: RunDir) -> Record:
 
 
 def _train_seg(cfg: Config, run: RunDir) -> Record:
+    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "seg", "train_seg"],
                              [*_training_exclude("train_seg"), "seg.label_dir"])
     return Record("train_seg", settings, {"dataset": dataset_identity(cfg),
-                                          "labels": folder_identity(run.seg_train_labels)})
+                                          "labels": folder_identity(run.seg_train_labels),
+                                          **weights_identity(cfg.seg.pretrained)})
 
 
 def _infer_seg(cfg: Config, run: RunDir) -> Record:

@@ -4,6 +4,7 @@ import json
 
 import numpy as np
 
+from demo_recipes import DEMO_FROM_SCRATCH
 from vwe.cli import main, packaged_config
 from vwe.data.voc import VocLayout
 from vwe.metrics import confusion_matrix, segmentation_scores
@@ -24,7 +25,7 @@ def test_short_training_beats_all_background(tiny_dataset, tmp_path):
     args = ["--config", str(packaged_config("demo.yaml")), f"data.root={tiny_dataset}",
             f"run_dir={run_dir}", "data.num_workers=0", "train_cam.epochs=12",
             "train_cam.batch_size=8", "train_cam.crop_size=64", "train_cam.resize_long=[64, 96]",
-            "cam.split=val", "eval_cam.split=val"]
+            "cam.split=val", "eval_cam.split=val", *DEMO_FROM_SCRATCH]
     for command in ("train-cam", "make-cam", "eval-cam"):
         assert main([command, *args]) == 0
     report = json.loads((run_dir / "eval_cam.json").read_text())

@@ -1,9 +1,10 @@
 """Slow: on the generated dataset, IRNet's pseudo labels score a higher mIoU than their CAMs.
 
-The demo config (resnet_tiny from scratch, ~2000 train_aug images of 96–160 px) with the
-refinement settings scaled to its small images; about 20 minutes on one CPU core. Measured on
-the 300 train images, two CAM trainings (1 and 2 torch threads, so not bit-identical): CAM 60.0
-(bkg 0.14; sweep best 61.4) → pseudo labels 61.7 (bg 0.25); CAM 60.4 (best 61.5) → 67.4.
+The demo config from scratch (DEMO_FROM_SCRATCH: resnet_tiny, ~2000 train_aug images of 96–160
+px) with the refinement settings scaled to its small images; about 20 minutes on one CPU core.
+Measured on the 300 train images, two CAM trainings (1 and 2 torch threads, so not bit-
+identical): CAM 60.0 (bkg 0.14; sweep best 61.4) → pseudo labels 61.7 (bg 0.25); CAM 60.4 (best
+61.5) → 67.4.
 With IRNet's fg_thres 0.30, 3 epochs and no momentum the labels were below the CAMs (45–50).
 """
 
@@ -11,6 +12,7 @@ import json
 
 import pytest
 
+from demo_recipes import DEMO_FROM_SCRATCH
 from vwe.cli import main, packaged_config
 
 # Documented config values only (configs/demo.yaml + these), see the module docstring.
@@ -32,7 +34,8 @@ REFINE = [
 @pytest.mark.usefixtures("single_torch_thread")
 def test_pseudo_labels_beat_cams(tmp_path):
     config = ["--config", str(packaged_config("demo.yaml"))]
-    base = [f"data.root={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", *REFINE]
+    base = [f"data.root={tmp_path / 'data'}", f"run_dir={tmp_path / 'run'}", *DEMO_FROM_SCRATCH,
+            *REFINE]
     for command in ("make-dataset", "train-cam", "make-cam", "eval-cam", "ir-labels",
                     "train-irn", "pseudo-labels", "eval-labels"):
         assert main([command, *config, *base]) == 0, command

@@ -32,6 +32,7 @@ from vwe.config.schema import (
     ModelConfig,
     PipelineConfig,
     PredictConfig,
+    PretrainConfig,
     PseudoLabelConfig,
     SegConfig,
     SweepConfig,
@@ -47,7 +48,8 @@ __all__ = [
     "EvalLabelsConfig", "EvalSegConfig", "ExportConfig", "ExportModelConfig",
     "ImportWeightsConfig", "InferSegConfig",
     "IrLabelConfig", "LoopSettings", "LossWeights", "ModelConfig", "PipelineConfig",
-    "PredictConfig", "PseudoLabelConfig", "SegConfig", "SyntheticConfig", "TrainCamConfig",
+    "PredictConfig", "PretrainConfig", "PseudoLabelConfig", "SegConfig", "SyntheticConfig",
+    "TrainCamConfig",
     "TrainIrnConfig", "TrainSegConfig", "all_keys", "load_config", "parse_overrides", "parse_sweep",
     "seg_recipe", "to_yaml", "with_overrides", "with_recipe",
 ]

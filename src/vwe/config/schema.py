@@ -447,6 +447,27 @@ class CodebookConfig:
 
 
 @dataclass
+class PretrainConfig(LoopSettings):
+    """`vwe pretrain`: model.backbone trained on the generated classification task, the offline
+    stand-in for ImageNet (docs/synthetic.md#pretraining). `generated` in model.pretrained,
+    train_irn.backbone_init or seg.pretrained names its result, cached under `cache_dir` by a
+    digest of these keys, so every run and seed with the same keys shares one backbone."""
+
+    num_classes: int = check(96, ge=2, le=384)  # (shape, texture, hue) triples
+    image_size: int = check(96, ge=32)
+    steps: int = check(1500, ge=1)
+    batch_size: int = check(64, ge=1)
+    lr: float = check(0.1, gt=0)
+    momentum: float = check(0.9, ge=0, lt=1)
+    weight_decay: float = check(5.0e-4, ge=0)
+    poly_power: float = check(0.9, ge=0)
+    val_images: int = check(960, ge=0)  # held-out images for the accuracy in pretrain.json
+    seed: int = 0  # the task's and the training's, apart from the run's seed
+    cache_dir: str = "data/pretrained"
+    checkpoint_every: int = check(250, ge=1)
+
+
+@dataclass
 class Config:
     """Everything one run needs; saved resolved into the run directory."""
 
@@ -479,4 +500,5 @@ class Config:
     ablate: AblateConfig = field(default_factory=AblateConfig)
     sweep: SweepConfig = field(default_factory=SweepConfig)
     codebook: CodebookConfig = field(default_factory=CodebookConfig)
+    pretrain: PretrainConfig = field(default_factory=PretrainConfig)
     export_model: ExportModelConfig = field(default_factory=ExportModelConfig)

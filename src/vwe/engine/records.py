@@ -35,6 +35,8 @@ FORMAT_VERSION = 1  # raise when a stage's files change meaning: every folder is
 OVERWRITE_MODES = ("never", "changed", "always")
 MISSING = "missing"
 _HASH_CHUNK = 1 << 20
+# training keys that steer how a run proceeds, not what it makes: left out of every record
+RUN_CONTROL = ("resume", "stop_at_step", "checkpoint_every", "log_every")
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,5 @@
-"""Reading weights from outside: torchvision's ImageNet weights and a user's local file.
+"""Reading weights from outside: torchvision's ImageNet weights, a user's local file, and the
+backbone `vwe pretrain` caches (`generated`).
 
 The networks in `models/` receive these tensors; this module is where the files and the
 download are (weights_only=True: a weights file is never unpickled).
@@ -6,13 +7,22 @@ download are (weights_only=True: a weights file is never unpickled).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from torch import Tensor
 
+from vwe.config import Config
+from vwe.data.pretrain_task import TASK_VERSION
+from vwe.engine.records import RUN_CONTROL, digest_of, flat_settings
 from vwe.errors import VweError, one_line
+
+GENERATED = "generated"  # a weights key's value naming `vwe pretrain`'s cached backbone
+BACKBONE_FILE = "backbone.pth"
+# pretrain.* keys that do not change the weights
+NOT_IN_DIGEST = (*RUN_CONTROL, "cache_dir", "val_images")
 
 
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:
@@ -56,3 +66,46 @@ def load_failure(err: Exception) -> str:
     if "weights_only" in text or "Unsupported global" in text or "pickle" in text.lower():
         return "it holds pickled Python objects, which vwe never loads"
     return text[:200] or type(err).__name__
+
+
+def generated_backbone_dir(cfg: Config, backbone: str) -> Path:
+    """Where `vwe pretrain` trains and caches `backbone` under cfg.pretrain: named by a digest of
+    the keys that change the weights, so other settings never reuse a stale file."""
+    settings = flat_settings(cfg, ["pretrain"], [f"pretrain.{k}" for k in NOT_IN_DIGEST])
+    digest = digest_of({"backbone": backbone, "task_version": TASK_VERSION, **settings})
+    return Path(cfg.pretrain.cache_dir) / f"{backbone}-{digest.removeprefix('rec:')[:12]}"
+
+
+def generated_backbone_file(cfg: Config, backbone: str) -> Path:
+    return generated_backbone_dir(cfg, backbone) / BACKBONE_FILE
+
+
+def resolve_generated(cfg: Config, require: bool = False) -> Config:
+    """`cfg` with every `generated` weights key replaced by the cached file's path (for the
+    backbone that key initialises); `require`: the file must exist, else one line that says
+    which command makes it."""
+    keys = {"model": ("pretrained", cfg.model.backbone),
+            "train_irn": ("backbone_init", cfg.train_irn.backbone or cfg.model.backbone),
+            "seg": ("pretrained", cfg.seg.backbone)}
+    changes = {}
+    for section, (key, backbone) in keys.items():
+        if getattr(getattr(cfg, section), key) != GENERATED:
+            continue
+        path = generated_backbone_file(cfg, backbone)
+        if require and not path.is_file():
+            hint = "" if backbone == cfg.model.backbone else f" model.backbone={backbone}"
+            raise VweError(f"{section}.{key}=generated: no pretrained {backbone} for these "
+                           f"pretrain.* keys ({path}); run `vwe pretrain --config FILE{hint}` "
+                           "first (vwe run and vwe demo run it for you)")
+        changes[section] = dataclasses.replace(getattr(cfg, section), **{key: str(path)})
+    return dataclasses.replace(cfg, **changes) if changes else cfg
+
+
+def wants_generated(cfg: Config) -> list[str]:
+    """The backbones some weights key asks `vwe pretrain` for."""
+    wanted = [cfg.model.backbone] if cfg.model.pretrained == GENERATED else []
+    if cfg.train_irn.backbone_init == GENERATED:
+        wanted.append(cfg.train_irn.backbone or cfg.model.backbone)
+    if cfg.seg.pretrained == GENERATED:
+        wanted.append(cfg.seg.backbone)
+    return sorted(set(wanted))

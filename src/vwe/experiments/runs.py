@@ -28,7 +28,8 @@ from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
 
 log = logging.getLogger(__name__)
 
-THROUGH = {"eval-cam": CAM_STAGES, "eval-labels": (*CAM_STAGES, *REFINE_STAGES)}
+THROUGH = {"eval-cam": ("pretrain", *CAM_STAGES),
+           "eval-labels": ("pretrain", *CAM_STAGES, *REFINE_STAGES)}
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.precision import autocast
 from vwe.engine.records import plain
 from vwe.engine.training import prepare_training_dir
+from vwe.engine.weights import resolve_generated
 from vwe.errors import VweError
 from vwe.models.cam_net import CamNet, cam_losses
 from vwe.models.registry import arch_entry, create_model
@@ -82,7 +83,8 @@ def memory_bank_step(codebook: torch.Tensor, features: torch.Tensor, word_labels
 
 
 def run(cfg: Config) -> dict:
-    return dist_utils.in_process_group(train, cfg)
+    """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

@@ -32,6 +32,7 @@ from vwe.engine.precision import autocast
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
+from vwe.engine.weights import resolve_generated
 from vwe.errors import VweError
 from vwe.models.backbone import clean_backbone_keys
 from vwe.models.irn import (
@@ -143,7 +144,8 @@ def training_paths(cfg: Config, device: torch.device) -> PathTensors:
 
 
 def run(cfg: Config) -> dict:
-    return dist_utils.in_process_group(train, cfg)
+    """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

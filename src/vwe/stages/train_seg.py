@@ -29,6 +29,7 @@ from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
+from vwe.engine.weights import resolve_generated
 from vwe.errors import VweError
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
@@ -101,7 +102,8 @@ def make_dataset(cfg: Config, layout: VocLayout, labels: Path) -> SegTrainDatase
 
 
 def run(cfg: Config) -> dict[str, Any]:
-    return dist_utils.in_process_group(train, cfg)
+    """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:

@@ -1,0 +1,95 @@
+"""vwe pretrain: it learns the task, caches by its keys, resumes to the same weights, and every
+`generated` weights key loads exactly its backbone."""
+
+import json
+from pathlib import Path
+
+import pytest
+import torch
+
+from vwe.cli import main
+from vwe.config import load_config
+from vwe.engine.weights import generated_backbone_file, resolve_generated
+from vwe.errors import VweError
+from vwe.stage_records import stage_record
+
+pytestmark = pytest.mark.usefixtures("single_torch_thread")
+
+
+def pretrain_args(cache: Path, *extra: str) -> list[str]:
+    return [f"pretrain.cache_dir={cache}", f"run_dir={cache / 'run'}", "device=cpu",
+            "model.backbone=resnet_tiny", "pretrain.num_classes=4", "pretrain.image_size=48",
+            "pretrain.batch_size=16", "pretrain.steps=40", "pretrain.val_images=64",
+            "pretrain.lr=0.05", "pretrain.checkpoint_every=10", "data.num_workers=0", *extra]
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+    cache = tmp_path_factory.mktemp("pretrain")
+    assert main(["pretrain", *pretrain_args(cache)]) == 0
+    return cache
+
+
+def test_it_learns_the_task_and_writes_a_backbone_file(pretrained):
+    cfg = load_config(None, pretrain_args(pretrained))
+    path = generated_backbone_file(cfg, "resnet_tiny")
+    summary = json.loads((path.parent / "pretrain.json").read_text())
+    assert summary["val_accuracy"] > summary["chance"] + 0.25  # 4 classes: chance 25 %
+    state = torch.load(path, weights_only=True)
+    assert "conv1.weight" in state and "layer4.0.bn2.running_var" in state
+    assert not any(k.startswith(("fc.", "backbone.")) for k in state)
+
+
+def test_a_second_call_is_cached_and_another_key_trains_elsewhere(pretrained):
+    cfg = load_config(None, pretrain_args(pretrained))
+    path = generated_backbone_file(cfg, "resnet_tiny")
+    before = path.stat().st_mtime_ns
+    assert main(["pretrain", *pretrain_args(pretrained)]) == 0
+    assert path.stat().st_mtime_ns == before
+    other = load_config(None, pretrain_args(pretrained, "pretrain.lr=0.02"))
+    assert generated_backbone_file(other, "resnet_tiny") != path
+    unchanged = load_config(None, pretrain_args(pretrained, "pretrain.val_images=8"))
+    assert generated_backbone_file(unchanged, "resnet_tiny") == path  # not a weights key
+
+
+def test_a_resumed_pretraining_equals_an_uninterrupted_one(pretrained, tmp_path):
+    assert main(["pretrain", *pretrain_args(tmp_path, "pretrain.stop_at_step=20")]) == 0
+    cfg = load_config(None, pretrain_args(tmp_path))
+    assert not generated_backbone_file(cfg, "resnet_tiny").exists()
+    assert main(["pretrain", *pretrain_args(tmp_path)]) == 0
+    resumed = torch.load(generated_backbone_file(cfg, "resnet_tiny"), weights_only=True)
+    straight = torch.load(generated_backbone_file(load_config(None, pretrain_args(pretrained)),
+                                                  "resnet_tiny"), weights_only=True)
+    assert resumed.keys() == straight.keys()
+    for key in straight:
+        assert torch.equal(resumed[key], straight[key]), key
+
+
+def test_generated_keys_load_that_backbone_and_enter_the_records(pretrained, tiny_dataset,
+                                                                refine_overrides):
+    run_dir = pretrained / "cam-run"
+    args = [*refine_overrides(tiny_dataset, run_dir), *pretrain_args(pretrained),
+            "model.pretrained=generated",
+            "train_cam.max_steps=1", "train_cam.lr=1e-9", "model.frozen_bn=true",
+            "model.freeze_stem=true", f"run_dir={run_dir}"]
+    assert main(["train-cam", *args]) == 0
+    cfg = load_config(None, args)
+    backbone = torch.load(generated_backbone_file(cfg, "resnet_tiny"), weights_only=True)
+    trained = torch.load(run_dir / "train_cam" / "final.pt", weights_only=True)["model"]
+    assert torch.equal(trained["backbone.conv1.weight"], backbone["conv1.weight"])  # frozen stem
+    assert torch.equal(trained["backbone.bn1.running_mean"], backbone["bn1.running_mean"])
+    record = stage_record(cfg, "train_cam").to_json()
+    assert record["settings"]["model.pretrained"] == str(generated_backbone_file(cfg,
+                                                                                 "resnet_tiny"))
+    assert record["inputs"]["pretrained"].startswith("sha256:")
+    other = load_config(None, [*args, "pretrain.steps=41"])
+    assert stage_record(other, "train_cam") != stage_record(cfg, "train_cam")
+
+
+def test_a_missing_backbone_names_the_command_that_makes_it(tmp_path):
+    cfg = load_config(None, [*pretrain_args(tmp_path), "seg.pretrained=generated",
+                             "seg.backbone=resnet18"])
+    with pytest.raises(VweError, match=r"seg.pretrained=generated.*vwe pretrain .*"
+                                       r"model.backbone=resnet18"):
+        resolve_generated(cfg, require=True)
+    assert resolve_generated(cfg).seg.pretrained.endswith("backbone.pth")
