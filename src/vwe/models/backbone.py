@@ -66,17 +66,19 @@ def use_batch_statistics(module: nn.Module) -> nn.Module:
 
 
 def _folded_conv(conv: nn.Conv2d, bn: nn.BatchNorm2d) -> nn.Conv2d:
-    """conv followed by eval-mode BN as one conv: W·γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε)."""
-    scale = bn.weight.detach() / (bn.running_var + bn.eps).sqrt()
+    """conv followed by eval-mode BN as one conv: W·γ/√(σ²+ε), bias β − μ·γ/√(σ²+ε), computed
+    in float64 and rounded once, so folding adds no more than one rounding per weight."""
+    scale = bn.weight.detach().double() / (bn.running_var.double() + bn.eps).sqrt()
     folded = nn.Conv2d(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride,
                        conv.padding, conv.dilation, conv.groups, bias=True,
                        device="meta")  # no initialisation: both tensors are assigned
-    bias = bn.bias.detach() - bn.running_mean * scale
+    bias = bn.bias.detach().double() - bn.running_mean.double() * scale
     if conv.bias is not None:
-        bias = bias + conv.bias.detach() * scale
-    folded.weight = nn.Parameter(conv.weight.detach() * scale.view(-1, 1, 1, 1),
-                                 requires_grad=False)
-    folded.bias = nn.Parameter(bias, requires_grad=False)
+        bias = bias + conv.bias.detach().double() * scale
+    dtype = conv.weight.dtype
+    folded.weight = nn.Parameter((conv.weight.detach().double() * scale.view(-1, 1, 1, 1))
+                                 .to(dtype), requires_grad=False)
+    folded.bias = nn.Parameter(bias.to(dtype), requires_grad=False)
     return folded
 
 
