@@ -26,7 +26,12 @@ def test_voc_cam_config_lists_every_key_with_paper_values():
 
 def test_demo_config_loads_and_presets_switch_it():
     cfg = load_config(packaged_config("demo.yaml"))
-    assert cfg.model.backbone == "resnet_tiny" and not cfg.model.frozen_bn
+    assert cfg.model.backbone == "resnet_tiny" and cfg.model.pretrained == "generated"
+    # the paper's recipe on the pretrained backbone (docs/synthetic.md#pretraining)
+    assert cfg.model.frozen_bn and cfg.model.freeze_stem and cfg.model.detach_after_stage2
+    assert (cfg.train_cam.lr, cfg.train_cam.new_lr_mult, cfg.train_cam.momentum) == (0.01, 10,
+                                                                                   0.9)
+    assert cfg.train_irn.backbone_init == "generated" and cfg.seg.pretrained == "generated"
     assert load_config(packaged_config("voc_cam_r50.yaml"),
                        ["preset=vwl-m"]).model.codebook == "memory_bank"
 

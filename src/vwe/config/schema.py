@@ -465,6 +465,9 @@ class PretrainConfig(LoopSettings):
     seed: int = 0  # the task's and the training's, apart from the run's seed
     cache_dir: str = "data/pretrained"
     checkpoint_every: int = check(250, ge=1)
+    # loader processes drawing the images beside the network (0: in the main process); the
+    # images are the same either way
+    num_workers: int = check(1, ge=0)
 
 
 @dataclass

@@ -22,7 +22,7 @@ from vwe.errors import VweError, one_line
 GENERATED = "generated"  # a weights key's value naming `vwe pretrain`'s cached backbone
 BACKBONE_FILE = "backbone.pth"
 # pretrain.* keys that do not change the weights
-NOT_IN_DIGEST = (*RUN_CONTROL, "cache_dir", "val_images")
+NOT_IN_DIGEST = (*RUN_CONTROL, "cache_dir", "val_images", "num_workers")
 
 
 def imagenet_state_dict(name: str) -> dict[str, Tensor]:

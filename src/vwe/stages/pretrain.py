@@ -112,7 +112,7 @@ def pretrain(cfg: Config, ctx: DistContext, backbone: str) -> dict[str, Any]:
                           momentum=pc.momentum, weight_decay=pc.weight_decay)
     started = time.monotonic()
     job = TrainingJob("pretrain", settings, TrainingStart(TrainingDir(folder), record, None), ctx,
-                      model, optimizer, dataset, pc.steps, pc.seed, cfg.data.num_workers,
+                      model, optimizer, dataset, pc.steps, pc.seed, pc.num_workers,
                       TaskStep(cfg, ctx, optimizer), state=lambda: {"backbone": backbone},
                       save_each_epoch=False)
     summary = train_loop(job)
