@@ -48,9 +48,11 @@ def load_cam_net(cfg: Config, num_classes: int, device: torch.device
                   for f in dataclasses.fields(cfg.model) if f.name != "pretrained"}
     trained = load_trained(RunDir(cfg).cam_checkpoint, "cam_net", num_classes, model_keys)
     codebook = trained.state.get("codebook")
-    # inference only (docs/performance.md#make-cam): BN folded into the convs, and channels_last,
-    # the layout oneDNN and cuDNN convolve in without reordering; the same maps at 1e-5
-    model = fold_batch_norm(trained.model).to(device, memory_format=torch.channels_last)
+    # inference only (docs/performance.md#make-cam): BN folded into the convs; channels_last on
+    # CUDA only: on the CPU, oneDNN's channels_last kernels move CAMs by 1.4e-5 from float64
+    # (contiguous: 5e-6, as the authors' code), so the CPU keeps the accurate layout
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = fold_batch_norm(trained.model).to(device, memory_format=layout)
     return model, (codebook.to(device) if codebook is not None else None)
 
 
