@@ -80,10 +80,10 @@ def generated_backbone_file(cfg: Config, backbone: str) -> Path:
     return generated_backbone_dir(cfg, backbone) / BACKBONE_FILE
 
 
-def resolve_generated(cfg: Config, require: bool = False) -> Config:
+def resolve_generated(cfg: Config, require: str = "") -> Config:
     """`cfg` with every `generated` weights key replaced by the cached file's path (for the
-    backbone that key initialises); `require`: the file must exist, else one line that says
-    which command makes it."""
+    backbone that key initialises); `require` (model | train_irn | seg: the section a stage
+    reads): that key's file must exist, else one line that says which command makes it."""
     keys = {"model": ("pretrained", cfg.model.backbone),
             "train_irn": ("backbone_init", cfg.train_irn.backbone or cfg.model.backbone),
             "seg": ("pretrained", cfg.seg.backbone)}
@@ -92,7 +92,7 @@ def resolve_generated(cfg: Config, require: bool = False) -> Config:
         if getattr(getattr(cfg, section), key) != GENERATED:
             continue
         path = generated_backbone_file(cfg, backbone)
-        if require and not path.is_file():
+        if require == section and not path.is_file():
             hint = "" if backbone == cfg.model.backbone else f" model.backbone={backbone}"
             raise VweError(f"{section}.{key}=generated: no pretrained {backbone} for these "
                            f"pretrain.* keys ({path}); run `vwe pretrain --config FILE{hint}` "

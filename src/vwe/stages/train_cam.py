@@ -84,7 +84,7 @@ def memory_bank_step(codebook: torch.Tensor, features: torch.Tensor, word_labels
 
 def run(cfg: Config) -> dict:
     """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
-    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require="model"))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

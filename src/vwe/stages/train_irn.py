@@ -145,7 +145,7 @@ def training_paths(cfg: Config, device: torch.device) -> PathTensors:
 
 def run(cfg: Config) -> dict:
     """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
-    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require="train_irn"))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict:

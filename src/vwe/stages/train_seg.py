@@ -103,7 +103,7 @@ def make_dataset(cfg: Config, layout: VocLayout, labels: Path) -> SegTrainDatase
 
 def run(cfg: Config) -> dict[str, Any]:
     """`generated` weights: vwe pretrain's cached backbone (docs/synthetic.md#pretraining)."""
-    return dist_utils.in_process_group(train, resolve_generated(cfg, require=True))
+    return dist_utils.in_process_group(train, resolve_generated(cfg, require="seg"))
 
 
 def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
