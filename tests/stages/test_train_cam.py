@@ -93,3 +93,28 @@ def test_two_process_gloo_equals_one_process(tiny_dataset, tmp_path, preset):
     done = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     assert_same_state(final_weights(single), final_weights(double), atol=2e-5)
+
+
+@pytest.mark.usefixtures("single_torch_thread")
+def test_channels_last_trains_the_same_network_to_float_rounding_and_resumes(tiny_dataset,
+                                                                            tmp_path):
+    plain, layout = tmp_path / "plain", tmp_path / "channels_last"
+    assert main(["train-cam", *tiny_overrides(tiny_dataset, plain)]) == 0
+    args = tiny_overrides(tiny_dataset, layout, "train_cam.channels_last=true")
+    assert main(["train-cam", *args, "train_cam.stop_at_step=3"]) == 0
+    assert main(["train-cam", "--resume", *args]) == 0
+    trained = final_weights(layout)["model"]
+    assert trained["backbone.layer1.0.conv1.weight"].is_contiguous(
+        memory_format=torch.channels_last)
+    assert_same_state(final_weights(plain), final_weights(layout), atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.usefixtures("single_torch_thread")
+def test_compile_trains_the_same_network_to_float_rounding(tiny_dataset, tmp_path):
+    """Slow: inductor compiles the forward and backward first (about a minute on one core)."""
+    eager, compiled = tmp_path / "eager", tmp_path / "compiled"
+    assert main(["train-cam", *tiny_overrides(tiny_dataset, eager)]) == 0
+    assert main(["train-cam", *tiny_overrides(tiny_dataset, compiled,
+                                              "train_cam.compile=true")]) == 0
+    assert_same_state(final_weights(eager), final_weights(compiled), atol=1e-4)

@@ -111,6 +111,11 @@ class LoopSettings:
     checkpoint_every: int = check(500, ge=1)  # steps between last.pt saves; also at the end
     log_every: int = check(10, ge=1)  # steps between TensorBoard scalars
     amp: bool = False  # bfloat16 autocast (CPU and CUDA; docs/pipeline.md#precision)
+    # the network's weights (so its activations) in channels_last, and torch.compile (inductor)
+    # of the network: faster where measured (docs/performance.md#training-layouts), equal up
+    # to float rounding, so off in the presets
+    channels_last: bool = False
+    compile: bool = False
     resume: bool = False  # continue from <run_dir>/<stage>/last.pt (`--resume`)
     stop_at_step: int = check(0, ge=0)  # >0: stop after this many steps with a resumable checkpoint
 

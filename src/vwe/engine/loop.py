@@ -73,8 +73,12 @@ def train(job: TrainingJob) -> dict[str, Any]:
     ensure_writable_dir(job.out.root, "run_dir")
     if job.ctx.is_main:
         write_record([job.out.root], job.start.record)
+    if job.settings.channels_last:  # resume loads into these tensors, keeping the layout
+        job.model.to(memory_format=torch.channels_last)
     step = resume(job) if job.settings.resume and job.out.last.exists() else 0
     net = DistributedDataParallel(job.model) if job.ctx.distributed else job.model
+    if job.settings.compile:  # checkpoints keep saving job.model: the same parameters
+        net = torch.compile(net)
     writer = SummaryWriter(str(job.out.tensorboard)) if job.ctx.is_main else None
     try:
         with sigterm_as_interrupt():
