@@ -97,3 +97,10 @@ def test_a_missing_backbone_names_the_command_that_makes_it(tmp_path):
                                        r"model.backbone=resnet18"):
         resolve_generated(cfg, require="seg")
     assert resolve_generated(cfg, require="model").seg.pretrained.endswith("backbone.pth")
+
+
+def test_without_held_out_images_the_accuracy_is_null(tmp_path):
+    args = pretrain_args(tmp_path, "pretrain.steps=2", "pretrain.val_images=0")
+    assert main(["pretrain", *args]) == 0
+    path = generated_backbone_file(load_config(None, args), "resnet_tiny")
+    assert json.loads((path.parent / "pretrain.json").read_text())["val_accuracy"] is None

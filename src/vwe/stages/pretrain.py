@@ -42,6 +42,7 @@ from vwe.engine.weights import (
     wants_generated,
 )
 from vwe.errors import VweError
+from vwe.metrics import percent
 from vwe.models.backbone import build_backbone, use_batch_statistics
 
 log = logging.getLogger(__name__)
@@ -91,8 +92,8 @@ def pretrain(cfg: Config, ctx: DistContext, backbone: str) -> dict[str, Any]:
     record = pretrain_record(cfg, backbone)
     done = cached_summary(folder, record)
     if done is not None:
-        log.info("pretrain: %s is cached (%s, held-out accuracy %.1f%%)", backbone, folder,
-                 100 * done["val_accuracy"])
+        log.info("pretrain: %s is cached (%s, held-out accuracy %s%%)", backbone, folder,
+                 percent(done["val_accuracy"]))
         return {**done, "skipped": True}
     if ctx.is_main:
         found = read_record(folder) if folder.is_dir() else None
@@ -127,8 +128,8 @@ def pretrain(cfg: Config, ctx: DistContext, backbone: str) -> dict[str, Any]:
         save_backbone(folder / "final.pt", folder / BACKBONE_FILE)
         write_json_atomic(folder / SUMMARY_FILE, result)
     dist_utils.barrier(ctx)
-    log.info("pretrain: %s held-out accuracy %.1f%% (chance %.1f%%) → %s", backbone,
-             100 * accuracy, 100 / len(classes), folder / BACKBONE_FILE)
+    log.info("pretrain: %s held-out accuracy %s%% (chance %.1f%%) → %s", backbone,
+             percent(accuracy), 100 / len(classes), folder / BACKBONE_FILE)
     return result
 
 
@@ -141,11 +142,12 @@ def save_backbone(final: Path, out: Path) -> None:
 
 @torch.no_grad()
 def held_out_accuracy(model: TaskClassifier, classes: list, cfg: Config,
-                      ctx: DistContext) -> float:
-    """Top-1 accuracy on pretrain.val_images images of a stream training never draws from."""
+                      ctx: DistContext) -> float | None:
+    """Top-1 accuracy on pretrain.val_images images of a stream training never draws from
+    (None when val_images is 0)."""
     pc = cfg.pretrain
     if pc.val_images == 0:
-        return float("nan")
+        return None
     data = PretrainTask(classes, pc.image_size, pc.val_images, pc.seed, stream=VAL_STREAM)
     loader = torch.utils.data.DataLoader(data, batch_size=pc.batch_size)
     model.eval()
