@@ -24,6 +24,10 @@ def pretrain_args(cache: Path, *extra: str) -> list[str]:
             "data.num_workers=0", *extra]
 
 
+def backbone_tensors(cfg) -> dict:
+    return torch.load(generated_backbone_file(cfg, "resnet_tiny"), weights_only=True)
+
+
 @pytest.fixture(scope="module")
 def pretrained(tmp_path_factory):
     cache = tmp_path_factory.mktemp("pretrain")
@@ -36,7 +40,7 @@ def test_it_learns_the_task_and_writes_a_backbone_file(pretrained):
     path = generated_backbone_file(cfg, "resnet_tiny")
     summary = json.loads((path.parent / "pretrain.json").read_text())
     assert summary["val_accuracy"] > summary["chance"] + 0.25  # 4 classes: chance 25 %
-    state = torch.load(path, weights_only=True)
+    state = backbone_tensors(cfg)
     assert "conv1.weight" in state and "layer4.0.bn2.running_var" in state
     assert not any(k.startswith(("fc.", "backbone.")) for k in state)
 
@@ -61,9 +65,8 @@ def test_a_resumed_pretraining_equals_an_uninterrupted_one(pretrained, tmp_path)
     cfg = load_config(None, pretrain_args(tmp_path))
     assert not generated_backbone_file(cfg, "resnet_tiny").exists()
     assert main(["pretrain", *pretrain_args(tmp_path)]) == 0
-    resumed = torch.load(generated_backbone_file(cfg, "resnet_tiny"), weights_only=True)
-    straight = torch.load(generated_backbone_file(load_config(None, pretrain_args(pretrained)),
-                                                  "resnet_tiny"), weights_only=True)
+    resumed = backbone_tensors(cfg)
+    straight = backbone_tensors(load_config(None, pretrain_args(pretrained)))
     assert resumed.keys() == straight.keys()
     for key in straight:
         assert torch.equal(resumed[key], straight[key]), key
@@ -78,7 +81,7 @@ def test_generated_keys_load_that_backbone_and_enter_the_records(pretrained, tin
             "model.freeze_stem=true", f"run_dir={run_dir}"]
     assert main(["train-cam", *args]) == 0
     cfg = load_config(None, args)
-    backbone = torch.load(generated_backbone_file(cfg, "resnet_tiny"), weights_only=True)
+    backbone = backbone_tensors(cfg)
     trained = torch.load(run_dir / "train_cam" / "final.pt", weights_only=True)["model"]
     assert torch.equal(trained["backbone.conv1.weight"], backbone["conv1.weight"])  # frozen stem
     assert torch.equal(trained["backbone.bn1.running_mean"], backbone["bn1.running_mean"])

@@ -152,7 +152,6 @@ class PretrainTask(Dataset):
                  stream: int = TRAIN_STREAM) -> None:
         self.classes, self.side, self.length = classes, side, length
         self.seed, self.stream, self.epoch = seed, stream, 0
-        self.names = [str(i) for i in range(length)]
 
     def set_epoch(self, epoch: int) -> None:
         self.epoch = epoch

@@ -16,7 +16,7 @@ from torch import Tensor
 
 from vwe.config import Config
 from vwe.data.pretrain_task import TASK_VERSION
-from vwe.engine.records import RUN_CONTROL, digest_of, flat_settings
+from vwe.engine.records import RUN_CONTROL, Record, flat_settings
 from vwe.errors import VweError, one_line
 
 GENERATED = "generated"  # a weights key's value naming `vwe pretrain`'s cached backbone
@@ -68,29 +68,39 @@ def load_failure(err: Exception) -> str:
     return text[:200] or type(err).__name__
 
 
-def generated_backbone_dir(cfg: Config, backbone: str) -> Path:
-    """Where `vwe pretrain` trains and caches `backbone` under cfg.pretrain: named by a digest of
-    the keys that change the weights, so other settings never reuse a stale file."""
+def pretrain_record(cfg: Config, backbone: str) -> Record:
+    """What `vwe pretrain`'s backbone is made from: every pretrain.* key that changes the
+    weights, the backbone and the task's version."""
     settings = flat_settings(cfg, ["pretrain"], [f"pretrain.{k}" for k in NOT_IN_DIGEST])
-    digest = digest_of({"backbone": backbone, "task_version": TASK_VERSION, **settings})
-    return Path(cfg.pretrain.cache_dir) / f"{backbone}-{digest.removeprefix('rec:')[:12]}"
+    return Record("pretrain", {"backbone": backbone, "task_version": TASK_VERSION, **settings},
+                  {})
+
+
+def generated_backbone_dir(cfg: Config, backbone: str) -> Path:
+    """Where `vwe pretrain` trains and caches `backbone`: named by its record's digest, so other
+    settings never reuse a stale file."""
+    digest = pretrain_record(cfg, backbone).digest().removeprefix("rec:")
+    return Path(cfg.pretrain.cache_dir) / f"{backbone}-{digest[:12]}"
 
 
 def generated_backbone_file(cfg: Config, backbone: str) -> Path:
     return generated_backbone_dir(cfg, backbone) / BACKBONE_FILE
 
 
+def _generated_keys(cfg: Config) -> list[tuple[str, str, str]]:
+    """(section, key, backbone) of every weights key set to `generated`."""
+    keys = [("model", "pretrained", cfg.model.backbone),
+            ("train_irn", "backbone_init", cfg.train_irn.backbone or cfg.model.backbone),
+            ("seg", "pretrained", cfg.seg.backbone)]
+    return [k for k in keys if getattr(getattr(cfg, k[0]), k[1]) == GENERATED]
+
+
 def resolve_generated(cfg: Config, require: str = "") -> Config:
     """`cfg` with every `generated` weights key replaced by the cached file's path (for the
     backbone that key initialises); `require` (model | train_irn | seg: the section a stage
     reads): that key's file must exist, else one line that says which command makes it."""
-    keys = {"model": ("pretrained", cfg.model.backbone),
-            "train_irn": ("backbone_init", cfg.train_irn.backbone or cfg.model.backbone),
-            "seg": ("pretrained", cfg.seg.backbone)}
     changes = {}
-    for section, (key, backbone) in keys.items():
-        if getattr(getattr(cfg, section), key) != GENERATED:
-            continue
+    for section, key, backbone in _generated_keys(cfg):
         path = generated_backbone_file(cfg, backbone)
         if require == section and not path.is_file():
             hint = "" if backbone == cfg.model.backbone else f" model.backbone={backbone}"
@@ -103,9 +113,4 @@ def resolve_generated(cfg: Config, require: str = "") -> Config:
 
 def wants_generated(cfg: Config) -> list[str]:
     """The backbones some weights key asks `vwe pretrain` for."""
-    wanted = [cfg.model.backbone] if cfg.model.pretrained == GENERATED else []
-    if cfg.train_irn.backbone_init == GENERATED:
-        wanted.append(cfg.train_irn.backbone or cfg.model.backbone)
-    if cfg.seg.pretrained == GENERATED:
-        wanted.append(cfg.seg.backbone)
-    return sorted(set(wanted))
+    return sorted({backbone for _, _, backbone in _generated_keys(cfg)})

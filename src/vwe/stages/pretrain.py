@@ -32,13 +32,13 @@ from vwe.engine.loop import TrainingJob
 from vwe.engine.loop import train as train_loop
 from vwe.engine.optim import build_sgd, set_poly_lr
 from vwe.engine.precision import autocast
-from vwe.engine.records import Record, clear_outputs, flat_settings, read_record
+from vwe.engine.records import Record, read_record
 from vwe.engine.run_dir import TrainingDir
-from vwe.engine.training import TRAINING_FILES, TrainingStart
+from vwe.engine.training import TrainingStart
 from vwe.engine.weights import (
     BACKBONE_FILE,
-    NOT_IN_DIGEST,
     generated_backbone_dir,
+    pretrain_record,
     wants_generated,
 )
 from vwe.errors import VweError
@@ -62,11 +62,6 @@ class TaskClassifier(nn.Module):
 
     def forward(self, images: Tensor) -> Tensor:
         return self.fc(self.backbone(images)[-1].mean(dim=(2, 3)))
-
-
-def pretrain_record(cfg: Config, backbone: str) -> Record:
-    settings = flat_settings(cfg, ["pretrain"], [f"pretrain.{k}" for k in NOT_IN_DIGEST])
-    return Record("pretrain", {"backbone": backbone, **settings}, {})
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -95,13 +90,8 @@ def pretrain(cfg: Config, ctx: DistContext, backbone: str) -> dict[str, Any]:
         log.info("pretrain: %s is cached (%s, held-out accuracy %s%%)", backbone, folder,
                  percent(done["val_accuracy"]))
         return {**done, "skipped": True}
-    if ctx.is_main:
-        found = read_record(folder) if folder.is_dir() else None
-        if found is not None and found != record.to_json():  # an older task version, say
-            clear_outputs([folder], [*TRAINING_FILES, BACKBONE_FILE, SUMMARY_FILE])
-    dist_utils.barrier(ctx)
-    settings = dataclasses.replace(cfg.pretrain, resume=True)  # a cache: always continue
-    pc = settings
+    # the folder is named by the record's digest, so what it holds is this record's: continue it
+    pc = dataclasses.replace(cfg.pretrain, resume=True)
     if pc.batch_size % ctx.world_size:
         raise VweError(f"pretrain.batch_size={pc.batch_size} is the global batch and must divide "
                        f"by the {ctx.world_size} processes")
@@ -112,7 +102,7 @@ def pretrain(cfg: Config, ctx: DistContext, backbone: str) -> dict[str, Any]:
     optimizer = build_sgd([{"params": list(model.parameters()), "lr": pc.lr}],
                           momentum=pc.momentum, weight_decay=pc.weight_decay)
     started = time.monotonic()
-    job = TrainingJob("pretrain", settings, TrainingStart(TrainingDir(folder), record, None), ctx,
+    job = TrainingJob("pretrain", pc, TrainingStart(TrainingDir(folder), record, None), ctx,
                       model, optimizer, dataset, pc.steps, pc.seed, pc.num_workers,
                       TaskStep(cfg, ctx, optimizer), state=lambda: {"backbone": backbone},
                       save_each_epoch=False)
