@@ -211,7 +211,7 @@ def test_out_of_memory_is_one_line(dataset, trained, tmp_path, capsys, monkeypat
     def no_memory(*args, **kwargs):
         raise MemoryError
 
-    monkeypatch.setattr(make_cam, "cams_of_pairs", no_memory)
+    monkeypatch.setattr(make_cam, "cams_of_images", no_memory)
     args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={trained}/train_cam/final.pt"]
     assert main(["make-cam", *args]) == 2
     expect_one_line_error(capsys, "out of memory in vwe make-cam", "batch size")

@@ -63,7 +63,7 @@ def _train_cam(cfg: Config, run: RunDir) -> Record:
 
 
 def _make_cam(cfg: Config, run: RunDir) -> Record:
-    settings = flat_settings(cfg, ["cam"], ["cam.split", "cam.checkpoint"])
+    settings = flat_settings(cfg, ["cam"], ["cam.split", "cam.checkpoint", "cam.batch_images"])
     return Record("make_cam", settings, {"dataset": dataset_identity(cfg),
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 

@@ -123,7 +123,7 @@ def _random_statistics(net: torch.nn.Module) -> None:
 
 @pytest.mark.parametrize("name", ["resnet_tiny", "resnet18", "resnet50"])
 def test_folded_batch_norm_gives_the_same_outputs(name: str) -> None:
-    from vwe.models.backbone import fold_batch_norm
+    from vwe.models.backbone import FoldedConv2d, fold_batch_norm
 
     torch.manual_seed(0)
     net = build_backbone(name)
@@ -133,6 +133,8 @@ def test_folded_batch_norm_gives_the_same_outputs(name: str) -> None:
         want = net.eval()(x)
     folded = fold_batch_norm(net)
     assert not any(isinstance(m, torch.nn.BatchNorm2d) for m in folded.modules())
+    assert all(isinstance(m, FoldedConv2d) for m in folded.modules()
+               if isinstance(m, torch.nn.Conv2d))
     assert not any(p.requires_grad for p in folded.parameters())
     with torch.no_grad():
         got = folded(x)
@@ -141,6 +143,57 @@ def test_folded_batch_norm_gives_the_same_outputs(name: str) -> None:
         assert (g - w).abs().max() <= 1e-5 * w.abs().max()
     with pytest.raises(ValueError, match="eval"):
         fold_batch_norm(build_backbone("resnet_tiny").train())
+
+
+def _conv_kernels(fn) -> set[str]:
+    """Names of the aten convolution kernels `fn` runs."""
+    from torch.profiler import profile
+
+    with profile() as prof:
+        fn()
+    return {e.key for e in prof.key_averages() if "conv" in e.key}
+
+
+@pytest.mark.parametrize("kernel, stride", [(1, 1), (3, 1), (1, 2)])
+def test_folded_conv_runs_onednn_on_one_thread(kernel: int, stride: int) -> None:
+    """One thread, batch 2: a plain 1×1 conv goes to im2col + BLAS, the folded conv to oneDNN
+    (docs/performance.md#make-cam), with the same values as the float64 conv."""
+    from vwe.models.backbone import FoldedConv2d
+
+    torch.manual_seed(0)
+    conv = FoldedConv2d(64, 48, kernel, stride=stride, padding=kernel // 2).requires_grad_(False)
+    x = torch.randn(2, 64, 19, 23).relu()
+    want = torch.nn.functional.conv2d(x.double(), conv.weight.double(), conv.bias.double(),
+                                      stride, kernel // 2)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with torch.inference_mode():
+            kernels = _conv_kernels(lambda: conv(x))
+            plain = _conv_kernels(lambda: torch.nn.functional.conv2d(x, conv.weight, conv.bias))
+            got = conv(x)
+            last = conv(x.contiguous(memory_format=torch.channels_last))
+    finally:
+        torch.set_num_threads(threads)
+    assert "aten::mkldnn_convolution" in kernels and "aten::_slow_conv2d_forward" not in kernels
+    if kernel == 1 and stride == 1:  # what the folded conv is for
+        assert "aten::_slow_conv2d_forward" in plain
+    for out in (got, last):
+        assert out.shape == want.shape and out.dtype == torch.float32
+        assert (out.double() - want).abs().max() <= 1e-5 * want.abs().max()
+
+
+def test_folded_conv_is_an_ordinary_conv_under_autocast_and_in_float64() -> None:
+    from vwe.models.backbone import FoldedConv2d
+
+    conv = FoldedConv2d(8, 4, 1).requires_grad_(False)
+    x = torch.randn(1, 8, 5, 6)
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # a direct oneDNN call would give fp32
+        assert conv(x).dtype == torch.bfloat16
+    double = conv.double()
+    assert double(x.double()).dtype == torch.float64
+    torch.testing.assert_close(double(x.double()), torch.nn.functional.conv2d(
+        x.double(), double.weight, double.bias))
 
 
 def _out_of_place(net, x: torch.Tensor) -> torch.Tensor:

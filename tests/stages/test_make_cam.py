@@ -213,12 +213,132 @@ def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
     keys = np.array([1, 3])
     cam_cfg = CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
     want = multiscale_cams(model, image, keys, cam_cfg)
-    folded = fold_batch_norm(model).to(memory_format=torch.channels_last)  # as make-cam
-    got = cams_of_pairs(folded, scaled_pairs(image, cam_cfg.scales), image.shape[:2], keys,
-                        cam_cfg)
-    assert sorted(got) == sorted(want)
-    for key in want:
-        np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
+    folded = fold_batch_norm(model)  # as make-cam: NCHW on the CPU, channels_last on CUDA
+    for layout in (torch.contiguous_format, torch.channels_last):
+        got = cams_of_pairs(folded.to(memory_format=layout), scaled_pairs(image, cam_cfg.scales),
+                            image.shape[:2], keys, cam_cfg)
+        assert sorted(got) == sorted(want)
+        for key in want:
+            np.testing.assert_allclose(got[key], want[key], rtol=1e-4, atol=1e-5, err_msg=key)
     empty = cams_of_pairs(folded, scaled_pairs(image, [1.0]), image.shape[:2],
                           np.array([], np.int64), cam_cfg)
     assert empty["cam"].shape == (0, 12, 16) and empty["high_res"].shape == (0, 45, 61)
+
+
+def _cam_net_with_statistics(fuse_word: bool = True):
+    from vwe.config import load_config
+    from vwe.models.backbone import fold_batch_norm
+    from vwe.models.cam_net import CamNet
+
+    cfg = load_config(None, ["model.backbone=resnet18", "model.pretrained=none",
+                             "model.num_words=16"])
+    torch.manual_seed(0)
+    model = CamNet(cfg.model, 5).eval()
+    for module in model.modules():
+        if isinstance(module, torch.nn.BatchNorm2d):
+            module.running_mean.uniform_(-0.1, 0.1)
+            module.running_var.uniform_(0.5, 1.5)
+    return fold_batch_norm(model), CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word,
+                                             save_parts=True)
+
+
+def test_images_of_one_size_in_one_batch_get_their_own_maps():
+    from vwe.inference.cams import cams_of_images, cams_of_pairs, scaled_pairs
+
+    model, cam_cfg = _cam_net_with_statistics()
+    rng = np.random.default_rng(3)
+    images = [rng.integers(0, 256, (41, 57, 3), dtype=np.uint8) for _ in range(3)]
+    keys = [np.array([1, 3]), np.array([0]), np.array([], np.int64)]
+    inputs = [(scaled_pairs(image, cam_cfg.scales), k) for image, k in zip(images, keys)]
+    together = cams_of_images(model, inputs, (41, 57), cam_cfg)
+    assert len(together) == 3
+    for (pairs, k), got in zip(inputs, together):
+        alone = cams_of_pairs(model, pairs, (41, 57), k, cam_cfg)
+        assert sorted(got) == sorted(alone)
+        np.testing.assert_array_equal(got["keys"], k)
+        for key in alone:
+            np.testing.assert_allclose(got[key], alone[key], rtol=1e-5, atol=1e-6, err_msg=key)
+    assert together[2]["high_res"].shape == (0, 41, 57)
+    assert not np.allclose(together[0]["cam"][:1], together[1]["cam"])  # not one image's maps
+
+
+def test_groups_keep_the_order_and_split_on_size_and_limit():
+    from vwe.stages.make_cam import same_size_groups
+
+    samples = [(name, size, []) for name, size in
+               [("a", (2, 3)), ("b", (2, 3)), ("c", (2, 3)), ("d", (3, 2)), ("e", (2, 3))]]
+    groups = [[name for name, _, _ in group] for group in same_size_groups(samples, 2)]
+    assert groups == [["a", "b"], ["c"], ["d"], ["e"]]
+    assert [len(g) for g in same_size_groups(samples, 1)] == [1] * 5
+
+
+def test_a_group_that_does_not_fit_is_halved_until_it_does():
+    from vwe.inference.cams import cams_of_pairs, scaled_pairs
+    from vwe.stages.make_cam import cams_within_memory
+
+    model, cam_cfg = _cam_net_with_statistics(fuse_word=False)
+    batches = []
+    forward = model.cam_maps
+
+    def at_most_two_images(images, **kwargs):
+        batches.append(images.shape[0] // 2)
+        if images.shape[0] > 4:
+            raise torch.OutOfMemoryError("CUDA out of memory (simulated)")
+        return forward(images, **kwargs)
+
+    model.cam_maps = at_most_two_images
+    rng = np.random.default_rng(4)
+    inputs = [(scaled_pairs(rng.integers(0, 256, (33, 29, 3), dtype=np.uint8), cam_cfg.scales),
+               np.array([2])) for _ in range(5)]
+    got = cams_within_memory(model, inputs, (33, 29), cam_cfg, None)
+    assert [b for b in batches if b <= 2] and max(batches) == 5
+    for (pairs, keys), cams in zip(inputs, got):
+        want = cams_of_pairs(model, pairs, (33, 29), keys, cam_cfg)
+        np.testing.assert_allclose(cams["high_res"], want["high_res"], rtol=1e-5, atol=1e-6)
+    model.cam_maps = lambda images, **kwargs: (_ for _ in ()).throw(torch.OutOfMemoryError())
+    with pytest.raises(torch.OutOfMemoryError):
+        cams_within_memory(model, inputs[:1], (33, 29), cam_cfg, None)
+
+
+def test_make_cam_batches_images_of_one_size_with_the_same_files(cam_run, tiny_dataset,
+                                                                  tmp_path, refine_overrides,
+                                                                  monkeypatch):
+    """cam.batch_images sorts a rank's images by size and runs those of one size together; the
+    files are those of one image at a time, and the key is not part of the record."""
+    from collections import Counter
+
+    from vwe.cli import main
+    from vwe.data.io import image_size, load_npz
+    from vwe.stages import make_cam
+
+    names = sorted(p.stem for p in (cam_run / "cams").glob("*.npz"))
+    sizes = {n: image_size(tiny_dataset / "JPEGImages" / f"{n}.jpg") for n in names}
+    shared = [n for n in names if Counter(sizes.values())[sizes[n]] > 1]
+    assert len(shared) >= 4  # the tiny dataset has several pairs of one size
+    chosen = shared + [n for n in names if n not in shared][:3]
+    split = tiny_dataset / "ImageSets" / "Segmentation"
+    (split / "batched.txt").write_text("".join(f"{n}\n" for n in chosen))
+    batches: list[int] = []
+    real = make_cam.cams_of_images
+
+    def counting(model, inputs, *args, **kwargs):
+        batches.append(len(inputs))
+        return real(model, inputs, *args, **kwargs)
+
+    monkeypatch.setattr(make_cam, "cams_of_images", counting)
+    run = tmp_path / "run"
+    (run / "train_cam").mkdir(parents=True)
+    (run / "train_cam" / "final.pt").write_bytes((cam_run / "train_cam" / "final.pt").read_bytes())
+    try:
+        overrides = [*refine_overrides(tiny_dataset, run), "cam.split=batched"]
+        assert main(["make-cam", *overrides, "cam.batch_images=4"]) == 0
+        assert sorted(batches, reverse=True)[:2] == [2, 2] and sum(batches) == len(chosen)
+        for n in chosen:
+            got, want = load_npz(run / "cams" / f"{n}.npz"), load_npz(cam_run / "cams" / f"{n}.npz")
+            for key in want:
+                np.testing.assert_allclose(got[key], want[key], rtol=1e-5, atol=1e-6)
+        batches.clear()
+        assert main(["make-cam", *overrides, "cam.batch_images=1"]) == 0
+        assert batches == []  # same record: every file is current
+    finally:
+        (split / "batched.txt").unlink()

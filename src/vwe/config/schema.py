@@ -155,6 +155,9 @@ class CamConfig:
     # float16 halves the files again (docs/formats.md#cam-files gives its effect on mIoU)
     dtype: str = check("float32", choices=("float32", "float16"))
     amp: bool = False  # bfloat16 autocast of the network (docs/pipeline.md#precision)
+    # consecutive images of one size per forward (same CAMs; keeps a GPU busy, halved while it
+    # does not fit; docs/performance.md#make-cam)
+    batch_images: int = check(1, ge=1)
 
 
 @dataclass

@@ -86,38 +86,68 @@ def memory_format(model: torch.nn.Module) -> torch.memory_format:
     return torch.contiguous_format
 
 
-@torch.inference_mode()
 def cams_of_pairs(model: CamNet, pairs: list[torch.Tensor], image_size: tuple[int, int],
                   keys: np.ndarray, cam_cfg: CamConfig, codebook: torch.Tensor | None = None
                   ) -> dict[str, np.ndarray]:
     """`multiscale_cams` from the `scaled_pairs` of an image of `image_size` (H, W)."""
-    height, width = image_size
-    strided_size = ((height - 1) // 4 + 1, (width - 1) // 4 + 1)
+    return cams_of_images(model, [(pairs, keys)], image_size, cam_cfg, codebook)[0]
+
+
+@torch.inference_mode()
+def cams_of_images(model: CamNet, images: list[tuple[list[torch.Tensor], np.ndarray]],
+                   image_size: tuple[int, int], cam_cfg: CamConfig,
+                   codebook: torch.Tensor | None = None) -> list[dict[str, np.ndarray]]:
+    """`cams_of_pairs` of several images of one size, given as (scaled pairs, keys): each scale
+    of all of them in one forward (docs/performance.md#make-cam). The network treats batch
+    elements independently (eval mode), so an image's maps are those it gets alone; scales of
+    one image cannot share a batch that way (padding would change the maps at the borders)."""
     device = next(model.parameters()).device
-    branches = ("img", "word") if cam_cfg.fuse_word_cam else ("img",)
-    sums = {(b, r): None for b in branches for r in ("cam", "high_res")}
-    index = torch.as_tensor(keys, dtype=torch.long, device=device)
     layout = memory_format(model)
-    for pair in pairs:
-        pair = pair.to(device, non_blocking=True).contiguous(memory_format=layout)
+    sums = [_ScaleSums(keys, image_size, cam_cfg, device) for _, keys in images]
+    for scale in range(len(images[0][0])):
+        pairs = [scaled[scale] for scaled, _ in images]
+        batch = pairs[0] if len(pairs) == 1 else torch.cat(pairs)
+        batch = batch.to(device, non_blocking=True).contiguous(memory_format=layout)
         with autocast(device, cam_cfg.amp):
-            img_cam, word_cam = model.cam_maps(pair, codebook=codebook,
+            img_cam, word_cam = model.cam_maps(batch, codebook=codebook,
                                                with_word_cam=cam_cfg.fuse_word_cam)
-        for branch, maps in zip(branches, (img_cam, word_cam)):
+        for i, image_sums in enumerate(sums):
+            pair = slice(2 * i, 2 * i + 2)
+            image_sums.add(img_cam[pair], None if word_cam is None else word_cam[pair])
+    return [image_sums.result() for image_sums in sums]
+
+
+class _ScaleSums:
+    """One image's flip-fused maps summed over scales, at stride 4 and at full resolution."""
+
+    def __init__(self, keys: np.ndarray, image_size: tuple[int, int], cam_cfg: CamConfig,
+                 device: torch.device) -> None:
+        height, width = image_size
+        self.keys, self.cfg = keys, cam_cfg
+        self.index = torch.as_tensor(keys, dtype=torch.long, device=device)
+        self.branches = ("img", "word") if cam_cfg.fuse_word_cam else ("img",)
+        self.sizes = {"cam": (((height - 1) // 4 + 1, (width - 1) // 4 + 1), "direct"),
+                      "high_res": ((height, width), cam_cfg.high_res_resize)}
+        self.sums: dict[tuple[str, str], torch.Tensor] = {}
+
+    def add(self, img_cam: torch.Tensor, word_cam: torch.Tensor | None) -> None:
+        """The (2, C, h, w) maps of one scale's image and mirror."""
+        for branch, maps in zip(self.branches, (img_cam, word_cam)):
             # only the labelled channels: resizing is per channel, so this changes no value
-            fused = fuse_flips(maps[:, index].float(), cam_cfg.flip_fusion)
-            for res, size, how in (("cam", strided_size, "direct"),
-                                   ("high_res", (height, width), cam_cfg.high_res_resize)):
+            fused = fuse_flips(maps[:, self.index].float(), self.cfg.flip_fusion)
+            for res, (size, how) in self.sizes.items():
                 resized = resize_maps(fused, size, how)
-                prev = sums[(branch, res)]
-                sums[(branch, res)] = resized if prev is None else prev.add_(resized)
-    out: dict[str, np.ndarray] = {"keys": np.asarray(keys, dtype=np.int64)}
-    for res in ("cam", "high_res"):
-        parts = {b: normalise_channels(sums[(b, res)]) for b in branches}
-        if cam_cfg.fuse_word_cam:
-            out[res] = torch.maximum(parts["img"], parts["word"]).cpu().numpy()
-            out[f"{res}_img"] = parts["img"].cpu().numpy()
-            out[f"{res}_word"] = parts["word"].cpu().numpy()
-        else:
-            out[res] = parts["img"].cpu().numpy()
-    return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}
+                prev = self.sums.get((branch, res))
+                self.sums[(branch, res)] = resized if prev is None else prev.add_(resized)
+
+    def result(self) -> dict[str, np.ndarray]:
+        out: dict[str, np.ndarray] = {"keys": np.asarray(self.keys, dtype=np.int64)}
+        for res in self.sizes:
+            parts = {b: normalise_channels(self.sums[(b, res)]) for b in self.branches}
+            if self.cfg.fuse_word_cam:
+                out[res] = torch.maximum(parts["img"], parts["word"]).cpu().numpy()
+                out[f"{res}_img"] = parts["img"].cpu().numpy()
+                out[f"{res}_word"] = parts["word"].cpu().numpy()
+            else:
+                out[res] = parts["img"].cpu().numpy()
+        return {k: v.astype(np.float32) if v.dtype.kind == "f" else v for k, v in out.items()}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
@@ -22,9 +22,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from vwe.config import Config
+from vwe.config import CamConfig, Config
 from vwe.data.cam_files import stored_cam_arrays
-from vwe.data.io import read_image, save_npz
+from vwe.data.io import image_size, read_image, save_npz
 from vwe.data.voc import VocLayout, open_dataset
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import load_trained
@@ -32,7 +32,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
-from vwe.inference.cams import cams_of_pairs, scaled_pairs
+from vwe.inference.cams import cams_of_images, scaled_pairs
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.cam_net import CamNet
 from vwe.stage_records import stage_record
@@ -77,6 +77,40 @@ def _as_is(sample: Any) -> Any:
     return sample
 
 
+Sample = tuple[str, tuple[int, int], list[torch.Tensor]]  # name, (H, W), scaled pairs
+
+
+def same_size_groups(samples: Iterable[Sample], limit: int) -> Iterator[list[Sample]]:
+    """Consecutive samples of one image size, at most `limit` per group, in their order."""
+    group: list[Sample] = []
+    for sample in samples:
+        if group and (sample[1] != group[0][1] or len(group) == limit):
+            yield group
+            group = []
+        group.append(sample)
+    if group:
+        yield group
+
+
+def cams_within_memory(model: CamNet, inputs: list[tuple[list[torch.Tensor], np.ndarray]],
+                       size: tuple[int, int], cam_cfg: CamConfig,
+                       codebook: torch.Tensor | None) -> list[dict[str, np.ndarray]]:
+    """`cams_of_images` of a group, halving the group while it does not fit in memory (one
+    image that does not fit is the caller's out-of-memory error)."""
+    try:
+        return cams_of_images(model, inputs, size, cam_cfg, codebook)
+    except (torch.OutOfMemoryError, MemoryError):
+        if len(inputs) == 1:
+            raise
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+    half = len(inputs) // 2
+    log.info("make-cam: %d images of %dx%d do not fit in one batch, trying %d", len(inputs),
+             size[1], size[0], half)
+    return (cams_within_memory(model, inputs[:half], size, cam_cfg, codebook)
+            + cams_within_memory(model, inputs[half:], size, cam_cfg, codebook))
+
+
 def run(cfg: Config) -> dict:
     return dist_utils.in_process_group(make_cams, cfg)
 
@@ -94,22 +128,25 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
     out_dir = run_dir.cams
 
     def process(todo: list[str]) -> Iterator[None]:
+        if cfg.cam.batch_images > 1:  # images of one size next to each other (headers only)
+            todo = sorted(todo, key=lambda name: image_size(layout.image_path(name)))
         loader = DataLoader(CamInputs(layout, todo, cfg.cam.scales), batch_size=None,
                             collate_fn=_as_is, num_workers=min(cfg.data.num_workers, len(todo)),
                             pin_memory=ctx.device.type == "cuda")
-        with ThreadPoolExecutor(max_workers=1) as writer:  # deflate overlaps the next image
-            pending: Future | None = None
-            for name, size, pairs in loader:
-                keys = np.flatnonzero(labels[name])
-                cams = cams_of_pairs(model, pairs, size, keys, cfg.cam, codebook)
-                if pending is not None:
-                    pending.result()
+        with ThreadPoolExecutor(max_workers=1) as writer:  # deflate overlaps the next images
+            pending: list[Future] = []
+            for group in same_size_groups(loader, cfg.cam.batch_images):
+                inputs = [(pairs, np.flatnonzero(labels[name])) for name, _, pairs in group]
+                all_cams = cams_within_memory(model, inputs, group[0][1], cfg.cam, codebook)
+                for future in pending:
+                    future.result()
                     yield None
-                pending = writer.submit(save_npz, run_dir.cam_file(name), compressed=True,
-                                        **stored_cam_arrays(cams, cfg.cam.save_parts,
-                                                            cfg.cam.dtype))
-            if pending is not None:
-                pending.result()
+                pending = [writer.submit(save_npz, run_dir.cam_file(name), compressed=True,
+                                         **stored_cam_arrays(cams, cfg.cam.save_parts,
+                                                             cfg.cam.dtype))
+                           for (name, _, _), cams in zip(group, all_cams)]
+            for future in pending:
+                future.result()
                 yield None
 
     result = run_per_image("make_cam", names, cam_outputs(run_dir),
