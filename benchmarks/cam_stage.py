@@ -5,6 +5,10 @@ Settings: `voc` = ResNet-50, 512 crops, batch 2 (the paper's recipe at a CPU-siz
 scales + flip on a 500×375 image. Random initialisation; nothing is downloaded.
 
     python benchmarks/cam_stage.py [--device cuda] [--steps 3]
+    python benchmarks/cam_stage.py --device cuda --batch-images 1,4,8   # make-cam batching only
+
+`--batch-images` times make-cam's network as the stage runs it (batch norm folded,
+channels_last on CUDA) on VOC-size images of one size, `cam.batch_images` at each value.
 """
 
 from __future__ import annotations
@@ -74,13 +78,52 @@ def make_cam_speed(cfg, images: int, device: torch.device) -> dict:
             "make_cam_images_per_s": round(images / seconds, 3)}
 
 
+def make_cam_batch_speed(cfg, batches: list[int], images: int, device: torch.device) -> dict:
+    from vwe.inference.cams import cams_of_images, scaled_pairs
+    from vwe.models.backbone import fold_batch_norm
+
+    model = fold_batch_norm(CamNet(cfg.model, 20).eval())
+    layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
+    model = model.to(device, memory_format=layout)
+    rng = np.random.default_rng(0)
+    inputs = [(scaled_pairs(rng.integers(0, 256, (375, 500, 3), dtype=np.uint8),
+                            cfg.cam.scales), np.array([0, 14])) for _ in range(images)]
+    out: dict = {"backbone": cfg.model.backbone, "image": "500x375", "images": images}
+    for batch in batches:
+        def once(batch: int = batch) -> None:
+            for start in range(0, images, batch):
+                cams_of_images(model, inputs[start:start + batch], (375, 500), cfg.cam)
+        once()  # warm-up (cuDNN autotuning, allocator)
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats(device)
+        start_s = time.perf_counter()
+        once()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        out[f"batch_{batch}"] = {"images_per_s": round(images / (time.perf_counter() - start_s), 3),
+                                 "peak_memory_mb": round(peak_memory_mb(device), 1)}
+    base = out[f"batch_{batches[0]}"]["images_per_s"]
+    out["speedup_over_first"] = {str(b): round(out[f"batch_{b}"]["images_per_s"] / base, 3)
+                                 for b in batches}
+    return out
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--steps", type=int, default=3)
+    parser.add_argument("--batch-images", default="", help="e.g. 1,4,8: make-cam batching only")
+    parser.add_argument("--images", type=int, default=16, help="images for --batch-images")
     args = parser.parse_args()
     device = torch.device(args.device)
     voc = load_config(packaged_config("voc_cam_r50.yaml"), ["model.pretrained=none"])
+    if args.batch_images:
+        batches = [int(b) for b in args.batch_images.split(",")]
+        print(json.dumps({"device": str(device), "threads": torch.get_num_threads(),
+                          "make_cam_batches": make_cam_batch_speed(voc, batches, args.images,
+                                                                   device)}, indent=2))
+        return
     demo = load_config(packaged_config("demo.yaml"))
     results = {
         "device": str(device), "threads": torch.get_num_threads(),

@@ -4,11 +4,12 @@
 #   bash benchmarks/gpu_check.sh [PYTHON]
 # 1. the CUDA tests (pytest -m gpu); 2. train-cam ResNet-50 512 batch 16, make-cam at VOC size,
 # train-irn, DeepLab train step 321 batch 10 and inference, fp32 vs bf16 (s and peak MB);
-# 3. the random walk on the GPU vs the CPU; 4. a one-process NCCL DDP train-cam step.
+# 3. make-cam images/s at VOC size with cam.batch_images 1, 4, 8; 4. the random walk on the GPU
+# vs the CPU; 5. a one-process NCCL DDP train-cam step.
 set -u
 PY=${1:-${PYTHON:-python}}
 DEV=${GPU_CHECK_DEVICE:-cuda}  # cpu: a dry run of the script's plumbing on a machine without CUDA
-PARTS=${GPU_CHECK_PARTS:-gpu_tests precision random_walk ddp_nccl}
+PARTS=${GPU_CHECK_PARTS:-gpu_tests precision make_cam_batch random_walk ddp_nccl}
 cd "$(dirname "$0")/.."
 TMP=$(mktemp -d)
 trap 'rm -rf "$TMP"' EXIT
@@ -57,6 +58,7 @@ export PY TMP DEV
 export -f pytest_json walk_json ddp_json
 "$PY" -c 'import json,torch; print(json.dumps({"part": "device", "cuda": torch.cuda.is_available(), "name": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None, "torch": torch.__version__}))'
 part gpu_tests 90 pytest_json
-part precision 240 "$PY" benchmarks/precision.py --device "$DEV" --sizes gpu --repeats 3
+part precision 210 "$PY" benchmarks/precision.py --device "$DEV" --sizes gpu --repeats 3
+part make_cam_batch 50 "$PY" benchmarks/cam_stage.py --device "$DEV" --batch-images 1,4,8 --images "${GPU_CHECK_IMAGES:-16}"
 part random_walk 60 walk_json
 part ddp_nccl 60 ddp_json

@@ -30,22 +30,40 @@ def crf_inference_label(image: np.ndarray, labels: np.ndarray, n_labels: int, t:
     included (zero_unsure=False); Gaussian sxy=3 compat=3; bilateral sxy=50 srgb=5 compat=10;
     argmax of Q after `t` mean-field iterations.
     """
+    return crf_inference_labels(image, [labels], n_labels, t, gt_prob)[0]
+
+
+def crf_inference_labels(image: np.ndarray, label_maps: list[np.ndarray], n_labels: int,
+                         t: int = 10, gt_prob: float = 0.7) -> list[np.ndarray]:
+    """`crf_inference_label` of several label maps of one image: the pairwise terms depend on
+    the image alone, so their lattices are built once and each map only sets its unary (the
+    same Q bit for bit as a CRF of its own; building is 40 % of one CRF at VOC size,
+    docs/performance.md#ir-labels)."""
     rgb = _crf_image(image)
     height, width = rgb.shape[:2]
-    if labels.shape != (height, width):
-        raise ValueError(f"labels must be (H, W) = {(height, width)}, got {labels.shape}")
     if n_labels < 2:
         raise ValueError(f"n_labels must be >= 2, got {n_labels}")
+    unaries = [_label_unary(labels, n_labels, gt_prob, (height, width)) for labels in label_maps]
+    crf = dcrf.DenseCRF2D(width, height, n_labels)
+    crf.addPairwiseGaussian(sxy=3, compat=3)
+    crf.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
+    refined = []
+    for unary in unaries:
+        crf.setUnaryEnergy(unary)
+        q = np.asarray(crf.inference(t)).reshape(n_labels, height, width)
+        refined.append(np.argmax(q, axis=0))
+    return refined
+
+
+def _label_unary(labels: np.ndarray, n_labels: int, gt_prob: float,
+                 shape: tuple[int, int]) -> np.ndarray:
+    if labels.shape != shape:
+        raise ValueError(f"labels must be (H, W) = {shape}, got {labels.shape}")
     labels = labels.astype(np.int64)
     if labels.min() < 0 or labels.max() >= n_labels:
         raise ValueError(f"labels must lie in [0, {n_labels}), "
                          f"got [{labels.min()}, {labels.max()}]")
-    crf = dcrf.DenseCRF2D(width, height, n_labels)
-    crf.setUnaryEnergy(unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False))
-    crf.addPairwiseGaussian(sxy=3, compat=3)
-    crf.addPairwiseBilateral(sxy=50, srgb=5, rgbim=rgb, compat=10)
-    q = np.asarray(crf.inference(t)).reshape(n_labels, height, width)
-    return np.argmax(q, axis=0)
+    return unary_from_labels(labels, n_labels, gt_prob=gt_prob, zero_unsure=False)
 
 
 def crf_inference_prob(image: np.ndarray, probs: np.ndarray, t: int = 10, gauss_sxy: float = 1,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from vwe.refine.crf import crf_inference_label
+from vwe.refine.crf import crf_inference_labels
 
 IGNORE = 255
 
@@ -31,14 +31,20 @@ def _check(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, fg_thres: 
         raise ValueError(f"need 0 <= bg_thres <= fg_thres <= 1, got {bg_thres}, {fg_thres}")
 
 
-def crf_pass(image: np.ndarray, high_res: np.ndarray, keys_ext: np.ndarray,
-             thres: float) -> np.ndarray:
-    """Threshold plane + argmax, CRF over K+1 labels, mapped through keys_ext
-    (docs/refinement.md#ir-labels steps 2–3)."""
+def threshold_labels(high_res: np.ndarray, thres: float) -> np.ndarray:
+    """Argmax over [threshold plane; CAMs]: 0 background, k the k-th CAM
+    (docs/refinement.md#ir-labels step 2)."""
     plane = np.full((1, *high_res.shape[1:]), thres, dtype=np.float32)
-    labels = np.argmax(np.concatenate([plane, high_res.astype(np.float32)]), axis=0)
-    refined = crf_inference_label(image, labels, n_labels=len(keys_ext))
-    return keys_ext[refined]
+    return np.argmax(np.concatenate([plane, high_res.astype(np.float32)]), axis=0)
+
+
+def crf_passes(image: np.ndarray, high_res: np.ndarray, keys_ext: np.ndarray,
+               thresholds: tuple[float, ...]) -> list[np.ndarray]:
+    """Per threshold: threshold plane + argmax, CRF over K+1 labels, mapped through keys_ext
+    (docs/refinement.md#ir-labels steps 2–3); the passes share one CRF's pairwise terms."""
+    labels = [threshold_labels(high_res, thres) for thres in thresholds]
+    return [keys_ext[refined]
+            for refined in crf_inference_labels(image, labels, n_labels=len(keys_ext))]
 
 
 def combine_confident(fg_conf: np.ndarray, bg_conf: np.ndarray) -> np.ndarray:
@@ -66,6 +72,5 @@ def ir_label(image: np.ndarray, high_res: np.ndarray, keys: np.ndarray, fg_thres
     if keys.size == 0:
         return np.zeros(image.shape[:2], dtype=np.uint8)
     keys_ext = np.concatenate([[0], keys + 1]).astype(np.uint8)
-    fg_conf = crf_pass(image, high_res, keys_ext, fg_thres)
-    bg_conf = crf_pass(image, high_res, keys_ext, bg_thres)
+    fg_conf, bg_conf = crf_passes(image, high_res, keys_ext, (fg_thres, bg_thres))
     return combine_confident(fg_conf, bg_conf)
