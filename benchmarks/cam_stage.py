@@ -79,9 +79,11 @@ def make_cam_speed(cfg, images: int, device: torch.device) -> dict:
 
 
 def make_cam_batch_speed(cfg, batches: list[int], images: int, device: torch.device) -> dict:
+    from vwe.engine.memory import keep_freed_memory
     from vwe.inference.cams import cams_of_images, scaled_pairs
     from vwe.models.backbone import fold_batch_norm
 
+    keep_freed_memory()  # as the stage does
     model = fold_batch_norm(CamNet(cfg.model, 20).eval())
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = model.to(device, memory_format=layout)
