@@ -1,7 +1,7 @@
 """CAM-file bytes per image and their scores, for each way make-cam can store them. Prints JSON.
 
 Takes a run whose CAM network is trained (`make demo` makes one), computes the CAMs of the
-first `--images` images of `cam.split` once, with their M_img / M_word parts, and stores each
+first `--images` images of `eval_cam.split` once, with their M_img / M_word parts, and stores each
 the three ways make-cam can (docs/formats.md#cam-files): the former default (parts, float32,
 uncompressed), today's default (fused only, float32, deflated) and float16. Bytes are those of
 the `.npz` that `save_npz` writes; the scores are the CAM mIoU of the stored fused map at
@@ -46,7 +46,7 @@ def measure(config: str, run_dir: str, images: int) -> dict:
     if not RunDir(cfg).cam_checkpoint.is_file():
         raise SystemExit(f"{RunDir(cfg).cam_checkpoint} not found: run `make demo` (or "
                          "`vwe train-cam`) first")
-    names, labels = layout.split_with_labels(cfg.cam.split)
+    names, labels = layout.split_with_labels(cfg.eval_cam.split)
     names = [n for n in names if layout.mask_path(n).is_file()][:images]
     model, codebook = load_cam_net(cfg, len(layout.class_names), torch.device("cpu"))
     thresholds = np.concatenate([[cfg.eval_cam.bkg_score], threshold_grid(
