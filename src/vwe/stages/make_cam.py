@@ -7,7 +7,9 @@ and summed over scales; the labelled channels are divided by their max + 1e-5. W
 element-wise max of the two normalised maps (our reading of the paper, docs/method.md).
 A file keeps the fused maps; the parts only with `cam.save_parts`, float16 with `cam.dtype`
 (docs/formats.md#cam-files). Runs on the per-image runner: images already done with the same
-record are skipped, so an interrupted run resumes; ranks take strided shares.
+record are skipped, so an interrupted run resumes; ranks take strided shares. With
+`cam.batch_images` > 1, images of one size share each scale's forward (same CAMs,
+docs/performance.md#make-cam).
 """
 
 from __future__ import annotations
