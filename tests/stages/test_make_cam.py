@@ -192,13 +192,10 @@ def test_cam_files_keep_the_fused_maps_and_float16_halves_them(cam_run, tiny_dat
         assert {i.compress_type for i in archive.infolist()} == {zipfile.ZIP_DEFLATED}
 
 
-@pytest.mark.parametrize("fuse_word", [False, True])
-def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
-    """make-cam's network (batch norm folded, docs/performance.md#make-cam) and its input path
-    (scaled pairs made ahead, as in a DataLoader worker) give the plain network's CAMs."""
+def cam_net_with_statistics(fuse_word: bool = True):
+    """A resnet18 CAM net in eval mode with non-trivial BN statistics, and a 3-scale CAM config
+    that keeps the parts."""
     from vwe.config import load_config
-    from vwe.inference.cams import cams_of_pairs, scaled_pairs
-    from vwe.models.backbone import fold_batch_norm
     from vwe.models.cam_net import CamNet
 
     cfg = load_config(None, ["model.backbone=resnet18", "model.pretrained=none",
@@ -209,9 +206,26 @@ def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
         if isinstance(module, torch.nn.BatchNorm2d):
             module.running_mean.uniform_(-0.1, 0.1)
             module.running_var.uniform_(0.5, 1.5)
+    return model, CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
+
+
+def folded_cam_net(fuse_word: bool = True):
+    from vwe.models.backbone import fold_batch_norm
+
+    model, cam_cfg = cam_net_with_statistics(fuse_word)
+    return fold_batch_norm(model), cam_cfg
+
+
+@pytest.mark.parametrize("fuse_word", [False, True])
+def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
+    """make-cam's network (batch norm folded, docs/performance.md#make-cam) and its input path
+    (scaled pairs made ahead, as in a DataLoader worker) give the plain network's CAMs."""
+    from vwe.inference.cams import cams_of_pairs, scaled_pairs
+    from vwe.models.backbone import fold_batch_norm
+
+    model, cam_cfg = cam_net_with_statistics(fuse_word)
     image = np.random.default_rng(2).integers(0, 256, (45, 61, 3), dtype=np.uint8)
     keys = np.array([1, 3])
-    cam_cfg = CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
     want = multiscale_cams(model, image, keys, cam_cfg)
     folded = fold_batch_norm(model)  # as make-cam: NCHW on the CPU, channels_last on CUDA
     for layout in (torch.contiguous_format, torch.channels_last):
@@ -225,27 +239,10 @@ def test_inference_path_gives_the_maps_of_the_training_network(fuse_word):
     assert empty["cam"].shape == (0, 12, 16) and empty["high_res"].shape == (0, 45, 61)
 
 
-def _cam_net_with_statistics(fuse_word: bool = True):
-    from vwe.config import load_config
-    from vwe.models.backbone import fold_batch_norm
-    from vwe.models.cam_net import CamNet
-
-    cfg = load_config(None, ["model.backbone=resnet18", "model.pretrained=none",
-                             "model.num_words=16"])
-    torch.manual_seed(0)
-    model = CamNet(cfg.model, 5).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
-    return fold_batch_norm(model), CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word,
-                                             save_parts=True)
-
-
 def test_images_of_one_size_in_one_batch_get_their_own_maps():
     from vwe.inference.cams import cams_of_images, cams_of_pairs, scaled_pairs
 
-    model, cam_cfg = _cam_net_with_statistics()
+    model, cam_cfg = folded_cam_net()
     rng = np.random.default_rng(3)
     images = [rng.integers(0, 256, (41, 57, 3), dtype=np.uint8) for _ in range(3)]
     keys = [np.array([1, 3]), np.array([0]), np.array([], np.int64)]
@@ -276,7 +273,7 @@ def test_a_group_that_does_not_fit_is_halved_until_it_does():
     from vwe.inference.cams import cams_of_pairs, scaled_pairs
     from vwe.stages.make_cam import cams_within_memory
 
-    model, cam_cfg = _cam_net_with_statistics(fuse_word=False)
+    model, cam_cfg = folded_cam_net(fuse_word=False)
     batches = []
     forward = model.cam_maps
 
