@@ -8,6 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from trained_statistics import give_trained_statistics
 from vwe.models.irn import (
     EPS,
     IRNet,
@@ -190,10 +191,7 @@ def test_pseudo_labels_network_folds_batch_norm_to_the_same_boundaries():
 
     torch.manual_seed(0)
     net = IRNet("resnet18").eval()
-    for module in net.backbone.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    give_trained_statistics(net.backbone)
     image = torch.randn(1, 3, 50, 67)
     pair = torch.cat([image, image.flip(-1)])
     want_edge = edge_map(net, pair, min_size=64)

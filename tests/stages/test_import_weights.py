@@ -9,6 +9,7 @@ import numpy as np
 import torch
 
 from authors_reference import authors_cam, authors_resnet
+from trained_statistics import give_trained_statistics
 from vwe.cli import main
 from vwe.config import load_config
 from vwe.data.io import load_npz, read_image
@@ -25,10 +26,7 @@ def test_imported_authors_checkpoint_reproduces_their_cam_inference(tiny_dataset
     cfg = load_config(None, ["preset=ijcai-code", "model.pretrained=none"])
     torch.manual_seed(0)
     model = CamNet(cfg.model, len(layout.class_names))
-    for module in model.modules():  # non-trivial BN statistics, as a trained net has
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    give_trained_statistics(model)
     state = authors_state_dict(model, "ijcai-code", prefix="module.")
     torch.save(state, tmp_path / "resnet_cam_final.pth")
 

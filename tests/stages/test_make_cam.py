@@ -5,6 +5,7 @@ import pytest
 import torch
 from PIL import Image
 
+from trained_statistics import give_trained_statistics
 from vwe.config import CamConfig
 from vwe.inference.cams import multiscale_cams
 
@@ -202,14 +203,12 @@ def cam_net_with_statistics(fuse_word: bool = True):
                              "model.num_words=16"])
     torch.manual_seed(0)
     model = CamNet(cfg.model, 5).eval()
-    for module in model.modules():
-        if isinstance(module, torch.nn.BatchNorm2d):
-            module.running_mean.uniform_(-0.1, 0.1)
-            module.running_var.uniform_(0.5, 1.5)
+    give_trained_statistics(model)
     return model, CamConfig(scales=[1.0, 0.5, 1.5], fuse_word_cam=fuse_word, save_parts=True)
 
 
 def folded_cam_net(fuse_word: bool = True):
+    """cam_net_with_statistics as make-cam runs it: batch norm folded into the convs."""
     from vwe.models.backbone import fold_batch_norm
 
     model, cam_cfg = cam_net_with_statistics(fuse_word)
