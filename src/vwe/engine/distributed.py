@@ -58,9 +58,21 @@ def setup(preference: str = "auto") -> DistContext:
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     device = resolve_device(preference, local_rank)
     if world_size > 1 and not dist.is_initialized():
+        import_compiler_before_the_group()
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend)
     return DistContext(rank, world_size, local_rank, device)
+
+
+def import_compiler_before_the_group() -> None:
+    """Import torch._dynamo before the process group exists (docs/pipeline.md#leaving-the-group).
+
+    Imported afterwards (DDP's constructor does), it keeps references to the default group, so
+    destroy_process_group cannot free it: gloo's worker threads then live into interpreter
+    shutdown, where one of them can abort the process ("terminate called without an active
+    exception") after the stage has finished.
+    """
+    import torch._dynamo  # noqa: F401
 
 
 def teardown(ctx: DistContext) -> None:
