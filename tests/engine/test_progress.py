@@ -2,7 +2,7 @@
 
 import logging
 
-from vwe.engine.progress import PlainProgress, progress
+from vwe.engine.progress import NoProgress, PlainProgress, progress
 
 
 def test_plain_lines_every_tenth_and_at_the_end(caplog):
@@ -27,4 +27,14 @@ def test_training_style_updates_and_postfix(caplog):
 
 def test_a_redirected_stderr_gets_plain_progress(capsys):
     assert isinstance(progress(range(3), total=3, desc="x"), PlainProgress)  # capsys: no tty
-    assert not isinstance(progress(range(3), desc="x", enabled=False), PlainProgress)
+
+
+def test_other_ranks_get_silent_progress_without_a_tqdm(capsys, caplog):
+    with caplog.at_level(logging.INFO, logger="vwe.engine.progress"):
+        bar = progress(range(3), total=3, desc="x", enabled=False)
+        assert isinstance(bar, NoProgress)  # a disabled tqdm would start a monitor thread
+        assert list(bar) == [0, 1, 2]
+        bar.update(1)
+        bar.set_postfix(loss="0.5")
+        bar.close()
+    assert not caplog.records and capsys.readouterr() == ("", "")

@@ -16,12 +16,15 @@ log = logging.getLogger(__name__)
 
 
 def progress(items: Iterable[T], *, total: int | None = None, desc: str = "", enabled: bool = True,
-             initial: int = 0) -> tqdm | PlainProgress:
+             initial: int = 0) -> tqdm | PlainProgress | NoProgress:
     """A tqdm bar (ETA included) on a terminal; in a log file (stderr redirected) a plain line
-    every 10 % or minute instead of `\r` refreshes. Nothing on other ranks."""
-    if enabled and not _is_terminal(sys.stderr):
+    every 10 % or minute instead of `\r` refreshes. Nothing on other ranks: not even a disabled
+    tqdm, which still starts tqdm's monitor thread."""
+    if not enabled:
+        return NoProgress(items)
+    if not _is_terminal(sys.stderr):
         return PlainProgress(items, total=total, desc=desc, initial=initial)
-    return tqdm(items, total=total, desc=desc, disable=not enabled, initial=initial,
+    return tqdm(items, total=total, desc=desc, initial=initial,
                 dynamic_ncols=True, leave=True, file=sys.stderr, mininterval=1.0)
 
 
@@ -70,6 +73,25 @@ class PlainProgress:
         extra = f", {self.postfix}" if self.postfix else ""
         log.info("%s: %s (%.0fs%s%s)", self.desc, done, elapsed, eta, extra)
         self.last_n, self.last_time = self.n, now
+
+
+class NoProgress:
+    """The same calls as PlainProgress, silent: the progress of a rank other than 0."""
+
+    def __init__(self, items: Iterable[T]) -> None:
+        self.items = items
+
+    def __iter__(self) -> Iterator[T]:
+        return iter(self.items)
+
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix(self, **values: object) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def _length(items: Iterable[object]) -> int | None:
