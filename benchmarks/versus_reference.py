@@ -42,6 +42,14 @@ ROWS = tuple(REPORTED)
 VOC_SIZE = (375, 500)
 
 
+def import_test_helpers() -> None:
+    """Make tests/ importable: its tested reference implementations and helpers are what this
+    benchmark measures against and builds its checkpoints with."""
+    tests = str(ROOT / "tests")
+    if tests not in sys.path:
+        sys.path.insert(0, tests)
+
+
 # ---- children: one measurement each, in a fresh process ----------------------------------------
 
 def _image(seed: int = 0):
@@ -89,7 +97,7 @@ def child_make_cam(impl: str, work: Path, iters: int) -> dict:
 
     image, keys = _image(), np.array([0, 14])
     if impl == "reference":
-        sys.path.insert(0, str(ROOT / "tests"))
+        import_test_helpers()
         from authors_reference import authors_cam, authors_resnet
 
         start = time.perf_counter()
@@ -250,7 +258,7 @@ def write_cam_checkpoints(work: Path) -> None:
     from vwe.models.cam_net import CamNet
     from vwe.stages.train_cam import checkpoint_extras
 
-    sys.path.insert(0, str(ROOT / "tests"))
+    import_test_helpers()
     from trained_statistics import give_trained_statistics
 
     cfg = _cam_config(work)
