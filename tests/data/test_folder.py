@@ -92,3 +92,62 @@ def test_the_cam_stage_on_the_folder_format_equals_voc(tiny_dataset, tmp_path, v
     scores = {kind: json.loads((tmp_path / kind / "eval_cam.json").read_text())
               for kind in runs}
     assert scores["folder"]["variants"] == scores["voc"]["variants"]
+
+
+def _folder_with_lists(root, lists: dict[str, list[str]], count: int = 40):
+    (root / "tags.csv").write_text("name,tags\n" + "".join(
+        f"img{i},cat\n" for i in range(count)))
+    for i in range(count):
+        (root / f"img{i}.png").write_bytes(b"")
+    (root / "splits").mkdir()
+    for split, names in lists.items():
+        (root / "splits" / f"{split}.txt").write_text("".join(f"{n}\n" for n in names))
+    return FolderLayout(root, val_fraction=0.5)
+
+
+@pytest.mark.parametrize("lists", [
+    {"train": [f"img{i}" for i in range(30)], "val": [f"img{i}" for i in range(30, 40)]},
+    {"val": [f"img{i}" for i in range(30, 40)]},  # no train list: every other image
+    {"train": [f"img{i}" for i in range(30)]},  # no val list: every other image
+])
+def test_train_aug_never_holds_a_val_image(tmp_path, lists, caplog):
+    with caplog.at_level(logging.INFO, logger="vwe.data.folder"):
+        layout = _folder_with_lists(tmp_path, lists)
+        train_aug, val = layout.read_split("train_aug"), layout.read_split("val")
+    assert set(val) == {f"img{i}" for i in range(30, 40)}
+    assert set(train_aug) == {f"img{i}" for i in range(30)}  # not the 40 tagged (the old leak)
+    assert "train.txt" in caplog.text or "not in val" in caplog.text  # says which list
+
+
+def test_a_cam_run_on_train_val_lists_never_trains_on_val(tiny_dataset, tmp_path,
+                                                           voc_to_folder):
+    images, _ = voc_to_folder(tiny_dataset, tmp_path / "folder")
+    (images / "splits" / "train_aug.txt").unlink()
+    val = set((images / "splits" / "val.txt").read_text().split())
+    assert main(["train-cam", "data.format=folder", f"data.root={images}",
+                 "data.num_workers=0", "device=cpu", "model.backbone=resnet_tiny",
+                 "model.pretrained=none", "model.num_words=8", "train_cam.batch_size=4",
+                 "train_cam.max_steps=1", "train_cam.crop_size=64",
+                 f"run_dir={tmp_path / 'run'}"]) == 0
+    train = (images / "splits" / "train.txt").read_text().split()
+    assert val and not val & set(train)
+    logged = (tmp_path / "run" / "log.txt").read_text()
+    assert "using splits/train.txt" in logged
+    assert f"over {len(train)} training images" in logged  # not train + val
+
+
+def test_images_and_masks_subfolders_are_found_without_keys(tiny_dataset, tmp_path,
+                                                             voc_to_folder):
+    """The layout people have: root/{images/, masks/, tags.csv, classes.txt, splits/}."""
+    images, masks = voc_to_folder(tiny_dataset, tmp_path / "out")
+    root = tmp_path / "dataset"
+    (root / "images").mkdir(parents=True)
+    for path in images.iterdir():
+        path.rename((root / "images" if path.suffix in (".jpg", ".png") else root) / path.name)
+    masks.rename(root / "masks")
+    layout = open_dataset(DataConfig(format="folder", root=str(root)))
+    voc = VocLayout(tiny_dataset)
+    assert layout.read_split("val") == voc.read_split("val")
+    assert layout.class_names == voc.class_names  # classes.txt in the root, not images/
+    name = voc.read_split("val")[0]
+    np.testing.assert_array_equal(layout.read_checked_mask(name), voc.read_mask(name))

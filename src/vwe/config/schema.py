@@ -12,6 +12,7 @@ from typing import Any
 
 from vwe.config.valid import check
 
+# the project's ResNets; any other name is a timm CNN, checked when the network is built
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet_tiny")
 
 
@@ -68,8 +69,10 @@ class SyntheticConfig:
 class ModelConfig:
     """The CAM network: backbone, Visual Words Encoder, HSPP (docs/method.md#presets)."""
 
-    backbone: str = check("resnet50", choices=BACKBONES)
-    pretrained: str = "imagenet"  # imagenet (torchvision weights API) | none | /path/to/file.pth
+    backbone: str = "resnet50"  # one of BACKBONES or a timm CNN name (efficientnet_lite0)
+    # imagenet (torchvision / timm weights; efficientnet_lite0 from its package offline) |
+    # none | generated (vwe pretrain) | /path/to/file.pth
+    pretrained: str = "imagenet"
     frozen_bn: bool = True  # BN statistics fixed (affine trained); false: batch statistics,
     # for training from random initialisation
     freeze_stem: bool = True
@@ -256,7 +259,7 @@ class SegConfig:
     docs/segmentation.md#config-defaults)."""
 
     # blocks [3, 4, 23, 3]; resnet_tiny for the CPU demo
-    backbone: str = check("resnet101", choices=BACKBONES)
+    backbone: str = "resnet101"  # one of BACKBONES or a timm CNN name
     # torchvision (weights API) | caffe (KZ-converted local file)
     layout: str = check("torchvision", choices=("torchvision", "caffe"))
     pretrained: str = "imagenet"  # imagenet | none | /path/to/file.pth (coco: a converted file)

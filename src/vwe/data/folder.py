@@ -1,13 +1,16 @@
 """The `folder` dataset format: a folder of images and a tags file, for users' own data.
 
-Layout (`data.format=folder`, `data.root` the images' folder):
-- images: `<root>/<name>.{jpg,jpeg,png,webp,bmp}` (any mode, read by `data.io.read_image`);
+Layout (`data.format=folder`, `data.root` the dataset's folder):
+- images: `<root>/<name>.{jpg,jpeg,png,webp,bmp}`, or under `<root>/images/` (`JPEGImages/`)
+  when the root holds none (any mode, read by `data.io.read_image`);
 - tags: `data.tags` (default `<root>/tags.csv`): CSV with columns `name,tags` (tags separated by
   spaces or `;`), or JSON `{"name": ["tag", …]}`;
 - classes: `data.classes`, else `<root>/classes.txt` (one per line), else the sorted set of tags;
-- masks (optional, for evaluation only): `data.masks`, palette or index PNGs `<name>.png`;
-- splits: `<root>/splits/<split>.txt` when present, else a deterministic split by hashing names:
-  `val` holds about `data.val_fraction` of the images, `train` (alias `train_aug`) the rest.
+- masks (optional, for evaluation only): `data.masks`, else `<root>/masks/` when present,
+  palette or index PNGs `<name>.png`;
+- splits: `<root>/splits/<split>.txt` when present (`train_aug` falls back to `train.txt`), else
+  `val` is a deterministic ~`data.val_fraction` of the images by hashing names and `train`
+  (alias `train_aug`) every tagged image not in val, `val.txt` or hashed: never a val image.
 The interface is `VocLayout`'s, so every stage opens it through `voc.open_dataset`.
 """
 
@@ -46,8 +49,9 @@ class FolderLayout(DatasetLayout):
         if not self.root.is_dir():
             raise VweError(f"image folder {self.root} not found; set data.root to the folder "
                            "that holds your images")
+        self.image_dir = find_image_dir(self.root)
         self.tags_path = Path(tags) if tags else self.root / "tags.csv"
-        self.masks = Path(masks) if masks else None
+        self.masks = Path(masks) if masks else found_mask_dir(self.root)
         self.val_fraction = val_fraction
         self.tags = read_tags(self.tags_path)
         self.class_names = self._class_names(list(classes))
@@ -77,44 +81,68 @@ class FolderLayout(DatasetLayout):
 
     def _index_images(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
-        for path in sorted(self.root.iterdir()):
+        for path in sorted(self.image_dir.iterdir()):
             if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
                 continue
             if path.stem in found:
-                raise VweError(f"two images are named '{path.stem}' in {self.root} "
+                raise VweError(f"two images are named '{path.stem}' in {self.image_dir} "
                                f"({found[path.stem].name}, {path.name}); rename one")
             found[path.stem] = path
         missing = [name for name in self.tags if name not in found]
         if missing:
-            raise VweError(f"tags file {self.tags_path} lists '{missing[0]}' but {self.root} has "
-                           f"no such image ({len(missing)} of {len(self.tags)} missing); add "
+            raise VweError(f"tags file {self.tags_path} lists '{missing[0]}' but {self.image_dir} "
+                           f"has no such image ({len(missing)} of {len(self.tags)} missing); add "
                            "the images or remove their lines")
         unlisted = len(set(found) - set(self.tags))
         if unlisted:
             log.warning("%d images in %s have no line in %s and are left out", unlisted,
-                        self.root, self.tags_path)
+                        self.image_dir, self.tags_path)
         return {name: found[name] for name in self.tags}
 
     # ---- the VocLayout interface ----
     def read_split(self, split: str) -> list[str]:
-        listed = self.root / "splits" / f"{split}.txt"
-        if listed.is_file():
-            names = [line.split()[0] for line in listed.read_text(encoding="utf-8").splitlines()
-                     if line.strip()]
-            unknown = [name for name in names if name not in self.tags]
-            if unknown:
-                raise VweError(f"split list {listed} names '{unknown[0]}', which has no line in "
-                               f"{self.tags_path}")
-        elif split in TRAIN_SPLITS or split == "val":
-            names = [name for name in self.tags
-                     if (hash_fraction(name) < self.val_fraction) == (split == "val")]
+        """A split's names: its list file, else (train_aug) train.txt, else every tagged image
+        not in val (val.txt or the hash split): a val image never lands in a training split."""
+        listed = self._split_file(split)
+        if listed is not None:
+            names = self._read_split_file(listed)
+        elif split in TRAIN_SPLITS:
+            held_out = set(self.read_split("val"))
+            names = [name for name in self.tags if name not in held_out]
+            log.info("split '%s' of %s: every tagged image not in val (%d of %d)", split,
+                     self.root, len(names), len(self.tags))
+        elif split == "val" and self._split_file("train") is not None:
+            trained = set(self.read_split("train"))  # the images splits/train.txt leaves out
+            names = [name for name in self.tags if name not in trained]
+        elif split == "val":
+            names = [name for name in self.tags if hash_fraction(name) < self.val_fraction]
         else:
             raise VweError(f"split '{split}' of the folder dataset {self.root} is not defined: "
                            f"use train or val (a hash split by data.val_fraction) or write "
-                           f"{listed}")
+                           f"{self.root / 'splits' / f'{split}.txt'}")
         if not names:
             raise VweError(f"split '{split}' of {self.root} is empty; lower or raise "
                            "data.val_fraction or write the split list")
+        return names
+
+    def _split_file(self, split: str) -> Path | None:
+        """`splits/<split>.txt`, or for train_aug `splits/train.txt` (said in the log)."""
+        folder = self.root / "splits"
+        if (folder / f"{split}.txt").is_file():
+            return folder / f"{split}.txt"
+        if split == "train_aug" and (folder / "train.txt").is_file():
+            log.info("split 'train_aug' of %s: no splits/train_aug.txt, using splits/train.txt",
+                     self.root)
+            return folder / "train.txt"
+        return None
+
+    def _read_split_file(self, listed: Path) -> list[str]:
+        names = [line.split()[0] for line in listed.read_text(encoding="utf-8").splitlines()
+                 if line.strip()]
+        unknown = [name for name in names if name not in self.tags]
+        if unknown:
+            raise VweError(f"split list {listed} names '{unknown[0]}', which has no line in "
+                           f"{self.tags_path}")
         return names
 
     def image_path(self, name: str) -> Path:
@@ -150,6 +178,30 @@ class FolderLayout(DatasetLayout):
 
 
 
+
+
+IMAGE_SUBFOLDERS = ("images", "JPEGImages")  # where people keep photos beside tags.csv
+MASK_SUBFOLDERS = ("masks", "SegmentationClass")
+
+
+def find_image_dir(root: Path) -> Path:
+    """The images' folder: the root itself, or its `images/` (`JPEGImages/`) when the root
+    holds no image: the tags, classes and splits stay in the root either way."""
+    if any(p.suffix.lower() in IMAGE_SUFFIXES for p in root.iterdir()):
+        return root
+    for name in IMAGE_SUBFOLDERS:
+        if (root / name).is_dir():
+            return root / name
+    return root
+
+
+def found_mask_dir(root: Path) -> Path | None:
+    """`masks/` (or `SegmentationClass/`) beside the images, found without a key."""
+    for name in MASK_SUBFOLDERS:
+        if (root / name).is_dir():
+            log.debug("masks for evaluation: %s (data.masks to choose others)", root / name)
+            return root / name
+    return None
 
 
 def hash_fraction(name: str) -> float:

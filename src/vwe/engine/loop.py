@@ -76,6 +76,9 @@ def train(job: TrainingJob) -> dict[str, Any]:
     if job.settings.channels_last:  # resume loads into these tensors, keeping the layout
         job.model.to(memory_format=torch.channels_last)
     step = resume(job) if job.settings.resume and job.out.last.exists() else 0
+    log.info("%s: %d steps of batch %d over %d training images (%d steps an epoch)",
+             dashed(job.stage), job.max_steps, job.settings.batch_size, len(job.dataset),
+             max(len(job.dataset) // job.settings.batch_size, 1))
     net = DistributedDataParallel(job.model) if job.ctx.distributed else job.model
     if job.settings.compile:  # checkpoints keep saving job.model: the same parameters
         net = torch.compile(net)

@@ -9,6 +9,7 @@ The stem (7×7 conv stride 2 + 3×3 max-pool stride 2) always gives stride 4; `s
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Mapping
 
 import torch
@@ -54,8 +55,12 @@ def use_batch_statistics(module: nn.Module) -> nn.Module:
     """Swap every FixedBatchNorm2d for an ordinary BatchNorm2d (same parameters and buffers).
 
     For training from random initialisation (the CPU demo): with no ImageNet statistics to
-    freeze, batch statistics are what keeps activations in range.
+    freeze, batch statistics are what keeps activations in range. A timm backbone keeps its
+    modules and stops holding its batch norm in eval.
     """
+    if hasattr(module, "frozen_bn"):  # TimmBackbone
+        module.frozen_bn = False
+        return module
     for name, child in module.named_children():
         if isinstance(child, FixedBatchNorm2d):
             plain = nn.BatchNorm2d(child.num_features, eps=child.eps)
@@ -225,7 +230,19 @@ class ResNet(nn.Module):
             layer += [block(in_ch, planes, 1, dilation) for _ in range(blocks - 1)]
             self.add_module(f"layer{i + 1}", nn.Sequential(*layer))
             self.out_channels.append(in_ch)
+        self.reductions = [4, 4]  # stem, layer1
+        for stride in strides[1:]:
+            self.reductions.append(self.reductions[-1] * stride)
         init_resnet_weights(self)
+
+    def stem_parameters(self) -> list[nn.Parameter]:
+        """conv1 + bn1 (the freeze_stem options)."""
+        return [*self.conv1.parameters(), *self.bn1.parameters()]
+
+    def parameters_through(self, level: int) -> list[nn.Parameter]:
+        """Parameters of the stem and layer1..layer`level` (2: the stage-2 detach)."""
+        layers = [self.layer1, self.layer2, self.layer3, self.layer4][:level]
+        return [*self.stem_parameters(), *(p for layer in layers for p in layer.parameters())]
 
     def stem(self, x: Tensor) -> Tensor:
         """conv1 + bn1 + relu + maxpool: stride 4."""
@@ -251,14 +268,23 @@ ARCHITECTURES: dict[str, tuple[type[BasicBlock | Bottleneck], list[int], int]] =
 
 def build_backbone(name: str, strides: tuple[int, int, int, int] = CAM_STRIDES,
                    dilations: tuple[int, int, int, int] = CAM_DILATIONS,
-                   pretrained: str = "none") -> ResNet:
-    """A named ResNet; `strides`/`dilations` are per layer1..layer4 (the stem is always /4).
+                   pretrained: str = "none") -> nn.Module:
+    """A named backbone: the project's ResNets, else any timm CNN (models/timm_backbone.py).
 
-    `pretrained`: "none", "imagenet" (torchvision weights API) or a path to a local file.
+    `strides`/`dilations` are per layer1..layer4 of a ResNet (the stem is always /4); a timm
+    network gets the same output stride, 4·∏strides, through timm's dilation.
+    `pretrained`: "none", "imagenet" or a path to a local file.
     """
     if name not in ARCHITECTURES:
-        raise VweError(f"unknown backbone '{name}' (model.backbone); choose one of "
-                       f"{', '.join(ARCHITECTURES)}")
+        from vwe.models.timm_backbone import TimmBackbone, is_timm_name
+
+        if not is_timm_name(name):
+            raise VweError(f"unknown backbone '{name}' (model.backbone / seg.backbone); choose "
+                           f"one of {', '.join(ARCHITECTURES)} or a timm CNN such as "
+                           "efficientnet_lite0")
+        timm_model = TimmBackbone(name, output_stride=4 * math.prod(strides))
+        timm_model.load_pretrained(pretrained)
+        return timm_model
     block, layers, width = ARCHITECTURES[name]
     model = ResNet(block, layers, tuple(strides), tuple(dilations), width)
     load_pretrained(model, name, pretrained)
@@ -275,9 +301,12 @@ def clean_backbone_keys(state: Mapping[str, Tensor]) -> dict[str, Tensor]:
     return out
 
 
-def load_pretrained(model: ResNet, name: str, spec: str) -> None:
+def load_pretrained(model: nn.Module, name: str, spec: str) -> None:
     """Load `spec` ("none" | "imagenet" | path) into `model` with a strict key check."""
     if spec in ("none", "", None):
+        return
+    if not isinstance(model, ResNet):
+        model.load_pretrained(spec)  # TimmBackbone
         return
     source = f"ImageNet weights of {name}" if spec == "imagenet" else str(spec)
     state = imagenet_state_dict(name) if spec == "imagenet" else read_state_dict(spec)

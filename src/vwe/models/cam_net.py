@@ -20,6 +20,7 @@ from vwe.errors import VweError
 from vwe.models.backbone import (
     CAM_DILATIONS,
     CAM_STRIDES,
+    ResNet,
     build_backbone,
     use_batch_statistics,
 )
@@ -86,18 +87,19 @@ class CamNet(nn.Module):
         """
         frozen = []
         if self.cfg.freeze_stem:
-            frozen += [self.backbone.conv1, self.backbone.bn1]
+            frozen += self.backbone.stem_parameters()
         if self.cfg.detach_after_stage2:
-            frozen += [self.backbone.conv1, self.backbone.bn1, self.backbone.layer1,
-                       self.backbone.layer2]
-        for module in frozen:
-            for p in module.parameters():
-                p.requires_grad_(False)
+            frozen += self.backbone.parameters_through(2)
+        for p in frozen:
+            p.requires_grad_(False)
 
     def features(self, images: Tensor) -> Tensor:
-        """F = layer4 output (N, d, ⌈H/16⌉, ⌈W/16⌉); stage 2 detached when configured
-        (docs/method.md#forward-pass)."""
+        """F = last level (N, d, ⌈H/16⌉, ⌈W/16⌉); stage 2 detached when configured
+        (docs/method.md#forward-pass). A timm trunk runs whole: its levels up to stride 8 hold
+        no trainable parameter then, which gives them no gradient just the same."""
         bb = self.backbone
+        if not isinstance(bb, ResNet):
+            return bb(images)[-1]
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.cfg.detach_after_stage2):
             x = bb.layer2(bb.layer1(bb.stem(images)))
         if self.cfg.detach_after_stage2:

@@ -24,7 +24,7 @@ from torch import Tensor, nn
 from vwe.config import seg_recipe
 from vwe.engine.weights import read_state_dict
 from vwe.errors import VweError
-from vwe.models.backbone import ResNet, build_backbone, load_pretrained
+from vwe.models.backbone import build_backbone, load_pretrained
 from vwe.models.deeplab_caffe import (
     CAFFE_BLOCKS,
     DEEPLAB_DILATIONS,
@@ -71,7 +71,7 @@ class DeepLabV2(nn.Module):
     """Backbone (output stride 8) + ASPP-V2; logits at stride 8, never upsampled here
     (docs/segmentation.md#aspp)."""
 
-    def __init__(self, backbone: CaffeResNet | ResNet, num_classes: int,
+    def __init__(self, backbone: nn.Module, num_classes: int,
                  rates: Sequence[int] = ASPP_RATES, backbone_name: str = "resnet101",
                  layout: str = "caffe") -> None:
         super().__init__()
@@ -120,7 +120,7 @@ def _base(model: nn.Module) -> DeepLabV2:
     return base
 
 
-def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
+def _build_trunk(name: str, layout: str) -> nn.Module:
     """Output-stride-8 trunk: res4 all dilation 2, res5 all dilation 4, stride 1
     (docs/segmentation.md#backbone)."""
     if layout == "caffe":
@@ -135,12 +135,14 @@ def _build_trunk(name: str, layout: str) -> CaffeResNet | ResNet:
     raise VweError(f"seg.layout={layout} is unknown; choose caffe or torchvision")
 
 
-def _freeze_stem(trunk: CaffeResNet | ResNet) -> None:
+def _freeze_stem(trunk: nn.Module) -> None:
     """Stop gradients into conv1 + bn1 (IRN's choice, irn#21; option freeze_stem,
     docs/segmentation.md#batch-norm)."""
-    stem = [trunk.layer1] if isinstance(trunk, CaffeResNet) else [trunk.conv1, trunk.bn1]
-    for module in stem:
-        module.requires_grad_(False)
+    if isinstance(trunk, CaffeResNet):
+        trunk.layer1.requires_grad_(False)
+        return
+    for param in trunk.stem_parameters():  # ResNet conv1 + bn1, a timm trunk's stem
+        param.requires_grad_(False)
 
 
 def build_deeplab(num_classes: int, backbone: str = "resnet101", layout: str = "torchvision",

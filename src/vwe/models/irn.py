@@ -36,13 +36,16 @@ class MeanShift(nn.Module):
         return x - self.running_mean.view(1, 2, 1, 1)
 
 
-def _branch(in_ch: int, out_ch: int, groups: int, upscale: int = 1) -> nn.Sequential:
+def _branch(in_ch: int, out_ch: int, groups: int, upscale: float = 1) -> nn.Sequential:
     """1×1 conv (no bias) → GroupNorm → ×upscale bilinear → ReLU, IRNet's order
-    (docs/refinement.md#network)."""
+    (docs/refinement.md#network). An upscale below 1 (a timm stem level at stride 2) is an
+    average pool that rounds up, as the strided convs do."""
     layers: list[nn.Module] = [nn.Conv2d(in_ch, out_ch, 1, bias=False),
                                nn.GroupNorm(groups, out_ch)]
     if upscale > 1:
         layers.append(nn.Upsample(scale_factor=upscale, mode="bilinear", align_corners=False))
+    elif upscale < 1:
+        layers.append(nn.AvgPool2d(round(1 / upscale), ceil_mode=True))
     layers.append(nn.ReLU(inplace=True))
     return nn.Sequential(*layers)
 
@@ -53,8 +56,8 @@ def _crop_to(x: Tensor, ref: Tensor) -> Tensor:
 
 
 class IRNet(nn.Module):
-    """Frozen ResNet (output stride 16, layer4 stride 1) with IRNet's two branches
-    (docs/refinement.md#network).
+    """Frozen backbone (output stride 16: ResNet with layer4 stride 1, or a timm CNN) with
+    IRNet's two branches (docs/refinement.md#network).
 
     `forward` returns (edge logits B (N,1,h,w), displacement D (N,2,h,w) or None) at stride 4.
     Displacement channel 0 is the row (y) offset, channel 1 the column (x) offset.
@@ -68,15 +71,18 @@ class IRNet(nn.Module):
         self.backbone.requires_grad_(False)
         self.backbone.eval()
         channels = list(self.backbone.out_channels)  # stem, layer1..layer4
+        strides = list(self.backbone.reductions)  # ResNet: 4, 4, 8, 16, 16
         # Edge branch (fc_edge1..6): 32 ch per stage; stages at /8 and /16 are upsampled to /4.
         self.edge_stages = nn.ModuleList(
-            _branch(c, 32, 4, up) for c, up in zip(channels, (1, 1, 2, 4, 4)))
+            _branch(c, 32, 4, r / 4) for c, r in zip(channels, strides))
         self.edge_classifier = nn.Conv2d(5 * 32, 1, 1, bias=True)
         self.with_displacement = with_displacement
         if with_displacement:
-            widths, groups, ups = (64, 128, 256, 256, 256), (8, 16, 16, 16, 16), (1, 1, 1, 2, 2)
+            # levels 0-1 meet at /4, levels 2-4 at /8 (ResNet: upscales 1, 1, 1, 2, 2)
+            widths, groups, meet = (64, 128, 256, 256, 256), (8, 16, 16, 16, 16), (4, 4, 8, 8, 8)
             self.disp_stages = nn.ModuleList(
-                _branch(c, w, g, u) for c, w, g, u in zip(channels, widths, groups, ups))
+                _branch(c, w, g, r / m)
+                for c, w, g, r, m in zip(channels, widths, groups, strides, meet))
             self.disp_deep = _branch(3 * 256, 256, 16, 2)  # fc_dp6: /8 → /4
             self.disp_head = nn.Sequential(  # fc_dp7
                 _branch(64 + 128 + 256, 256, 16), nn.Conv2d(256, 2, 1, bias=False), MeanShift())
