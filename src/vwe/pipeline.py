@@ -126,8 +126,21 @@ def stage_table(summaries: dict[str, dict], preset: str, title: str = "") -> str
         paper_value = paper.get(key)
         lines.append(f"{label:28s}{percent(value):>8s}"
                      f"{percent(None if paper_value is None else paper_value / 100):>8s}")
+    full = summaries.get("supervised", {}).get("variants", {})
+    if full:
+        lines.append(f"{'fully supervised (val)':28s}{percent(full.get('raw')):>8s}{'-':>8s}")
+        lines.append(f"{'fully supervised + CRF':28s}{percent(full.get('crf')):>8s}{'-':>8s}")
+        lines.append(f"{'weak / full (with CRF)':28s}{ratio(seg.get('crf'), full.get('crf')):>8s}"
+                     f"{'~86%':>8s}")
     lines.append(f"(mIoU %; paper column: the {preset} preset's VOC 2012 numbers)")
     return "\n".join(lines)
+
+
+def ratio(weak: float | None, full: float | None) -> str:
+    """weak ÷ full in % (how WSSS papers compare with the fully supervised DeepLab)."""
+    if weak is None or not full:
+        return "-"
+    return f"{100 * weak / full:.1f}%"
 
 
 def pretrain_lines(summary: dict) -> list[str]:
@@ -137,9 +150,49 @@ def pretrain_lines(summary: dict) -> list[str]:
             for name, result in summary.get("backbones", {}).items()]
 
 
+def supervised_config(cfg: Config) -> Config | None:
+    """The same DeepLab recipe on the true masks of its training list, in
+    `<run_dir>/supervised` (docs/pipeline.md#fully-supervised-bound); None without masks for
+    every training image."""
+    from vwe.data.voc import open_dataset
+
+    layout = open_dataset(cfg.data)
+    names = layout.read_split(cfg.train_seg.train_list)
+    try:
+        paths = [layout.mask_path(name) for name in names]
+    except VweError:
+        paths = []
+    folders = {path.parent for path in paths}
+    if not paths or len(folders) != 1 or not all(path.is_file() for path in paths):
+        log.info("fully supervised bound: skipped, '%s' has no mask for every image",
+                 cfg.train_seg.train_list)
+        return None
+    return dataclasses.replace(
+        cfg, run_dir=str(RunDir(cfg).root / "supervised"),
+        seg=dataclasses.replace(cfg.seg, label_dir=str(folders.pop())),
+        infer_seg=dataclasses.replace(cfg.infer_seg, out_dir=""),
+        pipeline=dataclasses.replace(cfg.pipeline, from_stage=""))
+
+
+def run_supervised(cfg: Config, summaries: dict[str, dict]) -> None:
+    """Train, infer and score the fully supervised DeepLab when asked and masks exist; its
+    eval-seg summary goes into `summaries["supervised"]`."""
+    if not cfg.pipeline.supervised or "eval_seg" not in summaries:
+        return
+    supervised = supervised_config(cfg)
+    if supervised is None:
+        return
+    log.info("── fully supervised DeepLab (true masks) in %s", supervised.run_dir)
+    from_stage = "train_seg" if cfg.pipeline.from_stage in SEG_STAGES else None
+    done = run_stages(supervised, SEG_STAGES, from_stage)
+    if "eval_seg" in done:
+        summaries["supervised"] = done["eval_seg"]
+
+
 def run(cfg: Config) -> dict:
     """`vwe run`: the whole pipeline from one config and one run directory."""
     summaries = run_stages(cfg, PIPELINE, cfg.pipeline.from_stage or None)
+    run_supervised(cfg, summaries)
     table = stage_table(summaries, cfg.preset, f"vwe run: {cfg.run_dir}")
     write_json_atomic(RunDir(cfg).summary, _jsonable(summaries))
     return {"table": table, "stages": list(summaries)}

@@ -151,3 +151,21 @@ def test_images_and_masks_subfolders_are_found_without_keys(tiny_dataset, tmp_pa
     assert layout.class_names == voc.class_names  # classes.txt in the root, not images/
     name = voc.read_split("val")[0]
     np.testing.assert_array_equal(layout.read_checked_mask(name), voc.read_mask(name))
+
+
+def test_negatives_join_training_splits_with_all_zero_labels(tmp_path):
+    layout_args = {"val_fraction": 0.0}
+    (tmp_path / "tags.csv").write_text("name,tags\na,cat\nb,dog\n")
+    for name in ("a.jpg", "b.jpg", "sky.jpg", "field.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / "negatives.txt").write_text("sky\nfield.jpg\n")
+    layout = FolderLayout(tmp_path, negatives="negatives.txt", **layout_args)
+    names, labels = layout.split_with_labels("train_aug")
+    assert names == ["a", "b", "sky", "field"]
+    assert not labels["sky"].any() and labels["a"].tolist() == [1.0, 0.0]
+    assert FolderLayout(tmp_path, **layout_args).read_split("train") == ["a", "b"]  # off
+    (tmp_path / "negatives.txt").write_text("sky\na\n")
+    with pytest.raises(VweError, match="names 'a', which has tags"):
+        FolderLayout(tmp_path, negatives="negatives.txt")
+    with pytest.raises(VweError, match="negatives list .*none.txt not found"):
+        FolderLayout(tmp_path, negatives="none.txt")

@@ -150,3 +150,14 @@ def test_a_file_that_does_not_fit_is_one_line(lite0_state, tmp_path):
     text = str(err.value)
     assert "\n" not in text and "missing [blocks.2.1.bn2.bias]" in text
     assert "wrong shape [blocks.2.0.conv_dw.weight]" in text
+
+
+@pytest.mark.parametrize("backbone", [NAME, "resnet_tiny"])
+def test_deeplab_at_output_stride_16_halves_the_aspp_rates(backbone):
+    model = build_deeplab(3, backbone, "torchvision", "none", [], output_stride=16).eval()
+    with torch.no_grad():
+        logits = model(torch.randn(1, 3, 213, 160))
+    assert logits.shape == (1, 3, 14, 10)  # ⌈213/16⌉, ⌈160/16⌉
+    assert [conv.dilation[0] for conv in model.base.aspp.branches] == [3, 6, 9, 12]
+    with pytest.raises(VweError, match="needs seg.layout=torchvision"):
+        build_deeplab(3, "resnet101", "caffe", "none", [], output_stride=16)

@@ -48,6 +48,13 @@ def test_run_whole_pipeline_skips_resumes_and_reruns(tiny_dataset, tmp_path, ref
         assert line.split()[-2] != "-", line  # our number is there
     summary = json.loads((run_dir / "summary.json").read_text())
     assert 0 < summary["eval_cam"]["miou"] <= 1
+    # the same DeepLab on the true masks, scored on val, and weak / full in the table
+    full = json.loads((run_dir / "supervised" / "eval_seg.json").read_text())
+    full_crf = summary["supervised"]["variants"]["crf"]
+    assert full_crf == full["variants"]["crf"]["miou"] > 0
+    weak = summary["eval_seg"]["variants"]["crf"]
+    ratio_line = next(line for line in table.splitlines() if line.startswith("weak / full"))
+    assert ratio_line.split()[-2] == f"{100 * weak / full_crf:.1f}%"
 
     assert main(args) == 0  # everything done: nothing recomputed
     assert "skipped" in capsys.readouterr().err

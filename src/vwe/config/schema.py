@@ -32,6 +32,9 @@ class DataConfig:
     masks: str = ""  # folder: optional masks (<name>.png) for evaluation
     classes: list[str] = field(default_factory=list)  # folder: empty: classes.txt or the tags
     val_fraction: float = check(0.1, ge=0, le=1)  # folder without splits/: hashed val share
+    # folder: a list of photos with no object (one name a line; relative to the root), added to
+    # the training splits with an all-zero label; empty: none (an untagged photo is an error)
+    negatives: str = ""
     # coco: crowd annotations in the masks: background (left out) | ignore (255) | label
     coco_crowd: str = check("background", choices=("background", "ignore", "label"))
     coco_prepared: str = ""  # coco: what prepare-coco writes; empty: <root>/vwe_prepared
@@ -267,6 +270,9 @@ class SegConfig:
     # statistics, for training from random initialisation (the CPU demo)
     frozen_bn: bool = True
     freeze_stem: bool = False  # true: conv1 + bn1 get no gradient (IRN, irn#21)
+    # 8 (DeepLabV2) | 16: no dilation in the third stage, ASPP rates halved; ~4x faster
+    # training of a timm trunk on a CPU (docs/segmentation.md#output-stride-16)
+    output_stride: int = check(8, choices=(8, 16))
     # + max; [] disables
     msc_scales: list[float] = check(factory=lambda: [0.5, 0.75], each=True, gt=0, nonempty=False)
     label_dir: str = ""  # training label PNGs (ids 0..C, 255 ignored); empty: <run>/pseudo_labels
@@ -372,6 +378,9 @@ class PipelineConfig:
     """`vwe run`: the whole pipeline in one run directory."""
 
     from_stage: str = ""  # `--from STAGE`: rerun this stage and every later one
+    # after eval-seg: the same DeepLab on the true masks (<run_dir>/supervised) when every
+    # training image has one, for the fully supervised bound and weak / full
+    supervised: bool = True
 
 
 @dataclass

@@ -17,6 +17,7 @@ The interface is `VocLayout`'s, so every stage opens it through `voc.open_datase
 from __future__ import annotations
 
 import csv
+import functools
 import hashlib
 import json
 import logging
@@ -44,7 +45,8 @@ class FolderLayout(DatasetLayout):
     """Images, image-level tags and optional masks of one folder (see the module docstring)."""
 
     def __init__(self, root: str | Path, tags: str = "", masks: str = "",
-                 classes: Sequence[str] = (), val_fraction: float = 0.1) -> None:
+                 classes: Sequence[str] = (), val_fraction: float = 0.1,
+                 negatives: str = "") -> None:
         self.root = Path(root)
         if not self.root.is_dir():
             raise VweError(f"image folder {self.root} not found; set data.root to the folder "
@@ -56,6 +58,7 @@ class FolderLayout(DatasetLayout):
         self.tags = read_tags(self.tags_path)
         self.class_names = self._class_names(list(classes))
         self._check_tags()
+        self.negatives = self._read_negatives(negatives)
         self.images = self._index_images()
 
     def _class_names(self, given: list[str]) -> list[str]:
@@ -79,6 +82,24 @@ class FolderLayout(DatasetLayout):
                                f"({', '.join(self.class_names)}); add it to classes.txt or "
                                "data.classes, or fix the tag")
 
+    def _read_negatives(self, listed: str) -> list[str]:
+        """Names of photos with no object, trained on with an all-zero label (data.negatives)."""
+        if not listed:
+            return []
+        path = Path(listed) if Path(listed).is_absolute() else self.root / listed
+        if not path.is_file():
+            raise VweError(f"negatives list {path} not found (data.negatives); give a file of "
+                           "image names, one a line, or leave the key empty")
+        names = [Path(line.split()[0]).stem for line in
+                 path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        tagged = [name for name in names if name in self.tags]
+        if tagged:
+            raise VweError(f"negatives list {path} names '{tagged[0]}', which has tags in "
+                           f"{self.tags_path}; a negative photo has no object: remove one line")
+        log.debug("%d negative photos (no object) from %s join the training splits", len(names),
+                 path)
+        return names
+
     def _index_images(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
         for path in sorted(self.image_dir.iterdir()):
@@ -88,42 +109,47 @@ class FolderLayout(DatasetLayout):
                 raise VweError(f"two images are named '{path.stem}' in {self.image_dir} "
                                f"({found[path.stem].name}, {path.name}); rename one")
             found[path.stem] = path
-        missing = [name for name in self.tags if name not in found]
+        missing = [name for name in [*self.tags, *self.negatives] if name not in found]
         if missing:
             raise VweError(f"tags file {self.tags_path} lists '{missing[0]}' but {self.image_dir} "
                            f"has no such image ({len(missing)} of {len(self.tags)} missing); add "
                            "the images or remove their lines")
-        unlisted = len(set(found) - set(self.tags))
+        unlisted = len(set(found) - set(self.tags) - set(self.negatives))
         if unlisted:
-            log.warning("%d images in %s have no line in %s and are left out", unlisted,
-                        self.image_dir, self.tags_path)
-        return {name: found[name] for name in self.tags}
+            warn_unlisted(unlisted, self.image_dir, self.tags_path)
+        return {name: found[name] for name in [*self.tags, *self.negatives]}
 
     # ---- the VocLayout interface ----
     def read_split(self, split: str) -> list[str]:
         """A split's names: its list file, else (train_aug) train.txt, else every tagged image
         not in val (val.txt or the hash split): a val image never lands in a training split."""
-        listed = self._split_file(split)
-        if listed is not None:
-            names = self._read_split_file(listed)
-        elif split in TRAIN_SPLITS:
-            held_out = set(self.read_split("val"))
-            names = [name for name in self.tags if name not in held_out]
-            log.info("split '%s' of %s: every tagged image not in val (%d of %d)", split,
-                     self.root, len(names), len(self.tags))
-        elif split == "val" and self._split_file("train") is not None:
-            trained = set(self.read_split("train"))  # the images splits/train.txt leaves out
-            names = [name for name in self.tags if name not in trained]
-        elif split == "val":
-            names = [name for name in self.tags if hash_fraction(name) < self.val_fraction]
-        else:
+        if split not in (*TRAIN_SPLITS, "val") and self._split_file(split) is None:
             raise VweError(f"split '{split}' of the folder dataset {self.root} is not defined: "
                            f"use train or val (a hash split by data.val_fraction) or write "
                            f"{self.root / 'splits' / f'{split}.txt'}")
+        names = self._names(split)
         if not names:
             raise VweError(f"split '{split}' of {self.root} is empty; lower or raise "
                            "data.val_fraction or write the split list")
+        if split in TRAIN_SPLITS:
+            names = names + [name for name in self.negatives if name not in names]
         return names
+
+    def _names(self, split: str) -> list[str]:
+        """The tagged images of a split, possibly none."""
+        listed = self._split_file(split)
+        if listed is not None:
+            return self._read_split_file(listed)
+        if split in TRAIN_SPLITS:
+            held_out = set(self._names("val"))
+            names = [name for name in self.tags if name not in held_out]
+            log.info("split '%s' of %s: every tagged image not in val (%d of %d)", split,
+                     self.root, len(names), len(self.tags))
+            return names
+        if self._split_file("train") is not None:
+            trained = set(self._names("train"))  # the images splits/train.txt leaves out
+            return [name for name in self.tags if name not in trained]
+        return [name for name in self.tags if hash_fraction(name) < self.val_fraction]
 
     def _split_file(self, split: str) -> Path | None:
         """`splits/<split>.txt`, or for train_aug `splits/train.txt` (said in the log)."""
@@ -171,13 +197,20 @@ class FolderLayout(DatasetLayout):
         index = {class_name: i for i, class_name in enumerate(self.class_names)}
         out = {}
         for name in names:
-            vector = np.zeros(self.num_classes, dtype=np.float32)
-            vector[[index[tag] for tag in self.tags[name]]] = 1.0
+            vector = np.zeros(self.num_classes, dtype=np.float32)  # a negative: all zero
+            vector[[index[tag] for tag in self.tags.get(name, [])]] = 1.0
             out[name] = vector
         return out
 
 
 
+
+
+@functools.cache
+def warn_unlisted(count: int, image_dir: Path, tags_path: Path) -> None:
+    """Once per process and folder, however often a run opens the dataset."""
+    log.warning("%d images in %s have no line in %s and are left out", count, image_dir,
+                tags_path)
 
 
 IMAGE_SUBFOLDERS = ("images", "JPEGImages")  # where people keep photos beside tags.csv

@@ -224,7 +224,8 @@ def open_dataset(data: DataConfig) -> VocLayout | FolderLayout | CocoLayout:
     if data.format == "coco":
         return CocoLayout(data.root, data.coco_prepared, data.coco_crowd)
     if data.format == "folder":
-        return FolderLayout(data.root, data.tags, data.masks, data.classes, data.val_fraction)
+        return FolderLayout(data.root, data.tags, data.masks, data.classes, data.val_fraction,
+                            data.negatives)
     return VocLayout(data.root, data.mask_dir)
 
 

@@ -36,6 +36,9 @@ from vwe.models.deeplab_caffe import (
 log = logging.getLogger(__name__)
 
 ASPP_RATES = (6, 12, 18, 24)  # docs/segmentation.md#aspp
+# output stride 16 (seg.output_stride, docs/segmentation.md#output-stride-16): half the rates
+# cover the same pixels
+OS16_STRIDES, OS16_DILATIONS, OS16_ASPP_RATES = (1, 2, 2, 1), (1, 1, 1, 2), (3, 6, 9, 12)
 MSC_SCALES = (0.5, 0.75)  # docs/segmentation.md#msc
 LAYOUTS = ("caffe", "torchvision")
 # docs/segmentation.md#initialisation, pixel values 0–255, std 1
@@ -120,9 +123,15 @@ def _base(model: nn.Module) -> DeepLabV2:
     return base
 
 
-def _build_trunk(name: str, layout: str) -> nn.Module:
+def _build_trunk(name: str, layout: str, output_stride: int = 8) -> nn.Module:
     """Output-stride-8 trunk: res4 all dilation 2, res5 all dilation 4, stride 1
-    (docs/segmentation.md#backbone)."""
+    (docs/segmentation.md#backbone); 16: res4 strided, res5 dilation 2 (torchvision layout)."""
+    if output_stride == 16:
+        if layout != "torchvision":
+            raise VweError("seg.output_stride=16 needs seg.layout=torchvision")
+        return build_backbone(name, strides=OS16_STRIDES, dilations=OS16_DILATIONS)
+    if output_stride != 8:
+        raise VweError(f"seg.output_stride={output_stride}: choose 8 (DeepLabV2) or 16")
     if layout == "caffe":
         if name not in CAFFE_BLOCKS:
             raise VweError(f"seg.backbone={name} has no Caffe layout; use one of "
@@ -148,10 +157,11 @@ def _freeze_stem(trunk: nn.Module) -> None:
 def build_deeplab(num_classes: int, backbone: str = "resnet101", layout: str = "torchvision",
                   pretrained: str = "none", msc_scales: Sequence[float] = MSC_SCALES,
                   freeze_stem: bool = False, dataset: str = "voc",
-                  coco_init: bool | None = None) -> MSC:
+                  coco_init: bool | None = None, output_stride: int = 8) -> MSC:
     """DeepLabV2 wrapped in MSC; `pretrained` and `coco_init` as in `load_deeplab_init`."""
-    base = DeepLabV2(_build_trunk(backbone, layout), num_classes, backbone_name=backbone,
-                     layout=layout)
+    rates = OS16_ASPP_RATES if output_stride == 16 else ASPP_RATES
+    base = DeepLabV2(_build_trunk(backbone, layout, output_stride), num_classes, rates,
+                     backbone_name=backbone, layout=layout)
     load_deeplab_init(base, pretrained, layout, dataset, coco_init)
     if freeze_stem:
         _freeze_stem(base.backbone)

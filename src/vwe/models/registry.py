@@ -33,9 +33,9 @@ def _irnet(backbone: str = "resnet50", with_displacement: bool = True,
 
 def _deeplab(num_classes: int, backbone: str = "resnet101", layout: str = "torchvision",
              msc_scales: Sequence[float] = MSC_SCALES, freeze_stem: bool = False,
-             pretrained: str = "none", dataset: str = "voc") -> nn.Module:
+             pretrained: str = "none", dataset: str = "voc", output_stride: int = 8) -> nn.Module:
     return build_deeplab(num_classes, backbone, layout, pretrained, list(msc_scales), freeze_stem,
-                         dataset=dataset)
+                         dataset=dataset, output_stride=output_stride)
 
 
 @dataclass(frozen=True)

@@ -15,7 +15,7 @@ from vwe.config import Config
 from vwe.data.io import load_npz, read_image, write_json_atomic
 from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
-from vwe.pipeline import PIPELINE, run_stages, stage_table
+from vwe.pipeline import PIPELINE, run_stages, run_supervised, stage_table
 from vwe.report import build_report
 from vwe.visualize import save_cam_panel
 
@@ -49,6 +49,7 @@ def fusion_line(eval_cam: dict) -> str:
 
 def run(cfg: Config) -> dict:
     summaries = run_stages(cfg, ("make_dataset", *PIPELINE), cfg.pipeline.from_stage or None)
+    run_supervised(cfg, summaries)
     panels = write_panels(cfg)
     log.info("demo: CAM pictures in %s", Path(panels[0]).parent if panels else "-")
     write_json_atomic(RunDir(cfg).summary, json.loads(json.dumps(summaries, default=str)))

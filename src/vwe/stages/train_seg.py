@@ -61,8 +61,11 @@ def deeplab_kwargs(cfg: Config, num_classes: int) -> dict[str, Any]:
     """DeepLab's architecture as the registry builds it (batch-norm mode is a training choice:
     fixed batch norm in eval equals BatchNorm2d in eval)."""
     seg = cfg.seg
-    return {"num_classes": num_classes, "backbone": seg.backbone, "layout": seg.layout,
-            "msc_scales": list(seg.msc_scales), "freeze_stem": seg.freeze_stem}
+    kwargs = {"num_classes": num_classes, "backbone": seg.backbone, "layout": seg.layout,
+              "msc_scales": list(seg.msc_scales), "freeze_stem": seg.freeze_stem}
+    if seg.output_stride != 8:  # recorded only when set: DeepLabV2's records stay as they were
+        kwargs["output_stride"] = seg.output_stride
+    return kwargs
 
 
 def check_batch(tc: TrainSegConfig, ctx: DistContext) -> int:
