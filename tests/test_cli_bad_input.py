@@ -174,7 +174,7 @@ def test_unwritable_run_dir(tmp_path, capsys):
     ("pseudo-labels", "pseudo_labels.method=fast", "pseudo_labels.method='fast' must be one of"),
     ("infer-seg", "infer_seg.flip_fusion=avg", "infer_seg.flip_fusion='avg' must be one of sum"),
     ("train-irn", "train_irn.crop_size=8", "train_irn.crop_size=8 must be >= 16"),
-    ("eval-cam", "eval_cam.bkg_score=2", "eval_cam.bkg_score=2.0 must be >= 0 and <= 1"),
+    ("eval-cam", "eval_cam.bkg_score=2", "eval_cam.bkg_score=2 must be >= 0 and <= 1, or auto"),
     ("run", "device=tpu", "device='tpu' must be one of auto, cpu, cuda"),
 ])
 def test_config_values_out_of_range(dataset, tmp_path, capsys, command, setting, needle):

@@ -135,10 +135,15 @@ def no_ground_truth(stage: str, split: str, where: str,
     (named in the line and kept in the summary)."""
     line = f"{stage}: split '{split}' has no masks ({where}); nothing to score"
     if configured:
-        used = ", ".join(f"{key}={value:g}" for key, value in configured.items())
+        used = ", ".join(f"{key}={format_value(value)}" for key, value in configured.items())
         line += f"; no sweep can pick thresholds, so the configured ones are used ({used})"
     return {"skipped": "no masks", "split": split, "miou": None, "table": line,
             "configured": dict(configured or {})}
+
+
+def format_value(value: Any) -> str:
+    """A threshold as the config holds it: a number (`:g`) or a word such as auto."""
+    return f"{value:g}" if isinstance(value, int | float) else str(value)
 
 
 def percent(value: float | None) -> str:

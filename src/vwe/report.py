@@ -3,8 +3,9 @@
 
 The page (`<run_dir>/report/index.html`, its pictures beside it in `report/`) holds the stage
 table, the per-class tables of every evaluation the run has, the training curves read from the
-TensorBoard scalars, panels of image / ground truth / CAM / pseudo label / prediction with a
-colour legend for the first images of the evaluated split, and the ablation, sweep and codebook
+TensorBoard scalars, panels of image / ground truth / CAM / pseudo label (training photos) and
+image / ground truth / prediction (predicted photos), a spread of classes, with a colour
+legend, and the ablation, sweep and codebook
 results when the run has them. No server and no network: plain HTML, PNGs by relative path.
 """
 
@@ -46,7 +47,7 @@ def build_report(cfg: Config) -> dict[str, Any]:
     run_dir = RunDir(cfg)
     out = run_dir.root / "report"
     out.mkdir(parents=True, exist_ok=True)
-    sections = [_stage_section(cfg, run_dir), _eval_sections(run_dir),
+    sections = [_stage_section(cfg, run_dir), _warnings_section(run_dir), _eval_sections(run_dir),
                 _curves_section(run_dir, out), _panels_section(cfg, run_dir, out),
                 _experiment_sections(run_dir, out)]
     page = ("<!DOCTYPE html><html><head><meta charset='utf-8'>"
@@ -75,6 +76,19 @@ def _stage_section(cfg: Config, run_dir: RunDir) -> str:
         return ""
     table = stage_table(read_json(run_dir.summary), cfg.preset)
     return f"<h2>Stages</h2><pre>{html.escape(table)}</pre>"
+
+
+def _warnings_section(run_dir: RunDir) -> str:
+    """The degenerate results the evaluations found (docs/pipeline.md#degenerate-results)."""
+    found = []
+    for stage in ("eval_cam", "eval_labels", "eval_seg"):
+        path = run_dir.eval_json(stage)
+        if path.is_file():
+            found += read_json(path).get("warnings", [])
+    if not found:
+        return ""
+    items = "".join(f"<li>{html.escape(text)}</li>" for text in found)
+    return f"<h2>Warnings</h2><ul style='color:#a40000'>{items}</ul>"
 
 
 def _eval_sections(run_dir: RunDir) -> str:
@@ -134,35 +148,69 @@ def _curves_section(run_dir: RunDir, out: Path) -> str:
 
 
 def _panels_section(cfg: Config, run_dir: RunDir, out: Path) -> str:
-    """Image | ground truth | CAM of the first labelled class | pseudo label | prediction."""
+    """Training photos (image | ground truth | CAM | pseudo label) and val photos (image |
+    ground truth | prediction), each a spread of classes, with the colour legend."""
     layout = open_dataset(cfg.data)
-    names = layout.read_split(cfg.eval_cam.split)[:NUM_PANELS]
     class_names = ["background", *layout.class_names]
-    strips = []
-    for name in names:
-        if not run_dir.cam_file(name).is_file():
-            continue
-        strip = _panel(cfg, run_dir, layout, name)
-        path = save_image(out / f"panel_{name}.png", strip)
-        strips.append(f"<p>{html.escape(name)}<br><img src='{path.name}' alt='{name}'></p>")
-    if not strips:
+    groups = [(cfg.eval_cam.split, "training photos", "CAM | pseudo label",
+               lambda name: run_dir.cam_file(name).is_file()),
+              (cfg.infer_seg.split, "photos the segmentation model predicted", "prediction",
+               lambda name: run_dir.prediction_file(run_dir.infer_seg_out, "crf", name)
+               .is_file() or run_dir.prediction_file(run_dir.infer_seg_out, "raw", name)
+               .is_file())]
+    parts = []
+    for split, title, columns, available in groups:
+        names = [name for name in _split_or_none(layout, split) if available(name)]
+        strips = []
+        for name in spread_of_classes(layout, names, NUM_PANELS):
+            path = save_image(out / f"panel_{name}.png", _panel(run_dir, layout, name))
+            strips.append(f"<p>{html.escape(name)}<br><img src='{path.name}' alt='{name}'></p>")
+        if strips:
+            truth = "ground truth | " if layout.has_masks(names) else ""
+            parts.append(f"<h3>{title} ({html.escape(split)})</h3><p>image | {truth}"
+                         f"{columns}</p>" + "".join(strips))
+    if not parts:
         return ""
     legend = save_image(out / "legend.png",
                         legend_strip(list(range(len(class_names))), class_names, 1))
-    return ("<h2>Pictures</h2><p>image | ground truth | CAM | pseudo label | prediction</p>"
-            + "".join(strips) + f"<p>classes<br><img src='{legend.name}' alt='legend'></p>")
+    return ("<h2>Pictures</h2>" + "".join(parts)
+            + f"<p>classes<br><img src='{legend.name}' alt='legend'></p>")
 
 
-def _panel(cfg: Config, run_dir: RunDir, layout: Any, name: str) -> np.ndarray:
+def _split_or_none(layout: Any, split: str) -> list[str]:
+    try:
+        return layout.read_split(split)
+    except VweError:
+        return []
+
+
+def spread_of_classes(layout: Any, names: list[str], count: int) -> list[str]:
+    """Up to `count` names that show as many classes as possible: each class's first image in
+    turn (the rarest classes are not crowded out by the split's first names)."""
+    labels = layout.labels_for(names)
+    chosen: list[str] = []
+    for class_index in range(layout.num_classes):
+        if len(chosen) == count:
+            break
+        first = next((n for n in names if labels[n][class_index] > 0 and n not in chosen), None)
+        if first is not None:
+            chosen.append(first)
+    chosen += [n for n in names if n not in chosen][:count - len(chosen)]
+    return chosen
+
+
+def _panel(run_dir: RunDir, layout: Any, name: str) -> np.ndarray:
     image = read_image(layout.image_path(name))
     tiles = [image]
     if layout.has_masks([name]):
         tiles.append(label_to_color(layout.read_mask(name)))
-    cams = load_npz(run_dir.cam_file(name))
-    if len(cams["keys"]):
-        tiles.append(cam_overlay(image, cams["high_res"][0].astype(np.float32)))
+    if run_dir.cam_file(name).is_file():
+        cams = load_npz(run_dir.cam_file(name))
+        if len(cams["keys"]):
+            tiles.append(cam_overlay(image, cams["high_res"][0].astype(np.float32)))
+    predictions = [run_dir.prediction_file(run_dir.infer_seg_out, v, name) for v in ("crf", "raw")]
     for path in (run_dir.label_file(run_dir.pseudo_labels, name),
-                 run_dir.prediction_file(run_dir.infer_seg_out, "crf", name)):
+                 next((p for p in predictions if p.is_file()), predictions[0])):
         if path.is_file():
             tiles.append(label_to_color(read_label_png(path)))
     gap = np.full((image.shape[0], 4, 3), 255, np.uint8)

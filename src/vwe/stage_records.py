@@ -46,6 +46,11 @@ def labels_identity(cfg: Config, split: str) -> str:
                                  for name, vector in labels.items()}})
 
 
+def masks_identity(cfg: Config) -> str:
+    """Where the evaluation's masks come from (data.masks given later must rescore)."""
+    return str(open_dataset(cfg.data).masks_where())
+
+
 def weights_identity(spec: str) -> dict[str, str]:
     """A local weights file's content hash (a file replaced in place must rerun its users);
     nothing for imagenet / none / coco."""
@@ -70,7 +75,7 @@ def _make_cam(cfg: Config, run: RunDir) -> Record:
 
 def _eval_cam(cfg: Config, run: RunDir) -> Record:
     return Record("eval_cam", flat_settings(cfg, ["eval_cam", "data.mask_dir"]),
-                  {"cams": folder_identity(run.cams)})
+                  {"cams": folder_identity(run.cams), "masks": masks_identity(cfg)})
 
 
 def _ir_labels(cfg: Config, run: RunDir) -> Record:
@@ -101,7 +106,7 @@ def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
 
 def _eval_labels(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["eval_labels", "data.mask_dir"], ["eval_labels.label_dir"])
-    inputs = {"labels": folder_identity(run.eval_label_dir)}
+    inputs = {"labels": folder_identity(run.eval_label_dir), "masks": masks_identity(cfg)}
     if cfg.eval_labels.sweep:
         inputs["walks"] = folder_identity(run.walks)
     return Record("eval_labels", settings, inputs)
@@ -127,7 +132,8 @@ def _infer_seg(cfg: Config, run: RunDir) -> Record:
 def _eval_seg(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["eval_seg", "data.mask_dir"], ["eval_seg.pred_dir"])
     return Record("eval_seg", settings,
-                  {"predictions": folder_identity(run.eval_seg_predictions)})
+                  {"predictions": folder_identity(run.eval_seg_predictions),
+                   "masks": masks_identity(cfg)})
 
 
 RECORDS: dict[str, Callable[[Config, RunDir], Record]] = {

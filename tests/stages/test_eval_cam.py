@@ -18,9 +18,11 @@ import json
 import numpy as np
 import pytest
 
+from vwe.cli import main
 from vwe.config import Config, DataConfig, EvalCamConfig
 from vwe.data.io import save_label_png, save_npz
 from vwe.errors import VweError
+from vwe.inference.thresholds import auto_background_score
 from vwe.stages import eval_cam
 
 GT = {
@@ -150,3 +152,21 @@ def test_part_recalls_on_generated_data_equal_a_pixel_loop(cam_run, tiny_dataset
         assert [g is None for g in got] == [w is None for w in want]
         present = [w for w in want if w is not None]
         assert [g for g in got if g is not None] == pytest.approx(present)
+
+
+def test_eval_cam_and_ir_labels_record_what_auto_chose(tiny_dataset, run_copy, refine_overrides):
+    run_dir = run_copy()
+    args = [*refine_overrides(tiny_dataset, run_dir), "eval_cam.bkg_score=auto",
+            "ir_labels.fg_thres=auto", "ir_labels.bg_thres=auto", "ir_labels.num_workers=0"]
+    assert main(["eval-cam", *args]) == 0
+    report = json.loads((run_dir / "eval_cam.json").read_text())
+    names = sorted(p for p in (run_dir / "cams").glob("*.npz"))
+    train = {line.split()[0] for line in
+             (tiny_dataset / "ImageSets" / "Segmentation" / "train.txt").read_text().splitlines()}
+    expected = auto_background_score([p for p in names if p.stem in train])
+    assert report["auto"]["bkg_score"] == expected["bkg_score"] == report["bkg_score"]
+    assert report["variants"]["fused"]["at_bkg_score"]["threshold"] == expected["bkg_score"]
+    assert main(["ir-labels", *args]) == 0
+    done = json.loads((run_dir / "ir_labels" / "record.json").read_text())
+    assert done["settings"]["ir_labels.fg_thres"] == "auto"  # the record holds the word
+    assert "auto thresholds fg" in (run_dir / "log.txt").read_text()

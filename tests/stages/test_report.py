@@ -4,10 +4,12 @@ rendered in headless Chromium where the Debian package is installed."""
 import json
 import re
 
+import numpy as np
 import pytest
 
 from chromium import check_page, find_browser
 from vwe.cli import main
+from vwe.report import spread_of_classes
 
 pytestmark = pytest.mark.usefixtures("single_torch_thread")
 
@@ -54,3 +56,17 @@ def test_the_chromium_check_sees_a_broken_image_and_a_console_error(tmp_path):
     page.write_text("<title>t</title><img src='missing.png'><script>console.error('x')</script>")
     check = check_page(browser, page)
     assert check.broken_images == ["missing.png"] and len(check.errors) == 2
+
+
+def test_picture_strips_show_a_spread_of_classes():
+    """Each class's first image in turn, not the split's first names (six flowers)."""
+    class Layout:
+        num_classes = 3
+
+        def labels_for(self, names):
+            classes = {"f1": 0, "f2": 0, "f3": 0, "f4": 0, "cat": 1, "car": 2}
+            return {n: np.eye(3, dtype=np.float32)[classes[n]] for n in names}
+
+    names = ["f1", "f2", "f3", "f4", "cat", "car"]
+    assert spread_of_classes(Layout(), names, 4) == ["f1", "cat", "car", "f2"]
+    assert spread_of_classes(Layout(), names, 2) == ["f1", "cat"]

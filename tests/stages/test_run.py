@@ -104,7 +104,7 @@ def test_run_reruns_a_changed_stage_and_every_later_one(tiny_dataset, tmp_path,
 def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp_path,
                                                                 refine_overrides, voc_to_folder,
                                                                 capsys):
-    images, _ = voc_to_folder(tiny_dataset, tmp_path / "folder")  # masks exist but are not given
+    images, masks = voc_to_folder(tiny_dataset, tmp_path / "folder")  # masks not given yet
     run_dir = tmp_path / "run"
     args = ["run", *refine_overrides(images, run_dir), "data.format=folder", *SEG]
     assert main(args) == 0
@@ -120,6 +120,15 @@ def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp
     rows = {line[:28].strip(): line.split()[-2] for line in out.out.splitlines()
             if line.startswith(("CAM", "pseudo", "segmentation"))}
     assert set(rows.values()) == {"-"} and len(rows) == 4  # nothing scored, nothing invented
+
+    # masks given later: every evaluation scores them; nothing else is recomputed
+    cam_mtime = (run_dir / "train_cam" / "final.pt").stat().st_mtime_ns
+    assert main([*args, f"data.masks={masks}", "pipeline.supervised=false"]) == 0
+    out = capsys.readouterr()
+    rows = {line[:28].strip(): line.split()[-2] for line in out.out.splitlines()
+            if line.startswith(("CAM", "pseudo", "segmentation"))}
+    assert "-" not in rows.values() and len(rows) == 4, rows
+    assert (run_dir / "train_cam" / "final.pt").stat().st_mtime_ns == cam_mtime
 
     # the trained model on images outside the dataset (the generator's test split), then exported
     outside = tmp_path / "new_images"

@@ -171,7 +171,8 @@ class EvalCamConfig:
     """CAM evaluation: fixed background score plus a sweep."""
 
     split: str = "train"
-    bkg_score: float = check(0.14, ge=0, le=1)
+    # a number, or auto: chosen from the CAMs without masks (docs/method.md#auto-thresholds)
+    bkg_score: Any = check(0.14, ge=0, le=1, auto=True)
     sweep: bool = True
     sweep_start: float = check(0.0, ge=0, le=1)
     sweep_stop: float = check(0.6, ge=0, le=1)
@@ -183,10 +184,12 @@ class IrLabelConfig:
     """`vwe ir-labels`: confident CAM regions, two dense CRFs, over data.train_list
     (docs/refinement.md#ir-labels)."""
 
-    # conf_fg_thres: CAM score above which a pixel is confident fg
-    fg_thres: float = check(0.30, ge=0, le=1)
-    # conf_bg_thres: below it confident bg; between the two: ignore (255)
-    bg_thres: float = check(0.05, ge=0, le=1)
+    # conf_fg_thres: CAM score above which a pixel is confident fg; auto: the CAMs' auto
+    # background score + 0.15 (docs/method.md#auto-thresholds)
+    fg_thres: Any = check(0.30, ge=0, le=1, auto=True)
+    # conf_bg_thres: below it confident bg; between the two: ignore (255); auto: that score
+    # − 0.10, at least 0.05
+    bg_thres: Any = check(0.05, ge=0, le=1, auto=True)
     # CRF processes per rank (IRNet: cpu_count // 2); 0: in this process
     num_workers: int = check(2, ge=0)
 

@@ -28,6 +28,7 @@ class Valid:
     each: bool = False  # the bounds apply to every element of a list
     nonempty: bool = True  # with `each`: the list needs at least one element
     optional: bool = False  # null is allowed (e.g. a recipe fills it)
+    auto: bool = False  # the word "auto" is allowed: the stage chooses the value from the data
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -35,7 +36,7 @@ class Valid:
         parts = [f"{op} {bound:g}" for op, bound in
                  ((">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt))
                  if bound is not None]
-        text = " and ".join(parts)
+        text = " and ".join(parts) + (", or auto" if self.auto else "")
         if self.each:
             return f"a {'non-empty ' if self.nonempty else ''}list of numbers {text}"
         return text
@@ -43,6 +44,8 @@ class Valid:
     def accepts(self, value: Any) -> bool:
         if value is None:
             return self.optional
+        if self.auto and value == "auto":
+            return True
         if self.choices is not None:
             return value in self.choices
         if self.each:

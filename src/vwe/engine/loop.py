@@ -25,6 +25,7 @@ from torch.utils.tensorboard import SummaryWriter
 from vwe.config import LoopSettings
 from vwe.data.io import ensure_writable_dir
 from vwe.data.voc import EpochSeededDataset
+from vwe.diagnostics import loss_not_falling
 from vwe.engine.checkpoint import load_checkpoint, load_model_state, save_checkpoint
 from vwe.engine.distributed import DistContext, barrier
 from vwe.engine.memory import keep_freed_memory
@@ -126,6 +127,7 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
     stop_at = min(job.max_steps, settings.stop_at_step) if settings.stop_at_step > 0 \
         else job.max_steps
     losses: dict[str, float] = {}
+    totals: list[float] = []  # this process's total losses, for the not-falling check
     bar = progress(range(step, stop_at), total=job.max_steps, initial=step,
                    desc=dashed(job.stage), enabled=ctx.is_main)
     try:
@@ -138,6 +140,7 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
                                 pin_memory=ctx.device.type == "cuda")
             for batch in loader:
                 losses = update(job, net, batch, step)
+                totals.append(losses["total"])
                 step += 1
                 bar.update(1)
                 bar.set_postfix(loss=f"{losses['total']:.4f}", epoch=epoch)
@@ -153,6 +156,9 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
         raise
     finally:
         bar.close()
+    warning = loss_not_falling(totals, dashed(job.stage)) if step >= job.max_steps else None
+    if warning and ctx.is_main:
+        log.warning("%s", warning)
     return step, losses
 
 

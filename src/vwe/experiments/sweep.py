@@ -15,6 +15,7 @@ from vwe.config import Config
 from vwe.data.io import write_json_atomic
 from vwe.errors import VweError
 from vwe.experiments.runs import Variant, experiment_dir, mean_sd, run_variants, seeds_text
+from vwe.metrics import format_value
 from vwe.plots import sweep_chart
 
 log = logging.getLogger(__name__)
@@ -42,7 +43,7 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json_atomic(parent / "sweep.json", report)
     title = f"{key} on {Path(cfg.data.root).name}: CAM mIoU, {seeds_text(settings.seeds)}"
     chart = sweep_chart(parent / "sweep.png", key, values, rows, title)
-    header = f"{key:24s}{'at bkg ' + format(cfg.eval_cam.bkg_score, 'g'):>14s}{'best thr.':>14s}"
+    header = f"{key:24s}{'at bkg ' + format_value(cfg.eval_cam.bkg_score):>14s}{'best thr.':>14s}"
     lines = [f"vwe sweep: {key}, {settings.seeds} seeds, CAM mIoU % on {cfg.eval_cam.split}",
              header, "-" * len(header)]
     for value, result in zip(values, results):

@@ -9,6 +9,7 @@ docs/method.md#interfaces). Every CAM variant the files hold is scored: "fused" 
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -18,11 +19,20 @@ import numpy as np
 from vwe.config import Config
 from vwe.data.io import check_finite, load_npz, write_json_atomic
 from vwe.data.voc import VocLayout, open_dataset
+from vwe.diagnostics import (
+    all_background_miou,
+    at_sweep_edge,
+    below_baseline,
+    dominant_class,
+    painted_tags,
+)
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
+from vwe.inference.thresholds import auto_background_score, is_auto
 from vwe.metrics import (
     cam_to_label,
+    confusion_matrix,
     format_table,
     no_ground_truth,
     part_counts,
@@ -91,9 +101,10 @@ def _checked_cams(arrays: dict[str, np.ndarray], variants: list[str], path: Path
 
 
 def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np.ndarray
-                ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None]:
-    """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time, and
-    the fused CAM's part counts at the background score where part maps exist."""
+                ) -> tuple[list[str], dict[str, np.ndarray], np.ndarray | None, np.ndarray]:
+    """Sum each variant's (T, n, n) confusion matrices over the split, one image at a time, the
+    fused CAM's part counts at the background score where part maps exist, and the confusion
+    of painting each image with its first tag (a baseline, docs/pipeline.md#degenerate-results)."""
     num_classes = layout.num_classes + 1  # background first
     run_dir = RunDir(cfg)
     require_input(cfg, "make_cam", run_dir.cams)
@@ -101,6 +112,8 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
     variants: list[str] = []
     totals: dict[str, np.ndarray] = {}
     part_totals: np.ndarray | None = None
+    painted = np.zeros((num_classes, num_classes), np.int64)
+    labels = layout.labels_for(names)
     for name, path in progress(zip(names, paths), total=len(names), desc="eval-cam"):
         arrays = load_npz(path)
         if not variants:
@@ -112,12 +125,31 @@ def _accumulate(cfg: Config, layout: VocLayout, names: list[str], thresholds: np
                                    num_classes)
         for variant, cam in cams.items():
             totals[variant] += sweep_confusions(gt, cam, keys, thresholds, num_classes)
+        painted += confusion_matrix(gt, painted_tags(gt, labels[name]), num_classes)
         parts = layout.read_parts(name)
         if parts is not None and parts.shape == gt.shape:
             pred = cam_to_label(cams["fused"], keys, float(thresholds[0]))
             counted = part_counts(gt, pred, parts, num_classes)
             part_totals = counted if part_totals is None else part_totals + counted
-    return variants, totals, part_totals
+    return variants, totals, part_totals, painted
+
+
+def _warnings(report: dict[str, Any], fused: np.ndarray, painted: np.ndarray,
+              thresholds: np.ndarray) -> list[str]:
+    """Degenerate fused CAMs: one class everywhere, a best threshold at the sweep's edge, a
+    score no better than all-background or the painted tags."""
+    names = report["class_names"]
+    fused_report = report["variants"]["fused"]
+    best = fused_report["at_bkg_score"]["miou"]
+    found = [dominant_class(fused[0], names, "eval-cam (fused CAM at the background score)")]
+    if fused_report["sweep"] is not None:
+        best = max(best, fused_report["sweep"]["best"]["miou"])
+        found.append(at_sweep_edge(fused_report["sweep"]["best_threshold"], thresholds[1:],
+                                   "eval-cam", "eval_cam.sweep"))
+    report["baselines"] = {"all background": all_background_miou(fused[0]),
+                           "tags painted": segmentation_scores(painted, names)["miou"]}
+    found.append(below_baseline(best, report["baselines"], "eval-cam (best fused CAM)"))
+    return [warning for warning in found if warning]
 
 
 def _variant_report(confusions: np.ndarray, thresholds: np.ndarray, class_names: list[str],
@@ -148,25 +180,38 @@ def run(cfg: Config) -> dict[str, Any]:
     eval_cfg = cfg.eval_cam
     layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
+    auto = None
+    if is_auto(eval_cfg.bkg_score):  # chosen from the CAMs alone, masks or not
+        require_input(cfg, "make_cam", RunDir(cfg).cams)
+        auto = auto_background_score(_cam_paths(RunDir(cfg), names))
+        eval_cfg = dataclasses.replace(eval_cfg, bkg_score=auto["bkg_score"])
+        log.info("eval-cam: auto background score %g (%s, %d pixels)", auto["bkg_score"],
+                 auto["rule"], auto["pixels"])
     if not layout.has_masks(names):
         summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where(), {
             "eval_cam.bkg_score": eval_cfg.bkg_score, "ir_labels.fg_thres": cfg.ir_labels.fg_thres,
             "ir_labels.bg_thres": cfg.ir_labels.bg_thres})
+        if auto is not None:
+            summary["auto"] = {k: v for k, v in auto.items() if k != "histogram"}
         log.info("%s", summary["table"])
         return summary
     sweep = threshold_grid(eval_cfg.sweep_start, eval_cfg.sweep_stop, eval_cfg.sweep_step,
                            "eval_cam") if eval_cfg.sweep else np.zeros(0)
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
     class_names = ["background", *layout.class_names]
-    variants, totals, part_totals = _accumulate(cfg, layout, names, thresholds)
+    variants, totals, part_totals, painted = _accumulate(cfg, layout, names, thresholds)
     report: dict[str, Any] = {
         "split": eval_cfg.split, "num_images": len(names), "class_names": class_names,
-        "bkg_score": float(eval_cfg.bkg_score),
+        "bkg_score": float(eval_cfg.bkg_score), "auto": auto,
         "variants": {v: _variant_report(totals[v], thresholds, class_names, eval_cfg.sweep)
                      for v in variants},
     }
     if part_totals is not None:  # the generated data: recall on marks and on bodies
         report["parts"] = part_recall_report(part_totals, class_names)
+    report["warnings"] = _warnings(report, totals["fused"], painted, thresholds) \
+        if "fused" in totals else []
+    for warning in report["warnings"]:
+        log.warning("%s", warning)
     json_path = RunDir(cfg).eval_json("eval_cam")
     write_json_atomic(json_path, report)
     table = _summary_table(report, totals["fused"][0], eval_cfg.bkg_score)
@@ -176,6 +221,7 @@ def run(cfg: Config) -> dict[str, Any]:
     primary = report["variants"][variants[0]]
     summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(names),
                "miou": primary["at_bkg_score"]["miou"], "table": table,
+               "warnings": report["warnings"], "bkg_score": float(eval_cfg.bkg_score),
                "variants": {v: _short(r) for v, r in report["variants"].items()}}
     log.info("eval-cam: %s mIoU %s at bkg %g; written %s", variants[0], percent(summary["miou"]),
              eval_cfg.bkg_score, json_path)

@@ -19,6 +19,7 @@ import numpy as np
 from vwe.config import Config
 from vwe.data.io import check_finite, load_npz, read_label_map, write_json_atomic
 from vwe.data.voc import VocLayout, open_dataset
+from vwe.diagnostics import all_background_miou, at_sweep_edge, below_baseline, dominant_class
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
@@ -90,6 +91,21 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
     return conf, sweep, part_totals
 
 
+def _warnings(report: dict[str, Any], conf: np.ndarray,
+              thresholds: np.ndarray | None) -> list[str]:
+    """Degenerate labels: one class everywhere, a best walk threshold at the sweep's edge, a
+    score no better than all-background (docs/pipeline.md#degenerate-results)."""
+    best = report["scores"]["miou"]
+    found = [dominant_class(conf, report["class_names"], "eval-labels")]
+    if report["sweep"] is not None and thresholds is not None:
+        best = max(best, report["sweep"]["best"]["miou"])
+        found.append(at_sweep_edge(report["sweep"]["best_threshold"], thresholds,
+                                   "eval-labels", "eval_labels.sweep"))
+    found.append(below_baseline(best, {"all background": all_background_miou(conf)},
+                                "eval-labels"))
+    return [warning for warning in found if warning]
+
+
 def walks_present(cfg: Config, names: list[str]) -> bool:
     """Whether every listed image has a stored walk."""
     return all(RunDir(cfg).walk_file(name).is_file() for name in names)
@@ -124,12 +140,15 @@ def run(cfg: Config) -> dict[str, Any]:
     }
     if part_totals is not None:  # the generated data: recall on marks and on bodies
         report["parts"] = part_recall_report(part_totals, class_names)
+    report["warnings"] = _warnings(report, conf, thresholds)
+    for warning in report["warnings"]:
+        log.warning("%s", warning)
     json_path = run_dir.eval_json("eval_labels")
     write_json_atomic(json_path, report)
     title = f"Labels {label_dir} on {ec.split}, {len(names)} images"
     table = format_table(segmentation_scores(conf, class_names), title)
     summary = {"json": str(json_path), "split": ec.split, "num_images": len(names),
-               "miou": report["scores"]["miou"]}
+               "miou": report["scores"]["miou"], "warnings": report["warnings"]}
     if report["sweep"] is not None:
         best = report["sweep"]["best"]
         table += (f"\n\nwalk bg-threshold sweep: best mIoU {percent(best['miou'])} at "

@@ -17,6 +17,12 @@ import numpy as np
 from vwe.config import Config
 from vwe.data.io import ensure_writable_dir, read_label_map, write_json_atomic
 from vwe.data.voc import VocLayout, open_dataset
+from vwe.diagnostics import (
+    all_background_miou,
+    below_baseline,
+    dominant_class,
+    input_independent,
+)
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
@@ -53,10 +59,12 @@ def found_variants(pred_dir: Path, names: list[str]) -> list[str]:
 
 
 def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: list[str]
-               ) -> dict[str, np.ndarray]:
-    """Each variant's (n, n) confusion matrix summed over the split."""
+               ) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
+    """Each variant's (n, n) confusion matrix summed over the split, and each image's share of
+    pixels per predicted class (images, n)."""
     num_classes = layout.num_classes + 1
     totals = {v: np.zeros((num_classes, num_classes), np.int64) for v in variants}
+    shares: dict[str, list[np.ndarray]] = {v: [] for v in variants}
     for name in progress(names, desc="eval-seg"):
         gt = layout.read_checked_mask(name)
         for variant in variants:
@@ -65,7 +73,9 @@ def accumulate(layout: VocLayout, names: list[str], pred_dir: Path, variants: li
                                   "prediction", "predict at full image size (rerun `vwe "
                                   "infer-seg --overwrite`)")
             totals[variant] += confusion_matrix(gt, pred, num_classes)
-    return totals
+            shares[variant].append(np.bincount(pred.ravel(), minlength=num_classes)
+                                   [:num_classes] / pred.size)
+    return totals, {variant: np.stack(rows) for variant, rows in shares.items()}
 
 
 def _entry(conf: np.ndarray, class_names: list[str]) -> dict[str, Any]:
@@ -90,10 +100,13 @@ def run(cfg: Config) -> dict[str, Any]:
     variants = found_variants(pred_dir, names)
     ensure_writable_dir(cfg.run_dir, "run_dir")
     class_names = ["background", *layout.class_names]
-    totals = accumulate(layout, names, pred_dir, variants)
+    totals, shares = accumulate(layout, names, pred_dir, variants)
     report = {"split": split, "num_images": len(names), "class_names": class_names,
               "pred_dir": str(pred_dir),
               "variants": {v: _entry(totals[v], class_names) for v in variants}}
+    report["warnings"] = _warnings(totals, shares, class_names)
+    for warning in report["warnings"]:
+        log.warning("%s", warning)
     json_path = run_dir.eval_json("eval_seg")
     write_json_atomic(json_path, report)
     # crf when present: the reported number (docs/segmentation.md#pseudo-label-training problem 2)
@@ -106,4 +119,19 @@ def run(cfg: Config) -> dict[str, Any]:
     log.info("eval-seg: %s; written %s",
              ", ".join(f"{v} mIoU {percent(m)}" for v, m in mious.items()), json_path)
     return {"json": str(json_path), "split": split, "num_images": len(names),
-            "miou": mious[primary], "variants": mious, "table": table}
+            "miou": mious[primary], "variants": mious, "table": table,
+            "warnings": report["warnings"]}
+
+
+def _warnings(totals: dict[str, np.ndarray], shares: dict[str, np.ndarray],
+              class_names: list[str]) -> list[str]:
+    """Degenerate predictions: one class everywhere, the same for every image, no better than
+    all background (docs/pipeline.md#degenerate-results)."""
+    found = []
+    for variant, conf in totals.items():
+        what = f"eval-seg ({variant})"
+        found += [dominant_class(conf, class_names, what),
+                  input_independent(shares[variant], what),
+                  below_baseline(segmentation_scores(conf, class_names)["miou"],
+                                 {"all background": all_background_miou(conf)}, what)]
+    return [warning for warning in found if warning]

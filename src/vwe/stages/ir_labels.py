@@ -11,6 +11,7 @@ stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import multiprocessing
 from collections.abc import Iterator
@@ -28,6 +29,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
+from vwe.inference.thresholds import auto_background_score, is_auto
 from vwe.refine.ir_label import IGNORE, ir_label
 from vwe.stage_records import require_input, stage_record
 
@@ -88,12 +90,20 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/ir_labels/<name>.png for every image of data.train_list
     (docs/refinement.md#ir-labels)."""
     ir_cfg = cfg.ir_labels
-    check_thresholds(ir_cfg)
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
     names, labels = layout.split_with_labels(cfg.data.train_list)
     require_input(cfg, "make_cam", run_dir.cams)
     cam_paths = check_cam_files(layout, run_dir.cams, names, labels, "high_res", full_size)
+    auto = None
+    if is_auto(ir_cfg.fg_thres) or is_auto(ir_cfg.bg_thres):
+        auto = auto_background_score(cam_paths)
+        ir_cfg = dataclasses.replace(
+            ir_cfg, fg_thres=auto["fg_thres"] if is_auto(ir_cfg.fg_thres) else ir_cfg.fg_thres,
+            bg_thres=auto["bg_thres"] if is_auto(ir_cfg.bg_thres) else ir_cfg.bg_thres)
+        log.info("ir-labels: auto thresholds fg %g, bg %g (background score %g, %s)",
+                 ir_cfg.fg_thres, ir_cfg.bg_thres, auto["bkg_score"], auto["rule"])
+    check_thresholds(ir_cfg)
     out_dir = run_dir.ir_labels
     tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path,
                                run_dir.ir_label_file(name), ir_cfg.fg_thres, ir_cfg.bg_thres)
@@ -108,5 +118,7 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
              "ignore %.1f%% of their pixels)", len(names), out_dir, len(result.computed),
              *(100 * share))
     return {"label_dir": str(out_dir), "images": len(names), "computed": len(result.computed),
+            "fg_thres": ir_cfg.fg_thres, "bg_thres": ir_cfg.bg_thres,
+            "auto": None if auto is None else {k: v for k, v in auto.items() if k != "histogram"},
             "pixel_share": {"bg": float(share[0]), "fg": float(share[1]),
                             "ignore": float(share[2])}}

@@ -1,0 +1,68 @@
+"""`auto` thresholds: chosen from the CAMs alone, without masks (docs/method.md#auto-thresholds).
+
+The background score that separates objects from background is the valley between the two
+modes of the CAM scores: every pixel's highest score over the image's tagged classes, pooled
+over the split, split in two by Otsu's rule (the threshold that maximises the between-class
+variance of the histogram). IR labels' confident regions sit around it: fg = t + 0.15,
+bg = max(t − 0.10, 0.05), the margins of IRNet's 0.30 / 0.05 around VOC's best score 0.15.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vwe.data.io import load_npz
+
+AUTO = "auto"
+BINS = 200
+FG_MARGIN, BG_MARGIN, BG_FLOOR = 0.15, 0.10, 0.05
+
+
+def is_auto(value: Any) -> bool:
+    return isinstance(value, str) and value == AUTO
+
+
+def otsu_threshold(histogram: np.ndarray) -> float:
+    """Otsu's threshold of a histogram over [0, 1] (equal bins): the bin edge that maximises
+    the between-class variance w0·w1·(μ0 − μ1)²."""
+    counts = np.asarray(histogram, dtype=np.float64)
+    if counts.sum() <= 0:
+        raise ValueError("empty histogram")
+    centres = (np.arange(counts.size) + 0.5) / counts.size
+    weight = np.cumsum(counts) / counts.sum()  # w0 after each bin
+    mass = np.cumsum(counts * centres) / counts.sum()
+    total = mass[-1]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        between = (total * weight - mass) ** 2 / (weight * (1.0 - weight))
+    between[~np.isfinite(between)] = -1.0
+    return float((int(between.argmax()) + 1) / counts.size)
+
+
+def cam_score_histogram(cam_files: Iterable[Path], bins: int = BINS) -> np.ndarray:
+    """Histogram over [0, 1] of every pixel's highest fused CAM score (images without a tag
+    add nothing)."""
+    counts = np.zeros(bins, np.int64)
+    for path in cam_files:
+        cams = np.asarray(load_npz(path)["high_res"], dtype=np.float32)
+        if cams.shape[0]:
+            counts += np.histogram(np.clip(cams.max(axis=0), 0, 1), bins=bins,
+                                   range=(0.0, 1.0))[0]
+    return counts
+
+
+def auto_background_score(cam_files: Iterable[Path]) -> dict[str, Any]:
+    """The background score and the IR labels' confident thresholds, with their evidence."""
+    histogram = cam_score_histogram(cam_files)
+    if histogram.sum() == 0:
+        raise ValueError("no CAM scores to choose a threshold from")
+    score = round(otsu_threshold(histogram), 4)
+    return {"rule": "otsu over the highest CAM score per pixel",
+            "bkg_score": score,
+            "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
+            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4),
+            "pixels": int(histogram.sum()),
+            "histogram": histogram.tolist()}

@@ -1,0 +1,53 @@
+"""`auto` thresholds: Otsu's rule against a brute-force between-class variance, and constructed
+score maps whose right threshold is known (the stages that record them: test_eval_cam)."""
+
+import numpy as np
+import pytest
+
+from vwe.data.io import save_npz
+from vwe.inference.thresholds import auto_background_score, otsu_threshold
+
+
+def brute_force_otsu(values: np.ndarray, candidates: np.ndarray) -> float:
+    """The candidate that maximises w0·w1·(μ0 − μ1)² over the raw values."""
+    best, best_t = -1.0, None
+    for t in candidates:
+        low, high = values[values < t], values[values >= t]
+        if low.size == 0 or high.size == 0:
+            continue
+        w0, w1 = low.size / values.size, high.size / values.size
+        between = w0 * w1 * (low.mean() - high.mean()) ** 2
+        if between > best:
+            best, best_t = between, t
+    return float(best_t)
+
+
+def test_otsu_equals_the_brute_force_rule_on_binned_values():
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.normal(0.25, 0.08, 4000), rng.normal(0.7, 0.1, 1500)])
+    bins = 50
+    binned = (np.clip(np.floor(np.clip(values, 0, 1) * bins), 0, bins - 1) + 0.5) / bins
+    histogram = np.bincount((binned * bins).astype(int), minlength=bins)
+    assert otsu_threshold(histogram) == pytest.approx(
+        brute_force_otsu(binned, np.arange(1, bins) / bins))
+
+
+def test_constructed_score_maps_give_the_threshold_that_separates_them(tmp_path):
+    """Objects score 0.75 ± 0.03, background 0.2 ± 0.03: any threshold in the gap labels every
+    pixel right, and the rule must land in it."""
+    rng = np.random.default_rng(1)
+    paths = []
+    for index in range(4):
+        truth = np.zeros((40, 50), bool)
+        truth[5 + index:25, 10:40] = True
+        scores = np.where(truth, rng.normal(0.75, 0.03, truth.shape),
+                          rng.normal(0.2, 0.03, truth.shape)).clip(0, 1).astype(np.float32)
+        path = tmp_path / f"img{index}.npz"
+        save_npz(path, keys=np.array([index % 2]), high_res=scores[None])
+        paths.append((path, truth, scores))
+    auto = auto_background_score([p for p, _, _ in paths])
+    assert 0.3 < auto["bkg_score"] < 0.65
+    for _, truth, scores in paths:
+        assert ((scores > auto["bkg_score"]) == truth).all()
+    assert auto["fg_thres"] == pytest.approx(auto["bkg_score"] + 0.15)
+    assert auto["bg_thres"] == pytest.approx(max(auto["bkg_score"] - 0.10, 0.05))
