@@ -252,8 +252,8 @@ def part_recall_report(counts: np.ndarray, class_names: Sequence[str]) -> dict[s
     return report
 
 
-def part_line(what: str, report: dict[str, Any], threshold: float) -> str:
+def part_line(what: str, report: dict[str, Any], threshold: Any) -> str:
     """One line: mean recall on mark pixels and on body pixels."""
     mark, body = percent(report["mean_mark_recall"]), percent(report["mean_body_recall"])
-    return (f"part recall of the {what} at {threshold:g}: mark {mark}, body {body} "
+    return (f"part recall of the {what} at {format_value(threshold)}: mark {mark}, body {body} "
             "(docs/synthetic.md#part-masks)")

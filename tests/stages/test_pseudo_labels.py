@@ -195,3 +195,29 @@ def test_eval_labels_bad_inputs(tiny_dataset, run_copy, irn_run, refine_override
     err = capsys.readouterr().err
     assert code == 2 and victim.name in err and len(error_lines(err)) == 1
     assert not (run_dir / "eval_labels.json").exists()
+
+
+def test_auto_walk_threshold_labels_every_image_at_the_walks_otsu_value(tiny_dataset, run_copy,
+                                                                       irn_run, refine_overrides):
+    """bg_thres=auto: walks first, then Otsu over all of them, then labels equal to those made
+    at that value by the fixed-threshold path."""
+    from vwe.data.io import image_size, load_npz, read_label_png
+    from vwe.data.voc import VocLayout
+    from vwe.inference.thresholds import auto_walk_threshold
+    from vwe.refine.random_walk import propagated_to_label, upsample_walk
+
+    run_dir = run_copy("train_irn", "ir_labels", source=irn_run)
+    args = [*refine_overrides(tiny_dataset, run_dir), "pseudo_labels.bg_thres=auto"]
+    assert main(["pseudo-labels", *args]) == 0
+    layout = VocLayout(tiny_dataset)
+    names = sorted(p.stem for p in (run_dir / "walks").glob("*.npz"))
+    walks = {n: load_npz(run_dir / "walks" / f"{n}.npz") for n in names}
+    sizes = {n: image_size(layout.image_path(n)) for n in names}
+    chosen = auto_walk_threshold(upsample_walk(walks[n]["rw"].astype("float32"), sizes[n])
+                                 for n in names)["bg_thres"]
+    assert 0 < chosen < 1
+    for name in names:
+        want = propagated_to_label(walks[name]["rw"].astype("float32"), walks[name]["keys"],
+                                   sizes[name], chosen)
+        assert (read_label_png(run_dir / "pseudo_labels" / f"{name}.png") == want).all()
+    assert f"bg_thres {chosen:g}, auto" in (run_dir / "log.txt").read_text()

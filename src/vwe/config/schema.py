@@ -236,8 +236,9 @@ class PseudoLabelConfig:
     radius: int = check(5, ge=2)  # pair radius at inference (make_sem_seg_labels.py:41)
     beta: float = check(10.0, gt=0)  # T = D^-1 A^beta
     exp_times: int = check(8, ge=0, le=16)  # the walk is T^(2^exp_times) = T^256
-    # sem_seg_bg_thres: constant background plane on the walk maps
-    bg_thres: float = check(0.25, ge=0, le=1)
+    # sem_seg_bg_thres: constant background plane on the walk maps; auto: Otsu over the walked
+    # maps, chosen once every walk exists (docs/method.md#auto-thresholds)
+    bg_thres: Any = check(0.25, ge=0, le=1, auto=True)
     # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
     method: str = check("sparse", choices=("sparse", "dense"))
     # zero-pad images right/bottom to at least this (IRNet: 512); 0: to /16

@@ -60,6 +60,27 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
     return {k: v for k, v in obj.items() if isinstance(v, Tensor)}
 
 
+def load_state_strictly(model: torch.nn.Module, state: Mapping[str, Tensor], source: str) -> None:
+    """Load every tensor of `model` from `state` by name: anything missing, unexpected or
+    misshapen is one line naming the first keys of each kind (timm's load_pretrained checks)."""
+    expected = model.state_dict()
+    missing = sorted(set(expected) - set(state))
+    unexpected = sorted(set(state) - set(expected))
+    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
+    if missing or unexpected or shapes:
+        raise VweError(f"{source} does not fit: missing {_first(missing)}, unexpected "
+                       f"{_first(unexpected)}, wrong shape {_first(shapes)}")
+    with torch.no_grad():
+        model.load_state_dict(state, strict=True)
+
+
+def _first(keys: list[str], n: int = 5) -> str:
+    """A short list of keys for an error message."""
+    if not keys:
+        return "none"
+    return "[" + ", ".join(keys[:n]) + "]" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+
+
 def load_failure(err: Exception) -> str:
     """Why torch.load refused a file, without torch's advice to unpickle it (never safe here)."""
     text = one_line(str(err))

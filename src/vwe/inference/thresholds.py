@@ -4,7 +4,8 @@ The background score that separates objects from background is the valley betwee
 modes of the CAM scores: every pixel's highest score over the image's tagged classes, pooled
 over the split, split in two by Otsu's rule (the threshold that maximises the between-class
 variance of the histogram). IR labels' confident regions sit around it: fg = t + 0.15,
-bg = max(t − 0.10, 0.05), the margins of IRNet's 0.30 / 0.05 around VOC's best score 0.15.
+bg = max(t − 0.10, 0.05), the margins of IRNet's 0.30 / 0.05 around VOC's best score 0.15. The
+walk's background threshold is the same rule over the walked maps.
 """
 
 from __future__ import annotations
@@ -45,13 +46,29 @@ def otsu_threshold(histogram: np.ndarray) -> float:
 def cam_score_histogram(cam_files: Iterable[Path], bins: int = BINS) -> np.ndarray:
     """Histogram over [0, 1] of every pixel's highest fused CAM score (images without a tag
     add nothing)."""
+    return score_histogram((np.asarray(load_npz(path)["high_res"], dtype=np.float32)
+                            for path in cam_files), bins)
+
+
+def score_histogram(maps: Iterable[np.ndarray], bins: int = BINS) -> np.ndarray:
+    """Histogram over [0, 1] of every pixel's highest score in (K, H, W) maps (K = 0 adds
+    nothing)."""
     counts = np.zeros(bins, np.int64)
-    for path in cam_files:
-        cams = np.asarray(load_npz(path)["high_res"], dtype=np.float32)
-        if cams.shape[0]:
-            counts += np.histogram(np.clip(cams.max(axis=0), 0, 1), bins=bins,
+    for scores in maps:
+        if scores.shape[0]:
+            counts += np.histogram(np.clip(scores.max(axis=0), 0, 1), bins=bins,
                                    range=(0.0, 1.0))[0]
     return counts
+
+
+def auto_walk_threshold(walk_maps: Iterable[np.ndarray]) -> dict[str, Any]:
+    """The walk's background threshold: Otsu over the walked maps as pseudo-labels scales them
+    (upsampled, divided by their maximum)."""
+    histogram = score_histogram(walk_maps)
+    if histogram.sum() == 0:
+        raise ValueError("no walk scores to choose a threshold from")
+    return {"rule": "otsu over the highest walk score per pixel",
+            "bg_thres": round(otsu_threshold(histogram), 4), "pixels": int(histogram.sum())}
 
 
 def auto_background_score(cam_files: Iterable[Path]) -> dict[str, Any]:

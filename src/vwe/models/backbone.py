@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vwe.engine.weights import imagenet_state_dict, read_state_dict
+from vwe.engine.weights import imagenet_state_dict, load_state_strictly, read_state_dict
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -310,21 +310,5 @@ def load_pretrained(model: nn.Module, name: str, spec: str) -> None:
         return
     source = f"ImageNet weights of {name}" if spec == "imagenet" else str(spec)
     state = imagenet_state_dict(name) if spec == "imagenet" else read_state_dict(spec)
-    state = clean_backbone_keys(state)
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        raise VweError(f"{source} does not fit backbone {name}: missing {_head(missing)}, "
-                       f"unexpected {_head(unexpected)}, wrong shape {_head(shapes)}")
-    model.load_state_dict(state, strict=True)
+    load_state_strictly(model, clean_backbone_keys(state), f"{source} (backbone {name})")
     log.info("loaded backbone weights from %s", source)
-
-
-def _head(keys: list[str], n: int = 5) -> str:
-    """A short list of keys for an error message."""
-    if not keys:
-        return "none"
-    more = f" (+{len(keys) - n} more)" if len(keys) > n else ""
-    return "[" + ", ".join(keys[:n]) + "]" + more

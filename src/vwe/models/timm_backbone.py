@@ -20,11 +20,10 @@ from collections.abc import Mapping
 from pathlib import Path
 
 import timm
-import torch
 from torch import Tensor, nn
 from torch.nn.modules.batchnorm import _BatchNorm
 
-from vwe.engine.weights import read_state_dict
+from vwe.engine.weights import load_state_strictly, read_state_dict
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -180,21 +179,8 @@ def to_timm_layout(name: str, state: Mapping[str, Tensor]) -> dict[str, Tensor]:
 
 
 def load_strict(model: nn.Module, state: Mapping[str, Tensor], source: str) -> None:
-    """Load every tensor of `model` from `state` by name; only classifier-head tensors may be
-    left over. Anything else missing, unexpected or misshapen is a one-line error."""
+    """The strict load, classifier-head tensors (which a features_only trunk has no place for)
+    dropped first; anything else left over is an error."""
     expected = model.state_dict()
-    state = {k: v for k, v in state.items() if k in expected or not k.startswith(HEAD_PREFIXES)}
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    shapes = sorted(k for k in set(state) & set(expected) if state[k].shape != expected[k].shape)
-    if missing or unexpected or shapes:
-        raise VweError(f"{source} does not fit: missing {_head(missing)}, unexpected "
-                       f"{_head(unexpected)}, wrong shape {_head(shapes)}")
-    with torch.no_grad():
-        model.load_state_dict(state, strict=True)
-
-
-def _head(keys: list[str], n: int = 4) -> str:
-    if not keys:
-        return "none"
-    return "[" + ", ".join(keys[:n]) + "]" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
+    kept = {k: v for k, v in state.items() if k in expected or not k.startswith(HEAD_PREFIXES)}
+    load_state_strictly(model, kept, source)

@@ -16,13 +16,14 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
+from typing import Any
 
 import numpy as np
 import torch
 
 from vwe.config import Config, PseudoLabelConfig
 from vwe.data.cam_files import check_cam_files, load_cam, stride4_size
-from vwe.data.io import read_image, save_label_png, save_npz
+from vwe.data.io import image_size, load_npz, read_image, save_label_png, save_npz
 from vwe.data.transforms import normalize
 from vwe.data.voc import open_dataset
 from vwe.engine import distributed as dist_utils
@@ -32,9 +33,10 @@ from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
+from vwe.inference.thresholds import auto_walk_threshold, is_auto
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
-from vwe.refine.random_walk import propagated_to_label, random_walk
+from vwe.refine.random_walk import propagated_to_label, random_walk, upsample_walk
 from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
@@ -100,22 +102,47 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     cam_paths = dict(zip(names, check_cam_files(layout, run_dir.cams, names, labels, "cam",
                                                 stride4_size)))
 
+    auto = is_auto(pl.bg_thres)  # labels only once every walk exists
+
     def process(todo: list[str]) -> Iterator[None]:
         for name in todo:
             image = read_image(layout.image_path(name))
             keys, cams = load_cam(cam_paths[name], "cam")
             rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
             save_npz(run_dir.walk_file(name), rw=rw, keys=keys)  # the PNG last: marks "done"
-            save_label_png(run_dir.pseudo_label_file(name),
-                           label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
+            if not auto:
+                save_label_png(run_dir.pseudo_label_file(name),
+                               label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
             yield None
 
     label_dir, walk_dir = run_dir.pseudo_labels, run_dir.walks
-    outputs = ImageOutputs((label_dir, walk_dir), lambda name: [run_dir.pseudo_label_file(name)],
+    done_file = run_dir.walk_file if auto else run_dir.pseudo_label_file
+    outputs = ImageOutputs((label_dir, walk_dir), lambda name: [done_file(name)],
                            ("*.png", "*.npz"))
     result = run_per_image("pseudo_labels", names, outputs, stage_record(cfg, "pseudo_labels"),
                            cfg.overwrite, ctx, process)
-    log.info("pseudo-labels: %d label files in %s (bg_thres %g), walks in %s", len(names),
-             label_dir, pl.bg_thres, walk_dir)
+    chosen = labels_at_auto_threshold(run_dir, layout, names, ctx) if auto else None
+    bg_thres = chosen["bg_thres"] if chosen else pl.bg_thres
+    log.info("pseudo-labels: %d label files in %s (bg_thres %g%s), walks in %s", len(names),
+             label_dir, bg_thres, f", auto: {chosen['rule']}" if chosen else "", walk_dir)
     return {"label_dir": str(label_dir), "walk_dir": str(walk_dir), "split": pl.split,
-            "images": len(names), "computed": len(result.computed), "bg_thres": pl.bg_thres}
+            "images": len(names), "computed": len(result.computed), "bg_thres": bg_thres,
+            "auto": chosen}
+
+
+def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str],
+                             ctx: DistContext) -> dict[str, Any]:
+    """`pseudo_labels.bg_thres=auto`: Otsu over every stored walk (docs/method.md#auto-thresholds),
+    then this rank's labels from their walks at that threshold."""
+    def walked(name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+        arrays = load_npz(run_dir.walk_file(name))
+        size = image_size(layout.image_path(name))
+        return np.asarray(arrays["keys"], np.int64), arrays["rw"].astype(np.float32), size
+
+    chosen = auto_walk_threshold(upsample_walk(rw, size) for _, rw, size in map(walked, names))
+    for name in dist_utils.shard(list(names), ctx):
+        keys, rw, size = walked(name)
+        save_label_png(run_dir.pseudo_label_file(name),
+                       label_from_walk(rw, keys, size, chosen["bg_thres"]))
+    dist_utils.barrier(ctx)
+    return chosen
