@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 
 from vwe.data.io import read_json
-from vwe.data.layout import DatasetLayout
+from vwe.data.layout import DatasetLayout, read_name_list
 from vwe.engine.records import Record, differences, file_identity
 from vwe.errors import VweError
 
@@ -164,8 +164,7 @@ class CocoLayout(DatasetLayout):
                 raise VweError(f"split list {path} not found; COCO splits are train (train_aug), "
                                "val, or a list file you place in that folder")
             path = self.list_dir / f"{folder}.txt"
-        names = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
+        names = read_name_list(path)
         unknown = [name for name in names if name not in self.files]
         if unknown:
             raise VweError(f"split list {path} names '{unknown[0]}', which is no annotated image "

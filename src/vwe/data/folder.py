@@ -32,7 +32,7 @@ from vwe.data.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from vwe.data.layout import DatasetLayout
+from vwe.data.layout import DatasetLayout, read_name_list
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -90,8 +90,7 @@ class FolderLayout(DatasetLayout):
         if not path.is_file():
             raise VweError(f"negatives list {path} not found (data.negatives); give a file of "
                            "image names, one a line, or leave the key empty")
-        names = [Path(line.split()[0]).stem for line in
-                 path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        names = [Path(name).stem for name in read_name_list(path)]
         tagged = [name for name in names if name in self.tags]
         if tagged:
             raise VweError(f"negatives list {path} names '{tagged[0]}', which has tags in "
@@ -163,8 +162,7 @@ class FolderLayout(DatasetLayout):
         return None
 
     def _read_split_file(self, listed: Path) -> list[str]:
-        names = [line.split()[0] for line in listed.read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
+        names = read_name_list(listed)
         unknown = [name for name in names if name not in self.tags]
         if unknown:
             raise VweError(f"split list {listed} names '{unknown[0]}', which has no line in "

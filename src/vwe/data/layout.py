@@ -11,6 +11,12 @@ import numpy as np
 from vwe.data.io import image_size, read_mask_file
 
 
+def read_name_list(path: Path) -> list[str]:
+    """The first word of every non-empty line: the split lists of every layout."""
+    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
+            if line.strip()]
+
+
 class DatasetLayout:
     """The shared half of a layout; subclasses give names, paths and labels."""
 

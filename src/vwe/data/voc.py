@@ -32,7 +32,7 @@ from vwe.data.io import (
     write_json_atomic,
     write_text_atomic,
 )
-from vwe.data.layout import DatasetLayout
+from vwe.data.layout import DatasetLayout, read_name_list
 from vwe.data.transforms import TrainTransform
 from vwe.errors import VweError
 
@@ -86,8 +86,7 @@ class VocLayout(DatasetLayout):
         if not path.is_file():
             raise VweError(f"split list {path} not found; check data.root and the split name "
                            "(for VOC train_aug run `vwe prepare-voc`)")
-        names = [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
-                 if line.strip()]
+        names = read_name_list(path)
         if not names:
             raise VweError(f"split list {path} is empty; list one image name per line")
         return names
@@ -292,11 +291,6 @@ class InferenceDataset(Dataset):
         return item
 
 
-def _read_names(path: Path) -> list[str]:
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
-            if line.strip()]
-
-
 def _sbd_names(layout: VocLayout, sbd_root: str | Path | None) -> tuple[set[str], str]:
     """SBD train ∪ val from `<sbd>/train.txt`+`val.txt`, else from an existing train_aug.txt."""
     if sbd_root:
@@ -306,10 +300,10 @@ def _sbd_names(layout: VocLayout, sbd_root: str | Path | None) -> tuple[set[str]
             if not path.is_file():
                 raise VweError(f"SBD list {path} not found; data.sbd_root must be the SBD "
                                "'dataset' folder holding train.txt and val.txt")
-        return set(_read_names(lists[0])) | set(_read_names(lists[1])), str(sbd)
+        return set(read_name_list(lists[0])) | set(read_name_list(lists[1])), str(sbd)
     existing = layout.list_path("train_aug")
     if existing.is_file():
-        return set(_read_names(existing)), str(existing)
+        return set(read_name_list(existing)), str(existing)
     raise VweError(f"no SBD lists: set data.sbd_root to the SBD 'dataset' folder (with "
                    f"train.txt, val.txt) or place train_aug.txt at {existing}")
 
