@@ -150,3 +150,24 @@ def test_refusals_are_one_line(checkpoint, tmp_path, capsys, monkeypatch):
     err = one_line_error(capsys, ["export", str(checkpoint), "--format", "onnx", out])
     assert "pip install onnx onnxscript" in err
     assert not list(tmp_path.glob("m.onnx*"))
+
+
+def test_export_never_writes_over_its_checkpoint_or_a_file_it_did_not_make(checkpoint, tmp_path,
+                                                                           capsys):
+    copy = tmp_path / "final.pt"
+    copy.write_bytes(checkpoint.read_bytes())
+    before = copy.read_bytes()
+    err = one_line_error(capsys, ["export", str(copy), "--format", "torchscript", str(copy)])
+    assert "OUT would write" in err and "CHECKPOINT" in err and "choose another OUT" in err
+    linked = tmp_path / "linked.pt"
+    linked.hardlink_to(copy)  # another name, the same file
+    err = one_line_error(capsys, ["export", str(copy), "--format", "onnx", str(linked)])
+    assert "CHECKPOINT" in err
+    notes = tmp_path / "notes.onnx"
+    notes.write_text("a user's file")
+    err = one_line_error(capsys, ["export", str(copy), "--format", "onnx", str(notes)])
+    assert "was not written by vwe export" in err and "notes.onnx.json" in err
+    assert copy.read_bytes() == before and notes.read_text() == "a user's file"
+    out = tmp_path / "model.pt"  # an earlier export (sidecar beside it) may be written again
+    assert main(["export", str(copy), "--format", "torchscript", str(out)]) == 0
+    assert main(["export", str(copy), "--format", "torchscript", str(out)]) == 0

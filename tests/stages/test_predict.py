@@ -186,9 +186,15 @@ def test_bad_inputs_are_one_line_and_write_nothing(seg_run, new_images, tmp_path
         ([str(checkpoint), str(folder / "*.tif")], "matches no image file"),
         ([str(checkpoint), str(folder), str(twin)], "masks would collide"),
         ([str(tmp_path / "absent.pt"), str(folder)], "absent.pt not found"),
+        ([str(checkpoint), str(tmp_path / "own" / "masks")], "is the input image"),
     ]
+    own = tmp_path / "own" / "masks"  # a folder of PNG images that --out's masks would replace
+    own.mkdir(parents=True)
+    Image.fromarray(np.zeros((9, 9, 3), np.uint8)).save(own / "photo.png")
     for args, message in cases:
-        assert main(["predict", *args, "--out", str(out)]) == 2, message
+        target = tmp_path / "own" if "own" in args[-1] else out
+        assert main(["predict", *args, "--out", str(target)]) == 2, message
         err = capsys.readouterr().err
         assert message in err and err.count("\n") == 1, err
     assert not (out / "masks").exists() or not list((out / "masks").glob("*.png"))
+    assert np.asarray(Image.open(own / "photo.png")).shape == (9, 9, 3)  # untouched

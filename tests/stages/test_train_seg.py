@@ -2,6 +2,7 @@
 process with the same global batch; NaN stops; bad label folders fail in one line, early."""
 
 import os
+import signal
 import shutil
 import subprocess
 import sys
@@ -153,3 +154,57 @@ def test_batch_must_split_over_accumulation(tiny_dataset, tmp_path, capsys):
     _fails_cleanly(["train-seg", *seg_overrides(tiny_dataset, tmp_path / "r",
                                                 "train_seg.accumulation=3")],
                    capsys, "train_seg.batch_size=4", "accumulation")
+
+
+class SignalAt:
+    """Wraps a function: counts its calls and sends SIGINT to this process at call `at`."""
+
+    def __init__(self, function, at, after=False):
+        self.function, self.at, self.after, self.calls = function, at, after, 0
+
+    def __call__(self, *args, **kwargs):
+        self.calls += 1
+        if self.calls == self.at and not self.after:
+            os.kill(os.getpid(), signal.SIGINT)
+        result = self.function(*args, **kwargs)
+        if self.calls == self.at and self.after:
+            os.kill(os.getpid(), signal.SIGINT)
+        return result
+
+
+@pytest.mark.parametrize("where", ["first-bn-of-step-2", "last-bn-of-step-3",
+                                   "after-optimizer-step-3"])
+def test_an_interrupt_mid_step_resumes_equal_with_training_bn_statistics(
+        tiny_dataset, tmp_path, monkeypatch, capsys, where):
+    """Ctrl-C inside a step (in the forward pass, after the update) finishes that step, saves it
+    whole (weights, optimiser, running statistics, num_batches_tracked) and resumes equal."""
+    extra = ("train_seg.recipe=vwe-author", "seg.frozen_bn=false")
+    straight, resumed = tmp_path / "straight", tmp_path / "resumed"
+    counting = SignalAt(torch.nn.functional.batch_norm, at=0)
+    monkeypatch.setattr(torch.nn.functional, "batch_norm", counting)
+    bn_calls_at_update = []  # BN calls so far, at each optimiser step: the step boundaries
+    sgd_step = torch.optim.SGD.step
+    monkeypatch.setattr(torch.optim.SGD, "step", lambda *a, **k: (
+        bn_calls_at_update.append(counting.calls), sgd_step(*a, **k))[1])
+    assert main(["train-seg", *seg_overrides(tiny_dataset, straight, *extra)]) == 0
+    assert len(bn_calls_at_update) == 4
+    monkeypatch.undo()
+    if where == "after-optimizer-step-3":
+        monkeypatch.setattr(torch.optim.SGD, "step",
+                            SignalAt(torch.optim.SGD.step, at=3, after=True))
+        saved = 3
+    else:
+        at = bn_calls_at_update[0] + 1 if where == "first-bn-of-step-2" \
+            else bn_calls_at_update[2]
+        monkeypatch.setattr(torch.nn.functional, "batch_norm",
+                            SignalAt(torch.nn.functional.batch_norm, at=at))
+        saved = 2 if where == "first-bn-of-step-2" else 3
+    args = seg_overrides(tiny_dataset, resumed, *extra)
+    assert main(["train-seg", *args]) == 2
+    err = capsys.readouterr().err
+    assert f"holds step {saved}/4: rerun with --resume" in err and "Traceback" not in err
+    assert load_checkpoint(resumed / "train_seg" / "last.pt")["step"] == saved
+    monkeypatch.undo()
+    assert main(["train-seg", "--resume", *args]) == 0
+    assert_same_weights(final(straight), final(resumed))
+    assert any("running_mean" in key for key in final(straight)["model"])

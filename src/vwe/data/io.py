@@ -13,7 +13,7 @@ import json
 import os
 import secrets
 import zipfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -51,6 +51,31 @@ def ensure_writable_dir(path: str | Path, key: str) -> Path:
         raise VweError(f"cannot write to output folder {path} ({err.strerror or err}); fix its "
                        f"permissions or set {key} to a writable folder") from None
     return path
+
+
+def file_key(path: Path) -> tuple[int, int] | Path:
+    """What makes two paths one file: device and inode when it exists (links), else the
+    resolved path."""
+    try:
+        stat = path.stat()
+        return (stat.st_dev, stat.st_ino)
+    except OSError:
+        return path.resolve()
+
+
+def refuse_overwriting_inputs(outputs: Iterable[Path], inputs: Iterable[Path],
+                              out_key: str, in_key: str) -> None:
+    """The one rule for user-named outputs: none may be one of the command's inputs.
+
+    `out_key`/`in_key` name the arguments (`OUT`, `CHECKPOINT`, `--out`) so the error says
+    which one to change.
+    """
+    read = {file_key(Path(source)): Path(source) for source in inputs}
+    for out in outputs:
+        source = read.get(file_key(Path(out)))
+        if source is not None:
+            raise VweError(f"{out_key} would write {out}, which is the {in_key} {source} this "
+                           f"command reads; choose another {out_key}")
 
 
 def write_bytes_atomic(path: str | Path, data: bytes) -> None:

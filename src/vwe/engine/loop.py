@@ -32,7 +32,13 @@ from vwe.engine.memory import keep_freed_memory
 from vwe.engine.progress import progress
 from vwe.engine.records import write_record
 from vwe.engine.run_dir import TrainingDir
-from vwe.engine.training import GlobalBatchSampler, TrainingStart, sigterm_as_interrupt
+from vwe.engine.training import (
+    GlobalBatchSampler,
+    StopRequest,
+    TrainingInterrupted,
+    TrainingStart,
+    stop_at_step_boundary,
+)
 from vwe.errors import VweError
 
 log = logging.getLogger(__name__)
@@ -85,14 +91,13 @@ def train(job: TrainingJob) -> dict[str, Any]:
         net = torch.compile(net)
     writer = SummaryWriter(str(job.out.tensorboard)) if job.ctx.is_main else None
     try:
-        with sigterm_as_interrupt():
-            step, losses = run_epochs(job, net, step, writer)
+        with stop_at_step_boundary() as request:
+            step, losses = run_epochs(job, net, step, writer, request)
             done = step >= job.max_steps
             if done and job.on_finished is not None:
                 job.on_finished()
-    except KeyboardInterrupt:
-        raise VweError(f"{dashed(job.stage)} interrupted at step {step}; {job.out.last} holds "
-                       "the last checkpoint: rerun with --resume to continue") from None
+    except TrainingInterrupted as stopped:
+        raise VweError(interrupted_message(job, stopped.saved_step)) from None
     finally:
         if writer is not None:
             writer.close()
@@ -104,6 +109,14 @@ def train(job: TrainingJob) -> dict[str, Any]:
              ", ".join(f"{k} {v:.4f}" for k, v in losses.items()))
     return {"checkpoint": str(job.out.final if done else job.out.last), "steps": step,
             "max_steps": job.max_steps, "finished": done, "losses": losses}
+
+
+def interrupted_message(job: TrainingJob, saved_step: int) -> str:
+    if saved_step == 0:
+        return (f"{dashed(job.stage)} interrupted before its first checkpoint; nothing was "
+                "saved: rerun to start again")
+    return (f"{dashed(job.stage)} interrupted; {job.out.last} holds step {saved_step}/"
+            f"{job.max_steps}: rerun with --resume to continue")
 
 
 def resume(job: TrainingJob) -> int:
@@ -119,9 +132,10 @@ def resume(job: TrainingJob) -> int:
     return step
 
 
-def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
-               writer: SummaryWriter | None) -> tuple[int, dict[str, float]]:
-    """Updates from `step` to the end (or stop_at_step), saving last.pt on the way."""
+def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int, writer: SummaryWriter | None,
+               request: StopRequest) -> tuple[int, dict[str, float]]:
+    """Updates from `step` to the end (or stop_at_step), saving last.pt on the way; a stop
+    request saves and stops at the next step boundary (TrainingInterrupted)."""
     settings, ctx = job.settings, job.ctx
     per_epoch = len(job.dataset) // settings.batch_size
     stop_at = min(job.max_steps, settings.stop_at_step) if settings.stop_at_step > 0 \
@@ -130,6 +144,7 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
     totals: list[float] = []  # this process's total losses, for the not-falling check
     bar = progress(range(step, stop_at), total=job.max_steps, initial=step,
                    desc=dashed(job.stage), enabled=ctx.is_main)
+    saved_step = step if job.out.last.exists() else 0
     try:
         while step < stop_at:
             epoch, start_batch = divmod(step, per_epoch)
@@ -148,12 +163,16 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
                     log_scalars(writer, job.optimizer, losses, step)
                 epoch_end = job.save_each_epoch and step % per_epoch == 0
                 if step % settings.checkpoint_every == 0 or epoch_end or step == stop_at:
-                    save_last(job, step)
+                    saved_step = save_last(job, step)
+                if stop_requested(request, ctx):
+                    saved_step = save_last(job, step) if saved_step != step else step
+                    raise TrainingInterrupted(saved_step)
                 if step >= stop_at:
                     break
-    except KeyboardInterrupt:
-        save_last(job, step)
+    except TrainingInterrupted:
         raise
+    except KeyboardInterrupt:  # a second signal: stop now, keep the last whole-step checkpoint
+        raise TrainingInterrupted(saved_step) from None
     finally:
         bar.close()
     warning = loss_not_falling(totals, dashed(job.stage)) if step >= job.max_steps else None
@@ -162,15 +181,27 @@ def run_epochs(job: TrainingJob, net: torch.nn.Module, step: int,
     return step, losses
 
 
+def stop_requested(request: StopRequest, ctx: DistContext) -> bool:
+    """Whether any rank was asked to stop: all ranks stop after the same step."""
+    if not ctx.distributed:
+        return request.requested
+    flag = torch.tensor([float(request.requested)], device=ctx.device)
+    torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+    return bool(flag.item())
+
+
 def update(job: TrainingJob, net: torch.nn.Module, batch: dict[str, Any],
            step: int) -> dict[str, float]:
     """One SGD update; non-finite inputs or loss stop the run before the weights change."""
     check_inputs(batch, step, job.stage)
     losses = job.train_step(net, batch, step)
     if not all(math.isfinite(v) for v in losses.values()):
+        kept = (f"The last good checkpoint is {job.out.last}; lower {job.stage}.lr or check the "
+                "inputs, then --resume") if job.out.last.exists() else \
+            (f"No checkpoint was saved before it; lower {job.stage}.lr or check the inputs, then "
+             "rerun")
         raise VweError(f"{dashed(job.stage)}: loss became non-finite at step {step} "
-                       f"({losses}); stopped before updating. The last good checkpoint is "
-                       f"{job.out.last}; lower {job.stage}.lr or check the inputs, then --resume")
+                       f"({losses}); stopped before updating. {kept}")
     job.optimizer.step()
     if job.after_update is not None:
         job.after_update(step)
@@ -207,9 +238,11 @@ def saved_module(job: TrainingJob) -> torch.nn.Module:
     return job.saved if job.saved is not None else job.model
 
 
-def save_last(job: TrainingJob, step: int) -> None:
+def save_last(job: TrainingJob, step: int) -> int:
+    """Write last.pt (on the main rank); returns the step it holds."""
     if job.ctx.is_main:
         save_checkpoint(job.out.last, checkpoint(job, step, with_optimizer=True))
+    return step
 
 
 def dashed(stage: str) -> str:

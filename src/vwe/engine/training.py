@@ -90,18 +90,42 @@ class GlobalBatchSampler(Sampler[list[int]]):
         return self.batches_per_epoch() - self.start_batch
 
 
-@contextmanager
-def sigterm_as_interrupt() -> Iterator[None]:
-    """Schedulers send SIGTERM before killing a job: treat it like Ctrl-C so we checkpoint."""
-    def handler(signum: int, frame: object) -> None:
-        raise KeyboardInterrupt
+class TrainingInterrupted(KeyboardInterrupt):
+    """Training stopped by a signal; `saved_step` is the step last.pt holds (0: none saved)."""
 
+    def __init__(self, saved_step: int) -> None:
+        super().__init__(saved_step)
+        self.saved_step = saved_step
+
+
+class StopRequest:
+    """Ctrl-C or SIGTERM while training: the first asks to stop at the end of the step (so the
+    checkpoint holds whole steps: weights, optimiser and batch-norm statistics of the same
+    step); a second one stops at once, keeping the last checkpoint already written."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def handler(self, signum: int, frame: object) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("%s: finishing this step, then saving last.pt (again to stop at once)",
+                    signal.Signals(signum).name)
+
+
+@contextmanager
+def stop_at_step_boundary() -> Iterator[StopRequest]:
+    """Route SIGINT and SIGTERM (schedulers send it before killing a job) to a StopRequest."""
+    request = StopRequest()
     try:
-        previous = signal.signal(signal.SIGTERM, handler)
+        previous = {sig: signal.signal(sig, request.handler)
+                    for sig in (signal.SIGINT, signal.SIGTERM)}
     except ValueError:  # not the main thread
-        yield
+        yield request
         return
     try:
-        yield
+        yield request
     finally:
-        signal.signal(signal.SIGTERM, previous)
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)

@@ -23,7 +23,13 @@ from torch import nn
 
 from vwe import __version__
 from vwe.config import Config, ExportModelConfig
-from vwe.data.io import atomic_path, ensure_writable_dir, voc_palette, write_json_atomic
+from vwe.data.io import (
+    atomic_path,
+    ensure_writable_dir,
+    refuse_overwriting_inputs,
+    voc_palette,
+    write_json_atomic,
+)
 from vwe.engine.checkpoint import Trained, load_checkpoint, load_trained
 from vwe.engine.records import file_identity
 from vwe.errors import VweError
@@ -147,10 +153,15 @@ def describe(trained: Trained, segmenter: PixelSegmenter, spec: ExportModelConfi
     }
 
 
-def check_out(out: Path) -> None:
-    """OUT must be a file name in a folder we can write, checked before the slow export."""
+def check_out(out: Path, checkpoint: Path) -> None:
+    """OUT must be a new file name or an earlier export (its sidecar beside it) in a folder we
+    can write, never the checkpoint it reads: checked before the slow export."""
     if out.is_dir():
         raise VweError(f"OUT {out} is a folder; pass a file name such as {out / 'model.onnx'}")
+    refuse_overwriting_inputs([out, sidecar_path(out)], [checkpoint], "OUT", "CHECKPOINT")
+    if out.exists() and not sidecar_path(out).is_file():
+        raise VweError(f"OUT {out} exists and was not written by vwe export (no "
+                       f"{sidecar_path(out).name} beside it); choose another name or delete it")
     ensure_writable_dir(out.parent, "OUT")
 
 
@@ -162,7 +173,7 @@ def run(cfg: Config) -> dict[str, Any]:
     if spec.format not in EXPORTERS:
         raise VweError(f"export format '{spec.format}' is unknown; choose onnx or torchscript")
     checkpoint, out = Path(spec.checkpoint), Path(spec.out)
-    check_out(out)
+    check_out(out, checkpoint)
     refuse_other_networks(checkpoint)
     trained = load_trained(checkpoint, "deeplab",
                            overrides=None if spec.msc else {"msc_scales": []})

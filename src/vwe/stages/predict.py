@@ -28,6 +28,7 @@ from vwe.data.io import (
     image_size,
     read_image,
     read_json,
+    refuse_overwriting_inputs,
     save_label_png,
     save_npz,
     write_json_atomic,
@@ -78,6 +79,8 @@ def predict(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     out = Path(settings.out)
     outputs = predict_outputs(out, settings.overlay, settings.probs)
     names = sorted(sources)
+    refuse_overwriting_inputs([file for name in names for file in outputs.done_files(name)],
+                              sources.values(), "--out", "input image")
     if ctx.is_main:
         forget_changed_sources(out, sources, outputs)
     dist_utils.barrier(ctx)
