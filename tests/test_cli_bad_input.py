@@ -409,3 +409,98 @@ def test_a_bad_tags_file_stops_train_cam_in_one_line_writing_nothing(
     assert main(["train-cam", *tiny_args(images, run_dir), "data.format=folder"]) == 2
     expect_one_line_error(capsys, needle, str(tags))
     assert not (run_dir / "train_cam").exists()
+
+
+def write_config(tmp_path, name, content):
+    path = tmp_path / name
+    path.write_bytes(content if isinstance(content, bytes) else content.encode())
+    return ["--config", str(path)]
+
+
+@pytest.mark.parametrize("args, needles", [
+    (lambda t: write_config(t, "dup.yaml", "train_cam:\n  lr: 0.1\ntrain_cam:\n  epochs: 2\n"),
+     ["key 'train_cam' is given twice (first on line 1)", "(line 3)"]),
+    (lambda t: write_config(t, "bin.yaml", b"\x7fELF\x02\x01\x01\x00\xff\xfe"),
+     ["bin.yaml is not UTF-8 text", "save it as UTF-8"]),
+    (lambda t: write_config(t, "bom.yaml", "\ufeffdata: 5\n"),  # BOM read, then the shape
+     ["config key 'data' in", "is a section, not a value", "data.classes=…"]),
+    (lambda t: ["--config", str(t)], ["is a folder; pass a YAML file"]),
+    (lambda t: ["train_cam=3"], ["'train_cam' in the command line is a section"]),
+    (lambda t: ["preset=[paper]"], ["unknown preset", "choose one of paper"]),
+    (lambda t: ["train_cam.resize_long=[96,48]"],
+     ["train_cam.resize_long=[96, 48] must be a pair"]),
+    (lambda t: ["train_cam.resize_long=[96]"], ["train_cam.resize_long=[96] must be a pair"]),
+    (lambda t: ["cam.scales=[inf]"], ["cam.scales=[inf] must be"]),
+    (lambda t: ["train_cam.lr=.inf"], ["train_cam.lr=inf must be"]),
+    (lambda t: ["seg.msc_scales=[0.001]"], ["seg.msc_scales=[0.001] must be", ">= 0.125"]),
+])
+def test_config_shapes_and_text_are_one_line_and_write_nothing(tmp_path, capsys, args, needles):
+    run_dir = tmp_path / "run"
+    assert main(["eval-cam", *args(tmp_path), f"run_dir={run_dir}",
+                 f"data.root={tmp_path / 'data'}"]) == 2
+    expect_one_line_error(capsys, *needles)
+    assert not run_dir.exists()
+
+
+@pytest.mark.parametrize("content, kind", [
+    (b"\xff\xd8\xff\xe0\x00\x10JFIF", "it is a JPEG image, not a PyTorch file"),
+    (b'{"model": {}}', "it is JSON or text, not a PyTorch file"),
+    (b"", "it is empty, not a PyTorch file"),
+])
+def test_a_file_that_is_no_checkpoint_is_named_for_what_it_is(dataset, tmp_path, capsys,
+                                                              content, kind):
+    (tmp_path / "final.pt").write_bytes(content)
+    args = [*tiny_args(dataset, tmp_path / "run"), f"cam.checkpoint={tmp_path / 'final.pt'}"]
+    assert main(["make-cam", *args]) == 2
+    line = expect_one_line_error(capsys, "final.pt cannot be read safely", kind)
+    assert "pickled" not in line
+
+
+def folder_dataset(root, names=("a", "b"), suffix=".png"):
+    root.mkdir(parents=True)
+    (root / "tags.csv").write_text("name,tags\n" + "".join(f"{n},cat\n" for n in names))
+    for name in names:
+        Image.fromarray(np.full((20, 20, 3), 99, np.uint8)).save(root / f"{name}{suffix}")
+    return root
+
+
+def test_an_unsupported_image_type_is_named_with_the_fix(tmp_path, capsys):
+    root = folder_dataset(tmp_path / "photos", suffix=".gif")
+    assert main(["train-cam", f"data.root={root}", "data.format=folder",
+                 f"run_dir={tmp_path / 'run'}"]) == 2
+    expect_one_line_error(capsys, "a.gif is not a supported image type", "convert it", ".png")
+
+
+def test_macos_companion_files_are_not_images(tmp_path):
+    from vwe.data.folder import FolderLayout
+
+    root = folder_dataset(tmp_path / "photos")
+    (root / "._a.png").write_bytes(b"\x00\x05\x16\x07AppleDouble")  # what macOS copies leave
+    assert sorted(FolderLayout(root).images) == ["a", "b"]
+
+
+def test_an_image_above_pillows_size_limit_is_called_too_large_not_corrupt(tmp_path,
+                                                                          monkeypatch):
+    from vwe.data.io import image_size, read_image
+    from vwe.errors import VweError
+
+    path = tmp_path / "huge.png"
+    Image.fromarray(np.zeros((40, 50, 3), np.uint8)).save(path)
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 500)  # 2000 px is 4x the limit: a "bomb"
+    for reader in (read_image, image_size):
+        with pytest.raises(VweError) as err:
+            reader(path)
+        assert "megapixels" in str(err.value) and "downscale it" in str(err.value)
+        assert "corrupt" not in str(err.value)
+
+
+def test_run_dir_empty_report_of_no_run_and_resume_of_nothing(tmp_path, capsys, monkeypatch,
+                                                              dataset):
+    monkeypatch.chdir(tmp_path)
+    assert main(["eval-cam", "run_dir="]) == 2
+    expect_one_line_error(capsys, "run_dir is empty", "run_dir=runs/mine")
+    assert main(["report", str(tmp_path / "no_such_run")]) == 2
+    expect_one_line_error(capsys, "no_such_run does not exist", "vwe report runs/demo")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["data"]  # only the dataset fixture
+    assert main(["train-cam", "--resume", *tiny_args(dataset, tmp_path / "fresh")]) == 0
+    assert "has no last.pt; train-cam starts at step 0" in capsys.readouterr().err

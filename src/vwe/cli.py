@@ -98,7 +98,7 @@ def build_parser() -> argparse.ArgumentParser:
                            help="sweep the background threshold on the stored walks")
         if name in ("ablate", "sweep"):
             p.add_argument("--seeds", type=int, help="seeds 1..N per row (default 3)")
-            p.add_argument("--through", choices=["eval-cam", "eval-labels"],
+            p.add_argument("--through", choices=["eval-cam", "eval-labels", "eval-seg"],
                            help="the last stage of each run (default eval-cam)")
         if name == "sweep":
             p.add_argument("sweep_spec", metavar="KEY=V1,V2,…",
@@ -218,6 +218,7 @@ def run_command(args: argparse.Namespace) -> dict:
     cfg = load_config(config_path, config_overrides(args) + command_overrides(args))
     rank = _env_rank()
     uses_run_dir = args.command not in NO_RUN_DIR
+    check_run_dir(cfg, args.command, uses_run_dir)
     with ExitStack() as held:
         try:
             setup_logging(cfg.run_dir if uses_run_dir else None, rank, args.debug)
@@ -228,9 +229,30 @@ def run_command(args: argparse.Namespace) -> dict:
         except OSError as err:
             raise VweError(f"cannot write to run_dir {cfg.run_dir} ({err.strerror}); choose a "
                            "writable folder with run_dir=…") from None
+        if getattr(args, "resume", False) and rank == 0:
+            say_when_nothing_to_resume(cfg, args.command)
         target = command.module if "." in command.module else f"vwe.stages.{command.module}"
         stage = importlib.import_module(target)
         return stage.run(cfg)
+
+
+def check_run_dir(cfg: Config, command: str, uses_run_dir: bool) -> None:
+    """An empty run_dir would write into the current folder; `vwe report` reads a run, so its
+    folder must exist (it would otherwise be created, then blamed on the dataset)."""
+    if uses_run_dir and not str(cfg.run_dir).strip():
+        raise VweError("run_dir is empty; set it to a folder for this run's files, e.g. "
+                       "run_dir=runs/mine")
+    if command == "report" and not Path(cfg.run_dir).is_dir():
+        raise VweError(f"run directory {cfg.run_dir} does not exist; pass the folder of a run "
+                       "(vwe report runs/demo)")
+
+
+def say_when_nothing_to_resume(cfg: Config, command: str) -> None:
+    """`--resume` where no last.pt exists starts at step 0: say so (a mistyped run_dir)."""
+    stage = command.replace("-", "_")
+    out = RunDir(cfg).training(stage)
+    if not out.last.exists() and not out.final.exists():
+        log.warning("--resume: %s has no last.pt; %s starts at step 0", out.root, command)
 
 
 def user_errors() -> tuple[type[BaseException], ...]:

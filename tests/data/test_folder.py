@@ -57,6 +57,7 @@ def test_hash_split_without_lists(tmp_path, fake_voc):
     ("file,labels\na,cat\n", ["a.jpg"], "needs the columns name,tags (found file, labels)"),
     ("name,tags\na,\n", ["a.jpg"], "line 2: image 'a' has no tags"),
     ("name,tags\na,cat\n", ["a.jpg", "a.png"], "two images are named 'a'"),
+    ('{"a": ["cat"],\n "b": ["dog"]}', ["a.jpg"], "holds JSON, not CSV; rename it to tags.json"),
 ])
 def test_bad_tags_files_are_one_line(tmp_path, tags, files, needle):
     (tmp_path / "tags.csv").write_text(tags)
@@ -169,3 +170,42 @@ def test_negatives_join_training_splits_with_all_zero_labels(tmp_path):
         FolderLayout(tmp_path, negatives="negatives.txt")
     with pytest.raises(VweError, match="negatives list .*none.txt not found"):
         FolderLayout(tmp_path, negatives="none.txt")
+
+
+BOM = "\ufeff"
+
+
+@pytest.mark.parametrize("bom_in", ["tags.csv", "classes.txt", "splits/train.txt"])
+def test_a_utf8_byte_order_mark_is_not_part_of_the_first_name(tmp_path, bom_in):
+    """Excel's "CSV UTF-8" starts the file with a BOM; every text file reads the same with it."""
+    files = {"tags.csv": "name,tags\na,cat\nb,dog\n", "classes.txt": "cat\ndog\n",
+             "splits/train.txt": "a\n", "splits/val.txt": "b\n"}
+    files[bom_in] = BOM + files[bom_in]
+    (tmp_path / "splits").mkdir()
+    for name, text in files.items():
+        (tmp_path / name).write_text(text, encoding="utf-8")
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    layout = FolderLayout(tmp_path)
+    assert layout.class_names == ["cat", "dog"]
+    assert layout.read_split("train") == ["a"] and layout.read_split("val") == ["b"]
+
+
+@pytest.mark.parametrize("bad_file, content, needle", [
+    ("tags.csv", "name,tags\ncaf\xe9,cat\n".encode("latin-1"),
+     "tags file {root}/tags.csv is not UTF-8 text (byte 0xe9 on line 2); save it as UTF-8"),
+    ("classes.txt", b"cat\n\xff\xfe\n", "class list {root}/classes.txt is not UTF-8 text"),
+    ("classes.txt", b"cat\ndog\ncat\n", "names cat more than once"),
+    ("splits/train.txt", b"a\n\x89PNG\x00\xff\n", "split list {root}/splits/train.txt is not"),
+])
+def test_text_files_that_are_not_utf8_or_repeat_a_class_are_one_line(tmp_path, bad_file,
+                                                                     content, needle):
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "tags.csv").write_text("name,tags\na,cat\nb,dog\n")
+    (tmp_path / "classes.txt").write_text("cat\ndog\n")
+    for name in ("a.jpg", "b.jpg"):
+        (tmp_path / name).write_bytes(b"")
+    (tmp_path / bad_file).write_bytes(content)
+    with pytest.raises(VweError) as err:
+        FolderLayout(tmp_path).read_split("train")
+    assert needle.format(root=tmp_path) in str(err.value) and "\n" not in str(err.value)

@@ -87,3 +87,38 @@ def test_sweep_specs_parse_and_bad_ones_are_one_line(tmp_path, capsys):
         parse_sweep("model.num_words=16")
     assert main(["sweep", "model.num_wrds=4,8", f"run_dir={tmp_path}"]) == 2
     assert "model.num_wrds" in capsys.readouterr().err
+
+
+THROUGH_SEG = ["cam.split=train_aug", "eval_cam.split=train_aug", "eval_cam.bkg_score=auto",
+               "ir_labels.num_workers=0", "train_irn.backbone_init=cam", "train_irn.crop_size=64",
+               "train_irn.radius=5", "train_irn.batch_size=4", "train_irn.max_steps=2",
+               "pseudo_labels.pad_size=0", "pseudo_labels.split=train_aug",
+               "seg.backbone=resnet_tiny", "seg.pretrained=none", "train_seg.iterations=2",
+               "train_seg.batch_size=4", "train_seg.crop_size=48", "infer_seg.crf.workers=0",
+               "infer_seg.split=val", "eval_seg.split=val"]
+
+
+def test_sweep_through_eval_seg_scores_every_stage_from_the_runs(tiny_dataset, tmp_path, capsys):
+    """`--through eval-seg`: each row runs to the DeepLab's evaluation; the table and JSON hold
+    the pseudo labels' and the segmentation's mIoU (without and with CRF) of each run."""
+    run_dir = tmp_path / "sw"
+    assert main(["sweep", "train_seg.lr=0.001,0.002", "--seeds", "1", "--through", "eval-seg",
+                 *tiny(tiny_dataset, run_dir), *THROUGH_SEG]) == 0
+    out = capsys.readouterr().out
+    assert "at bkg auto" in out and "seg + CRF" in out and "pseudo" in out
+    report = json.loads((run_dir / "sweep-train_seg.lr-labels" / "sweep.json").read_text())
+    for row in report["rows"]:
+        run = Path(row["runs"][0]["run_dir"])
+        variants = json.loads((run / "eval_seg.json").read_text())["variants"]
+        labels = json.loads((run / "eval_labels.json").read_text())["scores"]["miou"]
+        assert row["seg"]["mean"] == pytest.approx(100 * variants["raw"]["miou"], abs=1e-3)
+        assert row["seg_crf"]["mean"] == pytest.approx(100 * variants["crf"]["miou"], abs=1e-3)
+        assert row["labels"]["mean"] == pytest.approx(100 * labels, abs=1e-3)
+
+
+def test_every_row_is_validated_before_the_first_trains(tiny_dataset, tmp_path, capsys):
+    run_dir = tmp_path / "sw"
+    assert main(["sweep", "model.num_words=8,abc", "--seeds", "1",
+                 *tiny(tiny_dataset, run_dir)]) == 2
+    assert "model.num_words" in capsys.readouterr().err
+    assert not list(run_dir.glob("sweep-*/*/seed1/train_cam"))  # no row trained

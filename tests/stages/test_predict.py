@@ -198,3 +198,16 @@ def test_bad_inputs_are_one_line_and_write_nothing(seg_run, new_images, tmp_path
         assert message in err and err.count("\n") == 1, err
     assert not (out / "masks").exists() or not list((out / "masks").glob("*.png"))
     assert np.asarray(Image.open(own / "photo.png")).shape == (9, 9, 3)  # untouched
+
+
+def test_images_smaller_than_the_stride_get_masks_of_their_size(seg_run, tmp_path):
+    """A 1-pixel file and a 3x7 thumbnail: enlarged for the network, masks at their own size."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    for name, size in (("dot", (1, 1)), ("thumb", (3, 7))):
+        Image.fromarray(np.full((*size, 3), 90, np.uint8)).save(folder / f"{name}.png")
+    out = tmp_path / "out"
+    assert main(["predict", str(seg_run / "train_seg" / "final.pt"), str(folder),
+                 "--out", str(out)]) == 0
+    assert read_label_png(out / "masks" / "dot.png").shape == (1, 1)
+    assert read_label_png(out / "masks" / "thumb.png").shape == (3, 7)

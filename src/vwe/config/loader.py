@@ -20,6 +20,7 @@ from omegaconf.errors import OmegaConfBaseException
 from vwe.config.presets import PRESETS, SEG_RECIPES
 from vwe.config.schema import Config, TrainSegConfig
 from vwe.config.valid import validate
+from vwe.data.io import read_text_file
 from vwe.errors import VweError
 
 
@@ -48,9 +49,14 @@ def _check_keys(tree: Mapping[str, Any], known: set[str], schema: DictConfig, so
                 prefix: str = "") -> None:
     for key, value in tree.items():
         dotted = f"{prefix}{key}"
-        if dotted not in known:
+        if not isinstance(key, str) or dotted not in known:
             raise _unknown_key_error(dotted, schema, source)
-        if isinstance(value, Mapping) and any(k.startswith(dotted + ".") for k in known):
+        section = any(k.startswith(dotted + ".") for k in known)
+        if section and not isinstance(value, Mapping):
+            example = next(k for k in sorted(known) if k.startswith(dotted + "."))
+            raise VweError(f"config key '{dotted}' in {source} is a section, not a value; set "
+                           f"its keys (e.g. {example}=…) instead of {dotted}={value!r}")
+        if section:
             _check_keys(value, known, schema, source, dotted + ".")
 
 
@@ -60,7 +66,7 @@ def _merge(base: DictConfig, update: Mapping[str, Any], source: str) -> DictConf
         return OmegaConf.merge(base, OmegaConf.create(dict(update)))
     except OmegaConfBaseException as err:
         key = getattr(err, "full_key", None) or "?"
-        first_line = err.msg.splitlines()[0]
+        first_line = (err.msg or type(err).__name__).splitlines()[0]
         raise VweError(f"bad value for config key '{key}' in {source}: {first_line}") from None
 
 
@@ -108,11 +114,33 @@ def _nest(flat: Mapping[str, Any]) -> dict[str, Any]:
     return tree
 
 
+class UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader, refusing a key given twice in one mapping (plain YAML keeps the last
+    silently, dropping the first block without a word)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            if key in seen:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"key '{key}' is given twice (first on line {seen[key]}); "
+                    "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line + 1
+        return super().construct_mapping(node, deep=deep)
+
+
 def _read_yaml(path: Path) -> dict[str, Any]:
+    if path.is_dir():
+        raise VweError(f"--config {path} is a folder; pass a YAML file such as "
+                       f"{path / 'config.yaml'}")
     if not path.is_file():
         raise VweError(f"config file {path} not found; pass an existing YAML file to --config")
     try:
-        data = yaml.safe_load(path.read_text()) or {}
+        data = yaml.load(read_text_file(path, "config file"), Loader=UniqueKeyLoader) or {}
+    except yaml.MarkedYAMLError as err:
+        line = f" (line {err.problem_mark.line + 1})" if err.problem_mark else ""
+        raise VweError(f"config file {path} is not valid YAML: {err.problem}{line}") from None
     except yaml.YAMLError as err:
         raise VweError(f"config file {path} is not valid YAML: {err}") from None
     if not isinstance(data, dict):
@@ -126,7 +154,7 @@ def load_config(path: str | Path | None = None, overrides: Iterable[str] = ()) -
     file_tree = _read_yaml(Path(path)) if path else {}
     cli_tree = parse_overrides(overrides)
     preset = cli_tree.get("preset", file_tree.get("preset", schema.preset))
-    if preset not in PRESETS:
+    if not isinstance(preset, str) or preset not in PRESETS:
         raise VweError(f"unknown preset '{preset}'; choose one of {', '.join(PRESETS)}")
     preset_tree = _nest(PRESETS[preset])
     if "preset" in cli_tree:  # an explicit choice on the command line beats the file

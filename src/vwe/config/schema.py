@@ -141,7 +141,7 @@ class TrainCamConfig(LoopSettings):
     momentum: float = check(1.0e-4, ge=0, lt=1)
     poly_power: float = check(0.9, ge=0)
     crop_size: int = check(512, ge=16)
-    resize_long: list[int] = check(factory=lambda: [320, 640], each=True, ge=16)
+    resize_long: list[int] = check(factory=lambda: [320, 640], each=True, pair=True, ge=16)
     flip_prob: float = check(0.5, ge=0, le=1)
     losses: LossWeights = field(default_factory=LossWeights)
 
@@ -208,7 +208,8 @@ class TrainIrnConfig(LoopSettings):
     # irn_crop_size: random crop, also the mean-shift pass's crop
     crop_size: int = check(512, ge=16)
     # uniform scale jitter
-    scale_range: list[float] = check(factory=lambda: [0.5, 1.5], each=True, gt=0)
+    scale_range: list[float] = check(factory=lambda: [0.5, 1.5], each=True, pair=True,
+                                     gt=0)
     flip_prob: float = check(0.5, ge=0, le=1)
     batch_size: int = check(32, ge=1)  # irn_batch_size, global batch split across ranks (drop_last)
     epochs: int = check(3, ge=1)  # irn_num_epoches
@@ -277,8 +278,9 @@ class SegConfig:
     # 8 (DeepLabV2) | 16: no dilation in the third stage, ASPP rates halved; ~4x faster
     # training of a timm trunk on a CPU (docs/segmentation.md#output-stride-16)
     output_stride: int = check(8, choices=(8, 16))
-    # + max; [] disables
-    msc_scales: list[float] = check(factory=lambda: [0.5, 0.75], each=True, gt=0, nonempty=False)
+    # + max; [] disables. At least 1/8: a smaller scale leaves a crop or a small image 0 pixels
+    msc_scales: list[float] = check(factory=lambda: [0.5, 0.75], each=True, ge=0.125, le=4,
+                                    nonempty=False)
     label_dir: str = ""  # training label PNGs (ids 0..C, 255 ignored); empty: <run>/pseudo_labels
     ignore_index: int = 255  # label value left out of the loss
 
@@ -440,8 +442,9 @@ class AblateConfig:
     (docs/method.md#ablations)."""
 
     seeds: int = check(3, ge=1)  # seeds 1..N per row
-    # the last stage each row runs: eval-cam (CAMs only) | eval-labels (through pseudo labels)
-    through: str = check("eval-cam", choices=("eval-cam", "eval-labels"))
+    # the last stage each row runs: eval-cam (CAMs only) | eval-labels (through pseudo labels) |
+    # eval-seg (through the DeepLab, without and with CRF)
+    through: str = check("eval-cam", choices=("eval-cam", "eval-labels", "eval-seg"))
     # which rows; empty: all of ablate.ROWS
     rows: list[str] = field(default_factory=list)
     temperature: float = check(0.05, gt=0)  # the "+ temperature" row's model.temperature
@@ -455,7 +458,7 @@ class SweepConfig:
     key: str = ""  # a dotted config key, e.g. model.num_words
     values: list[Any] = field(default_factory=list)
     seeds: int = check(3, ge=1)
-    through: str = check("eval-cam", choices=("eval-cam", "eval-labels"))
+    through: str = check("eval-cam", choices=("eval-cam", "eval-labels", "eval-seg"))
 
 
 @dataclass

@@ -29,6 +29,7 @@ class Valid:
     nonempty: bool = True  # with `each`: the list needs at least one element
     optional: bool = False  # null is allowed (e.g. a recipe fills it)
     auto: bool = False  # the word "auto" is allowed: the stage chooses the value from the data
+    pair: bool = False  # with `each`: exactly [low, high], low <= high (a range to sample from)
 
     def describe(self) -> str:
         if self.choices is not None:
@@ -37,6 +38,8 @@ class Valid:
                  ((">", self.gt), (">=", self.ge), ("<=", self.le), ("<", self.lt))
                  if bound is not None]
         text = " and ".join(parts) + (", or auto" if self.auto else "")
+        if self.pair:
+            return f"a pair [low, high] with low <= high, both {text}"
         if self.each:
             return f"a {'non-empty ' if self.nonempty else ''}list of numbers {text}"
         return text
@@ -49,12 +52,19 @@ class Valid:
         if self.choices is not None:
             return value in self.choices
         if self.each:
-            return isinstance(value, Sequence) and (len(value) > 0 or not self.nonempty) and \
+            if not isinstance(value, Sequence) or isinstance(value, str):
+                return False
+            if self.pair and (len(value) != 2 or not all(self._in_bounds(v) for v in value)
+                              or value[0] > value[1]):
+                return False
+            return (len(value) > 0 or not self.nonempty) and \
                 all(self._in_bounds(v) for v in value)
         return self._in_bounds(value)
 
     def _in_bounds(self, value: Any) -> bool:
-        if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        """A finite number within the bounds (inf is never a setting: it only crashes later)."""
+        if isinstance(value, bool) or not isinstance(value, int | float) \
+                or not math.isfinite(value):
             return False
         return all(test for bound, test in (
             (self.gt, self.gt is None or value > self.gt),

@@ -19,6 +19,7 @@ from __future__ import annotations
 import csv
 import functools
 import hashlib
+import io
 import json
 import logging
 from collections.abc import Sequence
@@ -28,6 +29,7 @@ from typing import Any
 import numpy as np
 
 from vwe.data.io import (
+    read_text_file,
     write_bytes_atomic,
     write_json_atomic,
     write_text_atomic,
@@ -66,8 +68,12 @@ class FolderLayout(DatasetLayout):
             return list(given)
         listed = self.root / "classes.txt"
         if listed.is_file():
-            names = [line.strip() for line in listed.read_text(encoding="utf-8").splitlines()
+            names = [line.strip() for line in read_text_file(listed, "class list").splitlines()
                      if line.strip()]
+            twice = sorted({name for name in names if names.count(name) > 1})
+            if twice:
+                raise VweError(f"class list {listed} names {', '.join(twice)} more than once; "
+                               "keep one line per class (ids follow the line order)")
             if names:
                 return names
         return sorted({tag for tags in self.tags.values() for tag in tags})
@@ -102,7 +108,8 @@ class FolderLayout(DatasetLayout):
     def _index_images(self) -> dict[str, Path]:
         found: dict[str, Path] = {}
         for path in sorted(self.image_dir.iterdir()):
-            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file():
+            if path.suffix.lower() not in IMAGE_SUFFIXES or not path.is_file() \
+                    or is_system_file(path):
                 continue
             if path.stem in found:
                 raise VweError(f"two images are named '{path.stem}' in {self.image_dir} "
@@ -110,6 +117,13 @@ class FolderLayout(DatasetLayout):
             found[path.stem] = path
         missing = [name for name in [*self.tags, *self.negatives] if name not in found]
         if missing:
+            other = sorted(p.name for p in self.image_dir.glob(f"{glob_escape(missing[0])}.*")
+                           if p.is_file())
+            if other:
+                raise VweError(f"tags file {self.tags_path} lists '{missing[0]}', whose file "
+                               f"{other[0]} is not a supported image type; convert it to one of "
+                               f"{', '.join(IMAGE_SUFFIXES)} ({len(missing)} of {len(self.tags)} "
+                               "images without a supported file)")
             raise VweError(f"tags file {self.tags_path} lists '{missing[0]}' but {self.image_dir} "
                            f"has no such image ({len(missing)} of {len(self.tags)} missing); add "
                            "the images or remove their lines")
@@ -235,6 +249,15 @@ def found_mask_dir(root: Path) -> Path | None:
     return None
 
 
+def glob_escape(name: str) -> str:
+    return "".join(f"[{c}]" if c in "*?[" else c for c in name)
+
+
+def is_system_file(path: Path) -> bool:
+    """macOS's AppleDouble `._name` companions and other hidden files: never images."""
+    return path.name.startswith(".")
+
+
 def hash_fraction(name: str) -> float:
     """A name's place in [0, 1): the same on every machine and run (sha1, not hash())."""
     return int(hashlib.sha1(name.encode()).hexdigest()[:8], 16) / 2**32
@@ -261,11 +284,16 @@ def read_tags(path: Path) -> dict[str, list[str]]:
 
 
 def _read_csv_tags(path: Path) -> list[tuple[str, str, list[str]]]:
-    with open(path, encoding="utf-8", newline="") as handle:
+    text = read_text_file(path, "tags file")
+    if text.lstrip()[:1] in ("{", "["):
+        raise VweError(f"tags file {path} holds JSON, not CSV; rename it to "
+                       f"{path.with_suffix('.json').name} (JSON is read by its .json suffix)")
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle)
         if reader.fieldnames is None or not {"name", "tags"} <= set(reader.fieldnames):
+            found = ", ".join(reader.fieldnames or []) or "none"
             raise VweError(f"tags file {path} needs the columns name,tags (found "
-                           f"{', '.join(reader.fieldnames or []) or 'none'})")
+                           f"{found[:80] + '…' if len(found) > 80 else found})")
         rows = []
         for line, row in enumerate(reader, start=2):
             name = Path((row["name"] or "").strip()).stem
@@ -276,8 +304,8 @@ def _read_csv_tags(path: Path) -> list[tuple[str, str, list[str]]]:
 
 def _read_json_tags(path: Path) -> list[tuple[str, str, list[str]]]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        data = json.loads(read_text_file(path, "tags file"))
+    except json.JSONDecodeError as err:
         raise VweError(f"tags file {path} is not valid JSON ({err})") from None
     if not isinstance(data, dict) or not all(isinstance(v, list) for v in data.values()):
         raise VweError(f"tags file {path} must map each image name to a list of tags")

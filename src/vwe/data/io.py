@@ -53,6 +53,25 @@ def ensure_writable_dir(path: str | Path, key: str) -> Path:
     return path
 
 
+def read_text_file(path: str | Path, what: str) -> str:
+    """The one reader of users' text files (lists, tags, classes, configs, JSON): UTF-8 with or
+    without the byte-order mark that Excel's "CSV UTF-8" writes; anything else is a VweError
+    naming the file, the first bad byte and the fix. `what` says what the file is for."""
+    path = Path(path)
+    if path.is_dir():
+        raise VweError(f"{what} {path} is a folder; pass the file itself")
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        raise VweError(f"{what} {path} not found") from None
+    try:
+        return raw.decode("utf-8-sig")
+    except UnicodeDecodeError as err:
+        line = raw[:err.start].count(b"\n") + 1
+        raise VweError(f"{what} {path} is not UTF-8 text (byte 0x{raw[err.start]:02x} on line "
+                       f"{line}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
+
+
 def file_key(path: Path) -> tuple[int, int] | Path:
     """What makes two paths one file: device and inode when it exists (links), else the
     resolved path."""
@@ -99,10 +118,12 @@ def read_json(path: str | Path) -> Any:
     """Read a JSON file; VweError naming the file when missing or malformed."""
     path = Path(path)
     try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise VweError(f"{path} not found; run the stage that writes it first") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return json.loads(read_text_file(path, "JSON file"))
+    except VweError:
+        if not path.exists():
+            raise VweError(f"{path} not found; run the stage that writes it first") from None
+        raise
+    except json.JSONDecodeError as err:
         raise VweError(f"{path} is not valid JSON ({err}); delete it and rerun") from None
 
 
@@ -208,6 +229,13 @@ def read_label_map(path: str | Path, shape: tuple[int, ...], num_classes: int, w
     return label
 
 
+def too_large(path: Path, what: str) -> VweError:
+    """Pillow refuses images above 2x its MAX_IMAGE_PIXELS (decompression bombs): not corrupt."""
+    limit = 2 * (Image.MAX_IMAGE_PIXELS or 0) / 1e6
+    return VweError(f"{what} {path} has more than {limit:.0f} megapixels, more than Pillow "
+                    "decodes safely; downscale it (the networks see a few hundred pixels a side)")
+
+
 def image_size(path: str | Path) -> tuple[int, int]:
     """(H, W) from the image header, without decoding the pixels."""
     path = Path(path)
@@ -216,6 +244,8 @@ def image_size(path: str | Path) -> tuple[int, int]:
     try:
         with Image.open(path) as image:
             width, height = image.size
+    except Image.DecompressionBombError:
+        raise too_large(path, "image") from None
     except (OSError, SyntaxError, ValueError) as err:
         raise VweError(f"image {path} cannot be read ({err}); re-download it") from None
     return height, width
@@ -270,7 +300,9 @@ def _open_fully(path: Path, what: str) -> Image.Image:
     try:
         image = Image.open(path)
         image.load()
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as err:
+    except Image.DecompressionBombError:
+        raise too_large(path, what) from None
+    except (OSError, SyntaxError, ValueError) as err:
         raise VweError(
             f"{what} {path} is corrupt or truncated ({err}); re-download it or remove its name "
             "from the list"

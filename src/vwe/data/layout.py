@@ -8,12 +8,12 @@ from pathlib import Path
 
 import numpy as np
 
-from vwe.data.io import image_size, read_mask_file
+from vwe.data.io import image_size, read_mask_file, read_text_file
 
 
 def read_name_list(path: Path) -> list[str]:
     """The first word of every non-empty line: the split lists of every layout."""
-    return [line.split()[0] for line in path.read_text(encoding="utf-8").splitlines()
+    return [line.split()[0] for line in read_text_file(path, "split list").splitlines()
             if line.strip()]
 
 

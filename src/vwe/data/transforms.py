@@ -33,7 +33,7 @@ def resize(img: np.ndarray, size: tuple[int, int], resample: str = "bicubic") ->
 def rescale(img: np.ndarray, scale: float, resample: str = "bicubic") -> np.ndarray:
     """Scale by `scale` to (round(H·s), round(W·s)), numpy half-to-even rounding (IRNet's)."""
     height, width = img.shape[:2]
-    size = (int(np.round(height * scale)), int(np.round(width * scale)))
+    size = (max(1, int(np.round(height * scale))), max(1, int(np.round(width * scale))))
     return resize(img, size, resample)
 
 

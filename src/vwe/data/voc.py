@@ -29,6 +29,7 @@ from vwe.data.io import (
     read_image,
     read_json,
     read_label_png,
+    read_text_file,
     write_json_atomic,
     write_text_atomic,
 )
@@ -70,7 +71,7 @@ class VocLayout(DatasetLayout):
         path = self.root / "classes.txt"
         if not path.is_file():
             return list(VOC_CLASSES)
-        names = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        names = [line.strip() for line in read_text_file(path, "class list").splitlines()]
         names = [name for name in names if name]
         if not names or len(set(names)) != len(names):
             raise VweError(f"{path} must list distinct class names, one per line, "

@@ -50,9 +50,9 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # noqa: BLE001 - any load failure is the file's fault here
-        raise VweError(f"checkpoint {path} cannot be read safely ({load_failure(err)}); is it a "
-                       "vwe checkpoint (vwe import-weights converts the authors' files)?"
-                       ) from None
+        raise VweError(f"checkpoint {path} cannot be read safely ({load_failure(err, path)}); "
+                       "is it a vwe checkpoint (vwe import-weights converts the authors' "
+                       "files)?") from None
     if not isinstance(state, dict):
         raise VweError(f"checkpoint {path} holds a {type(state).__name__}, not a dict of tensors")
     return state

@@ -51,7 +51,7 @@ def read_state_dict(path: str | Path) -> dict[str, Tensor]:
         obj = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as err:  # any unreadable file is the user's to fix
         raise VweError(f"cannot read weights {path} as a plain state dict "
-                       f"({load_failure(err)})") from None
+                       f"({load_failure(err, path)})") from None
     for key in ("state_dict", "model"):
         if isinstance(obj, Mapping) and isinstance(obj.get(key), Mapping):
             obj = obj[key]
@@ -81,8 +81,29 @@ def _first(keys: list[str], n: int = 5) -> str:
     return "[" + ", ".join(keys[:n]) + "]" + (f" (+{len(keys) - n} more)" if len(keys) > n else "")
 
 
-def load_failure(err: Exception) -> str:
-    """Why torch.load refused a file, without torch's advice to unpickle it (never safe here)."""
+FILE_KINDS = ((b"\xff\xd8\xff", "a JPEG image"), (b"\x89PNG", "a PNG image"),
+              (b"GIF8", "a GIF image"), (b"%PDF", "a PDF document"), (b"\x1f\x8b", "gzip data"),
+              (b"{", "JSON or text"), (b"[", "JSON or text"), (b"\x7fELF", "a program"))
+
+
+def file_kind(path: Path) -> str | None:
+    """What a file that torch cannot read looks like, from its first bytes (None: unknown)."""
+    try:
+        with open(path, "rb") as handle:
+            head = handle.read(8).lstrip(b"\xef\xbb\xbf \t\r\n")
+    except OSError:
+        return None
+    if not head:
+        return "empty"
+    return next((kind for magic, kind in FILE_KINDS if head.startswith(magic)), None)
+
+
+def load_failure(err: Exception, path: Path | None = None) -> str:
+    """Why torch.load refused a file, without torch's advice to unpickle it (never safe here):
+    a file that is not a PyTorch file at all is named for what it is (a JPEG, JSON, …)."""
+    kind = file_kind(path) if path is not None else None
+    if kind is not None:
+        return f"it is {kind}, not a PyTorch file"
     text = one_line(str(err))
     if "weights_only" in text or "Unsupported global" in text or "pickle" in text.lower():
         return "it holds pickled Python objects, which vwe never loads"

@@ -26,6 +26,7 @@ from vwe.experiments.runs import (
     run_variants,
     seeds_text,
 )
+from vwe.metrics import format_value
 from vwe.plots import ablation_chart
 
 log = logging.getLogger(__name__)
@@ -33,7 +34,7 @@ log = logging.getLogger(__name__)
 # Table 1 of the paper: CAM mIoU (%) on VOC 2012 train, ResNet-50.
 PAPER_TABLE1 = {"baseline": 48.3, "vwe": 51.1, "hspp": 50.6, "both": 52.9}
 SCORE_KEYS = ("cam_at_bkg", "cam_best", "cam_mark", "cam_body", "labels", "labels_best",
-              "labels_mark", "labels_body")
+              "labels_mark", "labels_body", "seg", "seg_crf")
 NO_WORDS = ["train_cam.losses.word=0", "train_cam.losses.w2i=0", "train_cam.losses.decov=0",
             "cam.fuse_word_cam=false"]
 
@@ -92,9 +93,11 @@ def run(cfg: Config) -> dict[str, Any]:
 def ablation_table(results: list[VariantResult], report: dict[str, Any]) -> str:
     """Mean ± sd over seeds at the configured background score and the best threshold."""
     with_labels = any(result.stats("labels")["n"] for result in results)
+    with_seg = any(result.stats("seg")["n"] for result in results)
     with_parts = any(result.stats("cam_mark")["n"] for result in results)
-    header = (f"{'row':30s}{'at bkg ' + format(report['bkg_score'], 'g'):>14s}"
+    header = (f"{'row':30s}{'at bkg ' + format_value(report['bkg_score']):>14s}"
               f"{'best thr.':>14s}" + (f"{'pseudo':>14s}" if with_labels else "")
+              + (f"{'seg':>14s}{'seg + CRF':>14s}" if with_seg else "")
               + (f"{'mark rec.':>14s}{'body rec.':>14s}" if with_parts else "")
               + f"{'paper':>8s}")
     lines = [f"vwe ablate: {report['preset']} preset, {report['seeds']} seeds, CAM mIoU % on "
@@ -105,6 +108,8 @@ def ablation_table(results: list[VariantResult], report: dict[str, Any]) -> str:
                 f"{mean_sd(result.stats('cam_best')):>14s}")
         if with_labels:
             line += f"{mean_sd(result.stats('labels')):>14s}"
+        if with_seg:
+            line += f"{mean_sd(result.stats('seg')):>14s}{mean_sd(result.stats('seg_crf')):>14s}"
         if with_parts:
             line += (f"{mean_sd(result.stats('cam_mark')):>14s}"
                      f"{mean_sd(result.stats('cam_body')):>14s}")

@@ -24,12 +24,13 @@ from vwe.config import Config, DataConfig, to_yaml, with_overrides
 from vwe.data.io import read_json, write_text_atomic
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
-from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
+from vwe.pipeline import CAM_STAGES, REFINE_STAGES, SEG_STAGES, run_stages
 
 log = logging.getLogger(__name__)
 
 THROUGH = {"eval-cam": ("pretrain", *CAM_STAGES),
-           "eval-labels": ("pretrain", *CAM_STAGES, *REFINE_STAGES)}
+           "eval-labels": ("pretrain", *CAM_STAGES, *REFINE_STAGES),
+           "eval-seg": ("pretrain", *CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)}
 
 
 @dataclass(frozen=True)
@@ -76,6 +77,8 @@ def run_variants(cfg: Config, variants: Sequence[Variant], seeds: int, through: 
     """Every (variant, seed) run, seed by seed so a shared training exists before its users."""
     if through not in THROUGH:
         raise VweError(f"--through {through}: choose one of {', '.join(THROUGH)}")
+    for variant in variants:  # every row's config checked before the first one trains
+        variant_config(cfg, variant, 1, through, parent)
     ensure_generated_dataset(cfg)
     results = {v.slug: VariantResult(v) for v in variants}
     for seed in range(1, seeds + 1):
@@ -146,7 +149,8 @@ def _link_or_copy(source: Path, target: Path) -> None:
 
 def run_scores(run_dir: RunDir) -> dict[str, Any]:
     """mIoU (%) of a run's fused CAM at the configured background score and at the sweep's best
-    threshold, and the pseudo labels' when they were made."""
+    threshold, and the pseudo labels' and the segmentation's (without and with CRF) when they
+    were made."""
     scores: dict[str, Any] = {}
     cam_json = run_dir.eval_json("eval_cam")
     if cam_json.is_file():
@@ -164,6 +168,12 @@ def run_scores(run_dir: RunDir) -> dict[str, Any]:
         scores.update(_part_scores("labels", report.get("parts")))
         if report.get("sweep"):
             scores["labels_best"] = _percent(report["sweep"]["best"]["miou"])
+    seg_json = run_dir.eval_json("eval_seg")
+    if seg_json.is_file():
+        variants = read_json(seg_json)["variants"]
+        scores["seg"] = _percent(variants["raw"]["miou"])
+        if "crf" in variants:
+            scores["seg_crf"] = _percent(variants["crf"]["miou"])
     return scores
 
 

@@ -20,7 +20,7 @@ from vwe.plots import sweep_chart
 
 log = logging.getLogger(__name__)
 
-SCORE_KEYS = ("cam_at_bkg", "cam_best", "labels", "labels_best")
+SCORE_KEYS = ("cam_at_bkg", "cam_best", "labels", "labels_best", "seg", "seg_crf")
 
 
 def slug(key: str, value: Any) -> str:
@@ -43,11 +43,16 @@ def run(cfg: Config) -> dict[str, Any]:
     write_json_atomic(parent / "sweep.json", report)
     title = f"{key} on {Path(cfg.data.root).name}: CAM mIoU, {seeds_text(settings.seeds)}"
     chart = sweep_chart(parent / "sweep.png", key, values, rows, title)
-    header = f"{key:24s}{'at bkg ' + format_value(cfg.eval_cam.bkg_score):>14s}{'best thr.':>14s}"
-    lines = [f"vwe sweep: {key}, {settings.seeds} seeds, CAM mIoU % on {cfg.eval_cam.split}",
-             header, "-" * len(header)]
+    later = [(name, column) for name, column in (("labels", "pseudo"), ("seg", "seg"),
+                                                 ("seg_crf", "seg + CRF"))
+             if any(result.stats(name)["n"] for result in results)]
+    header = (f"{key:24s}{'at bkg ' + format_value(cfg.eval_cam.bkg_score):>14s}"
+              f"{'best thr.':>14s}" + "".join(f"{column:>14s}" for _, column in later))
+    lines = [f"vwe sweep: {key}, {settings.seeds} seeds, mIoU % (CAM on "
+             f"{cfg.eval_cam.split})", header, "-" * len(header)]
     for value, result in zip(values, results):
         lines.append(f"{str(value):24s}{mean_sd(result.stats('cam_at_bkg')):>14s}"
-                     f"{mean_sd(result.stats('cam_best')):>14s}")
+                     f"{mean_sd(result.stats('cam_best')):>14s}"
+                     + "".join(f"{mean_sd(result.stats(name)):>14s}" for name, _ in later))
     log.info("sweep: %s and %s", parent / "sweep.json", chart)
     return {"table": "\n".join(lines), "json": str(parent / "sweep.json"), "chart": str(chart)}

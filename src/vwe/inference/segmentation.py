@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import numpy as np
@@ -38,6 +39,21 @@ def predict_logits(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip
     return predict_logits_batch(model, pixels[None], scales, flip, flip_fusion, scale_fusion)[0]
 
 
+# the smallest side a network input gets: a smaller image (a thumbnail, a 1-pixel file, a tiny
+# outer scale) is enlarged to it, so MSC's 0.5 and the stride-16 trunk still see pixels
+MIN_FORWARD_SIDE = 16
+
+
+def forward_size(height: int, width: int, scale: float) -> tuple[int, int]:
+    """(round(H·s), round(W·s)), enlarged (aspect kept) when its short side is below
+    MIN_FORWARD_SIDE; images of ordinary size are untouched."""
+    size = (max(1, round(height * scale)), max(1, round(width * scale)))
+    if min(size) >= MIN_FORWARD_SIDE:
+        return size
+    grow = MIN_FORWARD_SIDE / min(size)
+    return (math.ceil(size[0] * grow), math.ceil(size[1] * grow))
+
+
 @torch.no_grad()
 def predict_logits_batch(model: MSC, pixels: np.ndarray, scales: Sequence[float], flip: bool,
                          flip_fusion: str = "sum", scale_fusion: str = "max") -> torch.Tensor:
@@ -48,7 +64,7 @@ def predict_logits_batch(model: MSC, pixels: np.ndarray, scales: Sequence[float]
     count, height, width = pixels.shape[:3]
     per_scale = []
     for scale in scales:
-        size = (max(1, round(height * scale)), max(1, round(width * scale)))
+        size = forward_size(height, width, scale)
         scaled = images if size == (height, width) else F.interpolate(
             images, size=size, mode="bilinear", align_corners=False)
         batch = torch.cat([scaled, scaled.flip(-1)]) if flip else scaled

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 
 from vwe.config import CamConfig, Config
-from vwe.data.folder import IMAGE_SUFFIXES, read_tags
+from vwe.data.folder import IMAGE_SUFFIXES, is_system_file, read_tags
 from vwe.data.io import (
     image_size,
     read_image,
@@ -114,8 +114,8 @@ def collect_inputs(inputs: list[str]) -> dict[str, Path]:
 def _expand(given: str) -> list[Path]:
     path = Path(given)
     if path.is_dir():
-        images = sorted(p for p in path.iterdir()
-                        if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        images = sorted(p for p in path.iterdir() if p.is_file()
+                        and p.suffix.lower() in IMAGE_SUFFIXES and not is_system_file(p))
         if not images:
             raise VweError(f"folder {path} holds no images ({', '.join(IMAGE_SUFFIXES)})")
         return images
@@ -123,7 +123,8 @@ def _expand(given: str) -> list[Path]:
         return [path]
     if glob.has_magic(given):
         matched = sorted(Path(p) for p in glob.glob(given, recursive=True)
-                         if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES)
+                         if Path(p).is_file() and Path(p).suffix.lower() in IMAGE_SUFFIXES
+                         and not is_system_file(Path(p)))
         if not matched:
             raise VweError(f"pattern '{given}' matches no image file")
         return matched
