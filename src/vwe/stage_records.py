@@ -67,8 +67,16 @@ def _train_cam(cfg: Config, run: RunDir) -> Record:
                                           **weights_identity(cfg.model.pretrained)})
 
 
+def _at_default(key: str, value: bool) -> list[str]:
+    """`key` left out of a digest while it has its default (True): a key added later keeps the
+    records written before it current (docs/pipeline.md#trained-scale)."""
+    return [key] if value else []
+
+
 def _make_cam(cfg: Config, run: RunDir) -> Record:
-    settings = flat_settings(cfg, ["cam"], ["cam.split", "cam.checkpoint", "cam.batch_images"])
+    settings = flat_settings(cfg, ["cam"], ["cam.split", "cam.checkpoint", "cam.batch_images",
+                                            *_at_default("cam.trained_scale",
+                                                         cfg.cam.trained_scale)])
     return Record("make_cam", settings, {"dataset": dataset_identity(cfg),
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 
@@ -124,7 +132,9 @@ def _train_seg(cfg: Config, run: RunDir) -> Record:
 def _infer_seg(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["infer_seg", "seg.backbone", "seg.layout", "seg.msc_scales"],
                              ["infer_seg.split", "infer_seg.checkpoint", "infer_seg.out_dir",
-                              "infer_seg.crf.workers", "infer_seg.crf.enabled"])
+                              "infer_seg.crf.workers", "infer_seg.crf.enabled",
+                              *_at_default("infer_seg.trained_scale",
+                                           cfg.infer_seg.trained_scale)])
     return Record("infer_seg", settings, {"dataset": dataset_identity(cfg),
                                           "checkpoint": file_identity(run.seg_checkpoint)})
 

@@ -338,3 +338,22 @@ def test_make_cam_batches_images_of_one_size_with_the_same_files(cam_run, tiny_d
         assert batches == []  # same record: every file is current
     finally:
         (split / "batched.txt").unlink()
+
+
+def test_images_outside_the_trained_long_sides_are_scaled_into_them(tiny_dataset):
+    """CamInputs scales every inference scale by the image's long-side factor; inside the range
+    (or with no range) the pairs are the image's own sizes."""
+    from vwe.data.voc import VocLayout
+    from vwe.stages.make_cam import CamInputs
+
+    layout = VocLayout(tiny_dataset)
+    name = layout.read_split("val")[0]
+    height, width = Image.open(layout.image_path(name)).size[::-1]
+    long_side = max(height, width)
+    for long_range, factor in ((None, 1.0), ((long_side // 2, long_side // 2), 0.5),
+                               ((long_side, 4 * long_side), 1.0)):
+        _, size, pairs = CamInputs(layout, [name], [1.0, 2.0], long_range)[0]
+        assert size == (height, width)  # the maps are made at the image's own size
+        got = [tuple(pair.shape[-2:]) for pair in pairs]
+        want = [(round(height * s * factor), round(width * s * factor)) for s in (1.0, 2.0)]
+        assert got == want

@@ -211,3 +211,30 @@ def test_images_smaller_than_the_stride_get_masks_of_their_size(seg_run, tmp_pat
                  "--out", str(out)]) == 0
     assert read_label_png(out / "masks" / "dot.png").shape == (1, 1)
     assert read_label_png(out / "masks" / "thumb.png").shape == (3, 7)
+
+
+def test_a_photo_larger_than_training_is_seen_at_the_trained_scale(seg_run, new_images,
+                                                                   tmp_path):
+    """DeepLab trained on long sides [lo, hi] (its checkpoint says): a photo 5x larger is
+    predicted at hi / long side and its mask resized back; trained_scale=false predicts at full
+    size (docs/pipeline.md#trained-scale)."""
+    from vwe.data.segmentation import normalize_pixels
+    from vwe.inference.segmentation import predict_logits_batch
+
+    checkpoint = seg_run / "train_seg" / "final.pt"
+    low, high = load_checkpoint(checkpoint)["trained_long_side"]
+    folder, _ = new_images
+    small = read_image(sorted(folder.glob("*.jpg"))[0])
+    big = np.asarray(Image.fromarray(small).resize((small.shape[1] * 5, small.shape[0] * 5)))
+    assert max(big.shape[:2]) > high >= low
+    (tmp_path / "big").mkdir()
+    Image.fromarray(big).save(tmp_path / "big" / "big.png")
+    model = load_trained(checkpoint, "deeplab").model
+    mean, std, bgr = input_normalization(model_layout(checkpoint))
+    pixels = normalize_pixels(big, mean, std, bgr)[None]
+    for trained_scale, scale in ((True, high / max(big.shape[:2])), (False, 1.0)):
+        out = tmp_path / f"out{trained_scale}"
+        assert main(["predict", str(checkpoint), str(tmp_path / "big"), "--out", str(out),
+                     f"predict.trained_scale={str(trained_scale).lower()}"]) == 0
+        expected = predict_logits_batch(model, pixels, [scale], False)[0].argmax(0).numpy()
+        np.testing.assert_array_equal(read_label_png(out / "masks" / "big.png"), expected)

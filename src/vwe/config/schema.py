@@ -164,6 +164,9 @@ class CamConfig:
     # consecutive images of one size per forward (same CAMs; keeps a GPU busy, halved while it
     # does not fit; docs/performance.md#make-cam)
     batch_images: int = check(1, ge=1)
+    # an image whose long side is outside the trained train_cam.resize_long is scaled to its
+    # nearest end first (docs/pipeline.md#trained-scale); false: every image at its own size
+    trained_scale: bool = True
 
 
 @dataclass
@@ -348,6 +351,9 @@ class InferSegConfig:
     # outer scales; ToCo 1, 1.25, 1.5
     scales: list[float] = check(factory=lambda: [1.0], each=True, gt=0)
     flip: bool = False  # also the mirrored image at every outer scale
+    # an image outside the long sides DeepLab trained at (its checkpoint says) is scaled into
+    # them first (docs/pipeline.md#trained-scale); false: every image at its own size
+    trained_scale: bool = True
     # sum (irn#26, ToCo) | max | mean: an image's logits and its twin's
     flip_fusion: str = check("sum", choices=("sum", "max", "mean"))
     # max (ToCo) | sum | mean over outer scales, at full size
@@ -413,6 +419,9 @@ class PredictConfig:
     flip_fusion: str = check("sum", choices=("sum", "max", "mean"))  # DeepLab
     scale_fusion: str = check("max", choices=("sum", "max", "mean"))  # DeepLab
     msc: bool = True  # DeepLab: the model's own MSC scales, as at training
+    # scale an image outside the long sides the network trained at into them first, as make-cam
+    # and infer-seg do (docs/pipeline.md#trained-scale)
+    trained_scale: bool = True
     crf: bool = False  # dense CRF on the probabilities (parameters: infer_seg.crf.*)
     batch_size: int = check(1, ge=1)  # DeepLab: images of one size per forward
     overlay: bool = True  # overlays/<name>.png: image + mask colours + legend

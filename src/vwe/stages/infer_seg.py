@@ -33,6 +33,7 @@ from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.inference.segmentation import crf_image, crf_kwargs, predict_logits
+from vwe.inference.trained_scale import LongSideRange, at_trained_scale, trained_long_side
 from vwe.models.deeplab import MSC, input_normalization
 from vwe.refine.crf import crf_inference_prob
 from vwe.stage_records import stage_record
@@ -42,16 +43,19 @@ log = logging.getLogger(__name__)
 ARCH_KEYS = ("backbone", "layout")  # seg.* keys that must match the checkpoint
 
 
-def load_seg_model(cfg: Config, num_classes: int, device: torch.device) -> MSC:
+def load_seg_model(cfg: Config, num_classes: int, device: torch.device
+                   ) -> tuple[MSC, LongSideRange | None]:
     """The trained DeepLab as its checkpoint records it (seg.backbone and seg.layout must agree),
     with the MSC scales of seg.msc_scales, or none when infer_seg.msc is off. Fixed batch norm in
-    eval equals a BatchNorm2d in eval: one build serves both seg.frozen_bn."""
+    eval equals a BatchNorm2d in eval: one build serves both seg.frozen_bn. Also the long sides
+    it trained at (docs/pipeline.md#trained-scale)."""
     seg = cfg.seg
     must_match = {f"seg.{key}": (key, getattr(seg, key)) for key in ARCH_KEYS}
     scales = list(seg.msc_scales) if cfg.infer_seg.msc else []
     trained = load_trained(RunDir(cfg).seg_checkpoint, "deeplab", num_classes, must_match,
                            overrides={"msc_scales": scales})
-    return trained.model.to(device)
+    long_range = trained_long_side(trained.state) if cfg.infer_seg.trained_scale else None
+    return trained.model.to(device), long_range
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -66,19 +70,20 @@ def infer(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         ensure_writable_dir(out_dir / kind, "infer_seg.out_dir")
     layout = open_dataset(cfg.data)
     names = layout.read_split(infer_cfg.split)
-    model = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
+    model, long_range = load_seg_model(cfg, layout.num_classes + 1, ctx.device)
     outputs = ImageOutputs((out_dir,), lambda n: [RunDir.prediction_file(out_dir, k, n)
                                                   for k in kinds], ("raw/*.png", "crf/*.png"))
     result = run_per_image("infer_seg", names, outputs, stage_record(cfg, "infer_seg"),
                            cfg.overwrite, ctx,
-                           lambda todo: predict_all(cfg, model, layout, todo, out_dir))
+                           lambda todo: predict_all(cfg, model, layout, todo, out_dir,
+                                                    long_range))
     log.info("infer-seg: %d images of %s in %s", len(names), infer_cfg.split, out_dir)
     return {"pred_dir": str(out_dir), "split": infer_cfg.split, "images": len(names),
             "computed": len(result.computed), "crf": infer_cfg.crf.enabled}
 
 
 def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
-                out_dir: Path) -> Iterator[str]:
+                out_dir: Path, long_range: LongSideRange | None = None) -> Iterator[str]:
     """Network on this process, CRF in `crf.workers` processes (at most 2 per worker queued);
     yields each image's name once all its PNGs are written."""
     infer_cfg, crf = cfg.infer_seg, cfg.infer_seg.crf
@@ -91,8 +96,9 @@ def predict_all(cfg: Config, model: MSC, layout: VocLayout, names: list[str],
         for name in names:
             image = read_image(layout.image_path(name))
             with autocast(next(model.parameters()).device, infer_cfg.amp):
+                scales = at_trained_scale(infer_cfg.scales, image.shape[:2], long_range)
                 logits = predict_logits(model, normalize_pixels(image, mean, std, bgr),
-                                        infer_cfg.scales, infer_cfg.flip, infer_cfg.flip_fusion,
+                                        scales, infer_cfg.flip, infer_cfg.flip_fusion,
                                         infer_cfg.scale_fusion)
             probs = torch.softmax(logits, dim=0).cpu().numpy()
             _write(RunDir.prediction_file(out_dir, "raw", name), probs)

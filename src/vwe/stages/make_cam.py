@@ -35,6 +35,7 @@ from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
 from vwe.inference.cams import cams_of_images, scaled_pairs
+from vwe.inference.trained_scale import LongSideRange, at_trained_scale, trained_long_side
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.cam_net import CamNet
 from vwe.stage_records import stage_record
@@ -43,9 +44,10 @@ log = logging.getLogger(__name__)
 
 
 def load_cam_net(cfg: Config, num_classes: int, device: torch.device
-                 ) -> tuple[CamNet, torch.Tensor | None]:
+                 ) -> tuple[CamNet, torch.Tensor | None, LongSideRange | None]:
     """The trained network, as its checkpoint records it (every model.* key of the config must
-    agree), and its memory-bank codebook."""
+    agree), its memory-bank codebook and the long sides it trained at (None with
+    cam.trained_scale off or when the checkpoint does not say)."""
     model_keys = {f"model.{f.name}": (f.name, getattr(cfg.model, f.name))
                   for f in dataclasses.fields(cfg.model) if f.name != "pretrained"}
     trained = load_trained(RunDir(cfg).cam_checkpoint, "cam_net", num_classes, model_keys)
@@ -55,15 +57,18 @@ def load_cam_net(cfg: Config, num_classes: int, device: torch.device
     # (contiguous: 5e-6, as the authors' code), so the CPU keeps the accurate layout
     layout = torch.channels_last if device.type == "cuda" else torch.contiguous_format
     model = fold_batch_norm(trained.model).to(device, memory_format=layout)
-    return model, (codebook.to(device) if codebook is not None else None)
+    long_range = trained_long_side(trained.state) if cfg.cam.trained_scale else None
+    return model, (codebook.to(device) if codebook is not None else None), long_range
 
 
 class CamInputs(Dataset):
     """Per image: its name, (H, W) and the `scaled_pairs` of cam.scales, made in DataLoader
     workers ahead of the network (docs/performance.md#make-cam)."""
 
-    def __init__(self, layout: VocLayout, names: list[str], scales: list[float]) -> None:
+    def __init__(self, layout: VocLayout, names: list[str], scales: list[float],
+                 long_range: LongSideRange | None = None) -> None:
         self.layout, self.names, self.scales = layout, names, list(scales)
+        self.long_range = long_range
 
     def __len__(self) -> int:
         return len(self.names)
@@ -71,7 +76,8 @@ class CamInputs(Dataset):
     def __getitem__(self, index: int) -> tuple[str, tuple[int, int], list[torch.Tensor]]:
         name = self.names[index]
         image = read_image(self.layout.image_path(name))
-        return name, tuple(image.shape[:2]), scaled_pairs(image, self.scales)
+        scales = at_trained_scale(self.scales, image.shape[:2], self.long_range)
+        return name, tuple(image.shape[:2]), scaled_pairs(image, scales)
 
 
 def _as_is(sample: Any) -> Any:
@@ -126,13 +132,13 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
     run_dir = RunDir(cfg)
     layout = open_dataset(cfg.data)
     names, labels = layout.split_with_labels(cfg.cam.split)
-    model, codebook = load_cam_net(cfg, len(layout.class_names), ctx.device)
+    model, codebook, long_range = load_cam_net(cfg, len(layout.class_names), ctx.device)
     out_dir = run_dir.cams
 
     def process(todo: list[str]) -> Iterator[None]:
         if cfg.cam.batch_images > 1:  # images of one size next to each other (headers only)
             todo = sorted(todo, key=lambda name: image_size(layout.image_path(name)))
-        loader = DataLoader(CamInputs(layout, todo, cfg.cam.scales), batch_size=None,
+        loader = DataLoader(CamInputs(layout, todo, cfg.cam.scales, long_range), batch_size=None,
                             collate_fn=_as_is, num_workers=min(cfg.data.num_workers, len(todo)),
                             pin_memory=ctx.device.type == "cuda")
         with ThreadPoolExecutor(max_workers=1) as writer:  # deflate overlaps the next images

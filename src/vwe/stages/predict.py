@@ -34,7 +34,7 @@ from vwe.data.io import (
     write_json_atomic,
 )
 from vwe.data.segmentation import normalize_pixels
-from vwe.data.transforms import normalize
+from vwe.data.transforms import normalize, rescale
 from vwe.engine import distributed as dist_utils
 from vwe.engine.checkpoint import Trained, load_checkpoint, load_trained
 from vwe.engine.distributed import DistContext
@@ -44,6 +44,12 @@ from vwe.engine.records import Record, file_identity, flat_settings
 from vwe.errors import VweError
 from vwe.inference.cams import multiscale_cams
 from vwe.inference.segmentation import crf_kwargs, predict_logits_batch
+from vwe.inference.trained_scale import (
+    LongSideRange,
+    at_trained_scale,
+    long_side_factor,
+    trained_long_side,
+)
 from vwe.models.deeplab import input_normalization
 from vwe.refine.crf import crf_inference_prob
 from vwe.visualize import prediction_overlay, save_image
@@ -64,6 +70,7 @@ class Predictor:
     kind: str
     class_names: list[str]
     codebook: torch.Tensor | None = None
+    long_range: LongSideRange | None = None  # the long sides it trained at (trained_scale)
 
 
 def run(cfg: Config) -> dict[str, Any]:
@@ -178,8 +185,9 @@ def load_predictor(path: str, cfg: Config, device: torch.device) -> Predictor:
     if len(names) != num_classes:  # an imported checkpoint without names: numbered classes
         names = ["background", *[f"class {i}" for i in range(1, num_classes)]]
     codebook = trained.state.get("codebook")
+    long_range = trained_long_side(trained.state) if cfg.predict.trained_scale else None
     return Predictor(Trained(trained.model.to(device), trained.state, trained.path), kind, names,
-                     codebook.to(device) if codebook is not None else None)
+                     codebook.to(device) if codebook is not None else None, long_range)
 
 
 def predict_record(cfg: Config, kind: str) -> Record:
@@ -264,7 +272,8 @@ def deeplab_probs(cfg: Config, predictor: Predictor, images: list[np.ndarray]
     pixels = np.stack([normalize_pixels(image, mean, std, bgr) for image in images])
     model = predictor.trained.model
     with autocast(next(model.parameters()).device, settings.amp):
-        logits = predict_logits_batch(model, pixels, settings.scales, settings.flip,
+        scales = at_trained_scale(settings.scales, images[0].shape[:2], predictor.long_range)
+        logits = predict_logits_batch(model, pixels, scales, settings.flip,
                                       settings.flip_fusion, settings.scale_fusion)
     probs = torch.softmax(logits, dim=1).cpu().numpy()
     if settings.crf:
@@ -291,7 +300,9 @@ def cam_classes(cfg: Config, predictor: Predictor, image: np.ndarray, name: str,
         return np.asarray(sorted(foreground.index(t) for t in tags[name]), dtype=np.int64)
     model = predictor.trained.model
     device = next(model.parameters()).device
-    pixels = torch.from_numpy(normalize(image).transpose(2, 0, 1).copy())[None].to(device)
+    factor = long_side_factor(image.shape[:2], predictor.long_range)
+    seen = rescale(image, factor) if factor != 1.0 else image  # the objects at trained size
+    pixels = torch.from_numpy(normalize(seen).transpose(2, 0, 1).copy())[None].to(device)
     with autocast(device, cfg.predict.amp):
         logits = model(pixels, codebook=predictor.codebook).img_logits[0]
     scores = torch.sigmoid(logits.float()).cpu()
@@ -303,7 +314,8 @@ def cam_mask(cfg: Config, predictor: Predictor, image: np.ndarray, keys: np.ndar
              ) -> tuple[np.ndarray, np.ndarray]:
     """The CAM mask (H, W) uint8 — argmax over [background score; CAMs], ties to background —
     and the CAMs (K, H, W) float32 of the 0-based classes `keys`."""
-    cam_cfg = CamConfig(scales=list(cfg.predict.scales), flip_fusion=cfg.cam.flip_fusion,
+    scales = at_trained_scale(cfg.predict.scales, image.shape[:2], predictor.long_range)
+    cam_cfg = CamConfig(scales=scales, flip_fusion=cfg.cam.flip_fusion,
                         fuse_word_cam=cfg.cam.fuse_word_cam,
                         high_res_resize=cfg.cam.high_res_resize, amp=cfg.predict.amp)
     cams = multiscale_cams(predictor.trained.model, image, keys, cam_cfg,

@@ -129,6 +129,8 @@ def checkpoint_extras(codebook: torch.Tensor | None, cfg: Config,
         "arch": arch_entry("cam_net", cam_net_kwargs(cfg, len(class_names))),
         "num_classes": len(class_names), "class_names": list(class_names),
         "config": to_yaml(cfg),
+        # the long sides training showed (docs/pipeline.md#trained-scale)
+        "trained_long_side": [int(side) for side in cfg.train_cam.resize_long],
     }
     if codebook is not None:
         state["codebook"] = codebook.detach().cpu().clone()

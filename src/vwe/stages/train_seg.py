@@ -31,6 +31,7 @@ from vwe.engine.run_dir import RunDir
 from vwe.engine.training import prepare_training_dir
 from vwe.engine.weights import resolve_generated
 from vwe.errors import VweError
+from vwe.inference.trained_scale import seg_training_long_side
 from vwe.models.backbone import use_batch_statistics
 from vwe.models.deeplab import (
     MSC,
@@ -82,11 +83,16 @@ def check_batch(tc: TrainSegConfig, ctx: DistContext) -> int:
     return tc.batch_size // splits
 
 
-def checkpoint_extras(cfg: Config, class_names: list[str]) -> dict[str, Any]:
-    """Beside the base net's weights: what infer-seg needs, as plain data."""
-    return {"num_classes": len(class_names), "class_names": list(class_names),
-            "arch": arch_entry("deeplab", deeplab_kwargs(cfg, len(class_names))),
-            "recipe": cfg.train_seg.recipe, "config": to_yaml(cfg)}
+def checkpoint_extras(cfg: Config, class_names: list[str],
+                      trained_long_side: tuple[int, int] | None = None) -> dict[str, Any]:
+    """Beside the base net's weights: what infer-seg needs, as plain data (with the long sides
+    training showed, docs/pipeline.md#trained-scale)."""
+    extras = {"num_classes": len(class_names), "class_names": list(class_names),
+              "arch": arch_entry("deeplab", deeplab_kwargs(cfg, len(class_names))),
+              "recipe": cfg.train_seg.recipe, "config": to_yaml(cfg)}
+    if trained_long_side is not None:
+        extras["trained_long_side"] = list(trained_long_side)
+    return extras
 
 
 def make_dataset(cfg: Config, layout: VocLayout, labels: Path) -> SegTrainDataset:
@@ -121,6 +127,7 @@ def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
         require_input(cfg, "pseudo_labels", run_dir.pseudo_labels)
     layout = open_dataset(cfg.data)
     dataset = make_dataset(cfg, layout, run_dir.seg_train_labels)
+    long_sides = seg_training_long_side(layout, dataset.names, tc.scales)
     class_names = ["background", *layout.class_names]
     resuming = tc.resume and start.out.last.exists()
     torch.manual_seed(cfg.seed)
@@ -131,7 +138,8 @@ def train(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     step_fn = SegTrainStep(cfg, tc, ctx, model, optimizer)
     job = TrainingJob("train_seg", tc, start, ctx, model, optimizer, dataset, tc.iterations,
                       cfg.seed, cfg.data.num_workers, step_fn,
-                      state=lambda: checkpoint_extras(cfg, class_names), saved=model.base,
+                      state=lambda: checkpoint_extras(cfg, class_names, long_sides),
+                      saved=model.base,
                       save_each_epoch=False)
     return train_loop(job)
 
