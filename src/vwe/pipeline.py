@@ -189,8 +189,27 @@ def run_supervised(cfg: Config, summaries: dict[str, dict]) -> None:
         summaries["supervised"] = done["eval_seg"]
 
 
+def check_dataset(cfg: Config) -> None:
+    """Every split the pipeline reads, and every image they list, checked before the first
+    stage: a broken tags file or a missing photo stops the run in one line before minutes of
+    pretraining or training, not after them (headers are not read: a stat per image)."""
+    from vwe.data.voc import open_dataset
+
+    layout = open_dataset(cfg.data)
+    splits = {cfg.data.train_list, cfg.cam.split, cfg.eval_cam.split, cfg.pseudo_labels.split,
+              cfg.train_seg.train_list, cfg.infer_seg.split, cfg.eval_seg.split} - {""}
+    for split in sorted(splits):
+        for name in layout.read_split(split):
+            if not layout.image_path(name).is_file():
+                raise VweError(f"split '{split}' lists '{name}' but {layout.image_path(name)} "
+                               "does not exist; restore the image or remove its line")
+    log.info("dataset %s: %s checked before the first stage", cfg.data.root,
+             ", ".join(sorted(splits)))
+
+
 def run(cfg: Config) -> dict:
     """`vwe run`: the whole pipeline from one config and one run directory."""
+    check_dataset(cfg)
     summaries = run_stages(cfg, PIPELINE, cfg.pipeline.from_stage or None)
     run_supervised(cfg, summaries)
     table = stage_table(summaries, cfg.preset, f"vwe run: {cfg.run_dir}")

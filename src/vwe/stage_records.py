@@ -27,8 +27,11 @@ from vwe.engine.run_dir import RunDir
 from vwe.engine.weights import resolve_generated
 
 
-def _training_exclude(section: str) -> list[str]:
-    return [f"{section}.{key}" for key in RUN_CONTROL]
+def _training_exclude(section: str, cfg: Config | None = None) -> list[str]:
+    """Keys that do not change the weights, and `steps` while 0 (a key added later: records
+    written before it stay current)."""
+    unset = [f"{section}.steps"] if cfg is not None and not getattr(cfg, section).steps else []
+    return [f"{section}.{key}" for key in RUN_CONTROL] + unset
 
 
 def dataset_identity(cfg: Config) -> str:
@@ -61,7 +64,7 @@ def weights_identity(spec: str) -> dict[str, str]:
 def _train_cam(cfg: Config, run: RunDir) -> Record:
     cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model", "train_cam"],
-                             _training_exclude("train_cam"))
+                             _training_exclude("train_cam", cfg))
     return Record("train_cam", settings, {"dataset": dataset_identity(cfg),
                                           "labels": labels_identity(cfg, cfg.data.train_list),
                                           **weights_identity(cfg.model.pretrained)})
@@ -94,7 +97,7 @@ def _ir_labels(cfg: Config, run: RunDir) -> Record:
 def _train_irn(cfg: Config, run: RunDir) -> Record:
     cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model.backbone", "train_irn"],
-                             _training_exclude("train_irn"))
+                             _training_exclude("train_irn", cfg))
     inputs = {"dataset": dataset_identity(cfg), "ir_labels": folder_identity(run.ir_labels)}
     init = cfg.train_irn.backbone_init
     if init == "cam":

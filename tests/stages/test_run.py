@@ -153,3 +153,21 @@ def test_run_on_a_folder_dataset_without_masks_goes_to_the_end(tiny_dataset, tmp
             np.testing.assert_allclose(torch.softmax(torch.from_numpy(logits), 0).numpy(), probs,
                                        atol=1e-4)
             assert (logits.argmax(0) == mask).mean() > 0.999
+
+
+def test_a_missing_photo_stops_vwe_run_before_any_stage(tiny_dataset, tmp_path,
+                                                       refine_overrides, capsys):
+    """The whole dataset is checked first: a split naming a photo that is gone stops `vwe run`
+    in one line before pretraining or training writes anything."""
+    root = tmp_path / "data"
+    shutil.copytree(tiny_dataset, root)
+    gone = (root / "ImageSets" / "Segmentation" / "val.txt").read_text().split()[-1]
+    (root / "JPEGImages" / f"{gone}.jpg").unlink()
+    run_dir = tmp_path / "run"
+    args = ["run", *refine_overrides(root, run_dir), *SEG, "model.pretrained=generated",
+            f"pretrain.cache_dir={tmp_path / 'cache'}"]
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert f"lists '{gone}'" in err and "does not exist" in err and "Traceback" not in err
+    assert not (tmp_path / "cache").exists() and not (run_dir / "done").exists()
+    assert not (run_dir / "train_cam").exists()

@@ -120,3 +120,18 @@ def test_compile_trains_the_same_network_to_float_rounding(tiny_dataset, tmp_pat
     assert main(["train-cam", *tiny_overrides(tiny_dataset, compiled,
                                               "train_cam.compile=true")]) == 0
     assert_same_state(final_weights(eager), final_weights(compiled), atol=1e-4)
+
+
+def test_a_recipe_in_steps_runs_exactly_that_many_whatever_the_dataset(tiny_dataset, tmp_path,
+                                                                       capsys):
+    """train_cam.steps=3 with epochs=1 (and no cap): 3 steps, said when training starts;
+    the record of a run without the key is unchanged (steps left out of it while 0)."""
+    from vwe.config import load_config
+    from vwe.stage_records import stage_record
+
+    args = [a for a in tiny_overrides(tiny_dataset, tmp_path / "run") if "max_steps" not in a]
+    assert main(["train-cam", *args, "train_cam.epochs=1", "train_cam.steps=3"]) == 0
+    assert final_weights(tmp_path / "run")["step"] == 3
+    assert "train-cam: 3 steps of batch 4" in capsys.readouterr().err
+    settings = stage_record(load_config(None, args), "train_cam").settings
+    assert "train_cam.steps" not in settings and "train_cam.epochs" in settings

@@ -133,6 +133,9 @@ class TrainCamConfig(LoopSettings):
     epochs: int = check(6, ge=1)
     # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
     max_steps: int = check(0, ge=0)
+    # >0: exactly this many steps whatever the dataset's size (a recipe stated in steps; epochs
+    # are then ignored); 0: from epochs
+    steps: int = check(0, ge=0)
     lr: float = check(0.01, gt=0)  # backbone; new layers get lr * new_lr_mult
     new_lr_mult: float = check(10.0, gt=0)
     weight_decay: float = check(1.0e-4, ge=0)
@@ -218,6 +221,9 @@ class TrainIrnConfig(LoopSettings):
     epochs: int = check(3, ge=1)  # irn_num_epoches
     # 0: floor(N / batch_size) * epochs; >0 caps the run (smoke tests)
     max_steps: int = check(0, ge=0)
+    # >0: exactly this many steps whatever the dataset's size (a recipe stated in steps; epochs
+    # are then ignored); 0: from epochs
+    steps: int = check(0, ge=0)
     # edge branch; the displacement branch trains at 10 * lr (docs/refinement.md#network)
     lr: float = check(0.1, gt=0)
     weight_decay: float = check(1.0e-4, ge=0)

@@ -35,12 +35,13 @@ log = logging.getLogger(__name__)
 
 
 def total_steps(num_items: int, cfg: Config) -> int:
-    """max_step = ⌊N/B⌋·epochs (authors), optionally capped by train_cam.max_steps."""
+    """max_step = ⌊N/B⌋·epochs (authors), or train_cam.steps when set; optionally capped by
+    train_cam.max_steps."""
     per_epoch = num_items // cfg.train_cam.batch_size
     if per_epoch == 0:
         raise VweError(f"split '{cfg.data.train_list}' has {num_items} images, fewer than "
                        f"train_cam.batch_size={cfg.train_cam.batch_size}; lower the batch size")
-    steps = per_epoch * cfg.train_cam.epochs
+    steps = cfg.train_cam.steps or per_epoch * cfg.train_cam.epochs
     return min(steps, cfg.train_cam.max_steps) if cfg.train_cam.max_steps > 0 else steps
 
 

@@ -126,7 +126,7 @@ def check_config(cfg: Config, ctx: DistContext, num_items: int) -> int:
     if per_epoch == 0:
         raise VweError(f"split '{cfg.data.train_list}' has {num_items} images, fewer than "
                        f"train_irn.batch_size={tc.batch_size}; lower the batch size")
-    steps = per_epoch * tc.epochs
+    steps = tc.steps or per_epoch * tc.epochs
     return min(steps, tc.max_steps) if tc.max_steps > 0 else steps
 
 
