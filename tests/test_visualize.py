@@ -53,3 +53,21 @@ def test_save_cam_panel_strip(tmp_path):
     np.testing.assert_array_equal(strip[TITLE_HEIGHT:, 8:16], label_to_color(gt))
     np.testing.assert_array_equal(strip[TITLE_HEIGHT:, 24:], cam_overlay(image, cams[1]))
     assert [p.name for p in path.parent.iterdir()] == ["x.png"]  # no temporary file left
+
+
+def test_the_legend_grows_with_the_photo_so_it_stays_readable():
+    """Beside a 2682-pixel-high photo the legend is 5x its small size (pixel by pixel); beside
+    a small image it keeps LEGEND_WIDTH; the overlay keeps the photo's height."""
+    import numpy as np
+
+    from vwe.visualize import LEGEND_WIDTH, legend_strip, prediction_overlay
+
+    for height, zoom in ((300, 1), (2682, 5)):
+        image = np.zeros((height, 40, 3), np.uint8)
+        label = np.zeros((height, 40), np.uint8)
+        label[:5, :5] = 1
+        overlay = prediction_overlay(image, label, ["background", "cat"])
+        assert overlay.shape == (height, 40 + LEGEND_WIDTH * zoom, 3)
+    small = legend_strip([0, 1], ["background", "cat"], 40)
+    big = legend_strip([0, 1], ["background", "cat"], 200, zoom=5)
+    np.testing.assert_array_equal(big[::5, ::5][:40], small)

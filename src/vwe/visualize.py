@@ -94,10 +94,21 @@ def label_overlay(image: np.ndarray, label: np.ndarray, alpha: float = 0.5) -> n
     return np.clip(out, 0, 255).astype(np.uint8)
 
 
-def legend_strip(class_ids: Sequence[int], class_names: Sequence[str], height: int
-                 ) -> np.ndarray:
-    """(max(height, rows), LEGEND_WIDTH, 3) uint8: one colour swatch and name per class id
-    (class_names indexed by id, background at 0)."""
+def legend_zoom(image_height: int) -> int:
+    """How many times the legend is enlarged beside an image: 1 up to 999 px, then one more per
+    500 px, so its names stay readable next to a 4000-pixel photo shown at screen size."""
+    return max(1, image_height // 500)
+
+
+def legend_strip(class_ids: Sequence[int], class_names: Sequence[str], height: int,
+                 zoom: int = 1) -> np.ndarray:
+    """(max(height, rows), LEGEND_WIDTH·zoom, 3) uint8: one colour swatch and name per class id
+    (class_names indexed by id, background at 0), drawn at zoom 1 and enlarged pixel by pixel."""
+    if zoom > 1:
+        small = legend_strip(class_ids, class_names, -(-height // zoom))
+        big = Image.fromarray(small).resize((small.shape[1] * zoom, small.shape[0] * zoom),
+                                            Image.Resampling.NEAREST)
+        return np.asarray(big)[:max(height, (LEGEND_ROW * len(class_ids) + 4) * zoom)]
     rows = max(height, LEGEND_ROW * len(class_ids) + 4)
     canvas = Image.new("RGB", (LEGEND_WIDTH, rows), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
@@ -116,7 +127,7 @@ def prediction_overlay(image: np.ndarray, label: np.ndarray, class_names: Sequen
     """The overlay of `label` on `image` with a legend of the classes it contains at its right."""
     overlay = label_overlay(image, label, alpha)
     present = [int(i) for i in np.unique(label) if int(i) < len(class_names)]
-    legend = legend_strip(present, class_names, overlay.shape[0])
+    legend = legend_strip(present, class_names, overlay.shape[0], legend_zoom(overlay.shape[0]))
     canvas = np.full((legend.shape[0], overlay.shape[1] + legend.shape[1], 3), 255, np.uint8)
     canvas[: overlay.shape[0], : overlay.shape[1]] = overlay
     canvas[:, overlay.shape[1]:] = legend
