@@ -62,12 +62,12 @@ def weights_identity(spec: str) -> dict[str, str]:
 
 
 def _train_cam(cfg: Config, run: RunDir) -> Record:
-    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model", "train_cam"],
                              _training_exclude("train_cam", cfg))
     return Record("train_cam", settings, {"dataset": dataset_identity(cfg),
                                           "labels": labels_identity(cfg, cfg.data.train_list),
-                                          **weights_identity(cfg.model.pretrained)})
+                                          **weights_identity(
+                                              resolve_generated(cfg).model.pretrained)})
 
 
 def _at_default(key: str, value: bool) -> list[str]:
@@ -95,11 +95,10 @@ def _ir_labels(cfg: Config, run: RunDir) -> Record:
 
 
 def _train_irn(cfg: Config, run: RunDir) -> Record:
-    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "data.train_list", "model.backbone", "train_irn"],
                              _training_exclude("train_irn", cfg))
     inputs = {"dataset": dataset_identity(cfg), "ir_labels": folder_identity(run.ir_labels)}
-    init = cfg.train_irn.backbone_init
+    init = resolve_generated(cfg).train_irn.backbone_init
     if init == "cam":
         inputs["backbone_init"] = file_identity(run.cam_checkpoint)
     elif init not in ("imagenet", "none"):
@@ -124,12 +123,12 @@ def _eval_labels(cfg: Config, run: RunDir) -> Record:
 
 
 def _train_seg(cfg: Config, run: RunDir) -> Record:
-    cfg = resolve_generated(cfg)
     settings = flat_settings(cfg, ["seed", "seg", "train_seg"],
                              [*_training_exclude("train_seg"), "seg.label_dir"])
     return Record("train_seg", settings, {"dataset": dataset_identity(cfg),
                                           "labels": folder_identity(run.seg_train_labels),
-                                          **weights_identity(cfg.seg.pretrained)})
+                                          **weights_identity(
+                                              resolve_generated(cfg).seg.pretrained)})
 
 
 def _infer_seg(cfg: Config, run: RunDir) -> Record:

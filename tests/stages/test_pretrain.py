@@ -86,8 +86,8 @@ def test_generated_keys_load_that_backbone_and_enter_the_records(pretrained, tin
     assert torch.equal(trained["backbone.conv1.weight"], backbone["conv1.weight"])  # frozen stem
     assert torch.equal(trained["backbone.bn1.running_mean"], backbone["bn1.running_mean"])
     record = stage_record(cfg, "train_cam").to_json()
-    assert record["settings"]["model.pretrained"] == str(generated_backbone_file(cfg,
-                                                                                 "resnet_tiny"))
+    # the record names the weights by their keys and content, not by where the cache lives
+    assert record["settings"]["model.pretrained"] == "generated"
     assert record["inputs"]["pretrained"].startswith("sha256:")
     other = load_config(None, [*args, "pretrain.steps=41"])
     assert stage_record(other, "train_cam") != stage_record(cfg, "train_cam")
@@ -107,3 +107,29 @@ def test_without_held_out_images_the_accuracy_is_null(tmp_path):
     assert main(["pretrain", *args]) == 0
     path = generated_backbone_file(load_config(None, args), "resnet_tiny")
     assert json.loads((path.parent / "pretrain.json").read_text())["val_accuracy"] is None
+
+
+def test_the_cache_defaults_to_the_users_cache_not_the_working_directory(tmp_path, monkeypatch):
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    path = generated_backbone_file(load_config(None, ["model.backbone=resnet_tiny"]),
+                                   "resnet_tiny")
+    assert path.parent.parent == tmp_path / "xdg" / "vwe" / "pretrained"
+    assert path.parent.name.startswith("resnet_tiny-")
+
+
+def test_a_moved_cache_with_the_same_backbone_keeps_the_run_current(pretrained, tmp_path,
+                                                                     tiny_dataset,
+                                                                     refine_overrides):
+    args = [*refine_overrides(tiny_dataset, tmp_path / "run"), *pretrain_args(pretrained),
+            "model.pretrained=generated", f"run_dir={tmp_path / 'run'}"]
+    moved = tmp_path / "moved"
+    source = generated_backbone_file(load_config(None, args), "resnet_tiny")
+    target = generated_backbone_file(load_config(None, [*args, f"pretrain.cache_dir={moved}"]),
+                                     "resnet_tiny")
+    target.parent.mkdir(parents=True)
+    target.write_bytes(source.read_bytes())
+    assert stage_record(load_config(None, [*args, f"pretrain.cache_dir={moved}"]),
+                        "train_cam") == stage_record(load_config(None, args), "train_cam")
+    target.write_bytes(source.read_bytes()[:-8] + bytes(8))  # other weights: another record
+    assert stage_record(load_config(None, [*args, f"pretrain.cache_dir={moved}"]),
+                        "train_cam") != stage_record(load_config(None, args), "train_cam")

@@ -492,8 +492,9 @@ class CodebookConfig:
 class PretrainConfig(LoopSettings):
     """`vwe pretrain`: model.backbone trained on the generated classification task, the offline
     stand-in for ImageNet (docs/synthetic.md#pretraining). `generated` in model.pretrained,
-    train_irn.backbone_init or seg.pretrained names its result, cached under `cache_dir` by a
-    digest of these keys, so every run and seed with the same keys shares one backbone."""
+    train_irn.backbone_init or seg.pretrained names its result, cached under `cache_dir` (the
+    user's cache by default, never the working directory) by a digest of these keys, so every
+    run and seed with the same keys shares one backbone."""
 
     num_classes: int = check(96, ge=2, le=384)  # (shape, texture, hue) triples
     image_size: int = check(96, ge=32)
@@ -505,7 +506,7 @@ class PretrainConfig(LoopSettings):
     poly_power: float = check(0.9, ge=0)
     val_images: int = check(960, ge=0)  # held-out images for the accuracy in pretrain.json
     seed: int = 0  # the task's and the training's, apart from the run's seed
-    cache_dir: str = "data/pretrained"
+    cache_dir: str = ""  # "": the user's cache, $XDG_CACHE_HOME/vwe/pretrained or ~/.cache/…
     checkpoint_every: int = check(250, ge=1)
     # loader processes drawing the images beside the network (0: in the main process); the
     # images are the same either way

@@ -72,6 +72,12 @@ def read_text_file(path: str | Path, what: str) -> str:
                        f"{line}); save it as UTF-8 (e.g. 'CSV UTF-8' in a spreadsheet)") from None
 
 
+def user_cache_dir() -> Path:
+    """vwe's per-user cache (`$XDG_CACHE_HOME/vwe`, else `~/.cache/vwe`): shared by every run
+    and working directory, never the current folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "vwe"
+
+
 def file_key(path: Path) -> tuple[int, int] | Path:
     """What makes two paths one file: device and inode when it exists (links), else the
     resolved path."""

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import random
 import xml.etree.ElementTree as ET
 from pathlib import Path
@@ -30,6 +29,7 @@ from vwe.data.io import (
     read_json,
     read_label_png,
     read_text_file,
+    user_cache_dir,
     write_json_atomic,
     write_text_atomic,
 )
@@ -186,8 +186,7 @@ class VocLayout(DatasetLayout):
     def _cache_paths(self) -> list[Path]:
         """Where the labels cache may live: beside the lists, then a per-root user cache."""
         digest = hashlib.sha1(str(self.root.resolve()).encode()).hexdigest()[:12]
-        base = self.cache_dir or Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache"))
-        fallback = (base if self.cache_dir else base / "vwe") / f"cls_labels-{digest}.json"
+        fallback = (self.cache_dir or user_cache_dir()) / f"cls_labels-{digest}.json"
         return [self.list_dir / LABELS_CACHE, fallback]
 
     def _cache_stamp(self) -> dict[str, Any]:

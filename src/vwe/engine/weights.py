@@ -15,6 +15,7 @@ import torch
 from torch import Tensor
 
 from vwe.config import Config
+from vwe.data.io import user_cache_dir
 from vwe.data.pretrain_task import TASK_VERSION
 from vwe.engine.records import RUN_CONTROL, Record, flat_settings
 from vwe.errors import VweError, one_line
@@ -122,7 +123,9 @@ def generated_backbone_dir(cfg: Config, backbone: str) -> Path:
     """Where `vwe pretrain` trains and caches `backbone`: named by its record's digest, so other
     settings never reuse a stale file."""
     digest = pretrain_record(cfg, backbone).digest().removeprefix("rec:")
-    return Path(cfg.pretrain.cache_dir) / f"{backbone}-{digest[:12]}"
+    cache = Path(cfg.pretrain.cache_dir) if cfg.pretrain.cache_dir else \
+        user_cache_dir() / "pretrained"
+    return cache / f"{backbone}-{digest[:12]}"
 
 
 def generated_backbone_file(cfg: Config, backbone: str) -> Path:
