@@ -170,6 +170,50 @@ def test_cam_checkpoint_masks_equal_the_stored_cams_at_the_background_score(
         assert read_label_png(untagged / "masks" / f"{name}.png").max() <= len(layout.class_names)
 
 
+def test_cam_masks_at_an_auto_score_use_otsu_over_all_inputs_cams(cam_run, tiny_dataset,
+                                                                   tmp_path):
+    layout = VocLayout(tiny_dataset)
+    names = layout.read_split("train_aug")[:4]
+    labels = layout.labels_for(names)
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in names:
+        shutil.copy(layout.image_path(name), folder / f"{name}.jpg")
+    tags = tmp_path / "tags.json"
+    tags.write_text(json.dumps({n: [layout.class_names[i] for i in np.flatnonzero(labels[n])]
+                                for n in names}))
+    out = tmp_path / "out"
+    args = ["predict", str(cam_run / "train_cam" / "final.pt"), str(folder), "--out", str(out),
+            "device=cpu", "predict.scales=[1.0,0.5]", f"predict.tags={tags}",
+            "predict.bkg_score=auto"]
+    assert main(args) == 0
+    stored = {name: load_npz(cam_run / "cams" / f"{name}.npz") for name in names}
+    # Otsu by hand over the four images' highest CAM score per pixel
+    scores = np.concatenate([np.clip(a["high_res"].max(0), 0, 1).ravel()
+                             for a in stored.values()])
+    counts = np.histogram(scores, bins=200, range=(0, 1))[0].astype(np.float64)
+    centres = (np.arange(200) + 0.5) / 200
+    between = [counts[:t].sum() * counts[t:].sum() / counts.sum() ** 2
+               * ((counts[:t] @ centres[:t]) / max(counts[:t].sum(), 1)
+                  - (counts[t:] @ centres[t:]) / max(counts[t:].sum(), 1)) ** 2
+               for t in range(1, 200)]
+    score = (int(np.argmax(between)) + 1) / 200
+    chosen = json.loads((out / "auto.json").read_text())
+    assert chosen["bkg_score"] == pytest.approx(score, abs=1e-9)
+    assert chosen["images"] == 4 and 0.05 < score < 0.95
+    for name, arrays in stored.items():
+        planes = np.concatenate([np.full((1, *arrays["high_res"].shape[1:]), score,
+                                         np.float32), arrays["high_res"]])
+        expected = np.concatenate([[0], arrays["keys"] + 1])[planes.argmax(0)]
+        mask = read_label_png(out / "masks" / f"{name}.png")
+        assert (mask == expected).mean() > 0.999  # float32 CAMs recomputed: ties may differ
+    (out / "masks" / f"{names[0]}.png").unlink()
+    (out / "auto.json").unlink()
+    assert main(args) == 0  # resumed from the kept CAMs: the same score and masks
+    assert json.loads((out / "auto.json").read_text()) == chosen
+    assert (out / "masks" / f"{names[0]}.png").is_file()
+
+
 def test_bad_inputs_are_one_line_and_write_nothing(seg_run, new_images, tmp_path, capsys):
     folder, names = new_images
     checkpoint = seg_run / "train_seg" / "final.pt"

@@ -433,7 +433,8 @@ class PredictConfig:
     overlay: bool = True  # overlays/<name>.png: image + mask colours + legend
     alpha: float = check(0.5, ge=0, le=1)  # overlay opacity of the mask colours
     probs: bool = False  # probs/<name>.npz: per-class probabilities (float32, never pickled)
-    bkg_score: float = check(0.14, ge=0, le=1)  # CAM: the background plane's score
+    # CAM: the background plane's score; auto: Otsu over the inputs' CAMs (no masks)
+    bkg_score: Any = check(0.14, ge=0, le=1, auto=True)
     class_threshold: float = check(0.5, gt=0, lt=1)  # CAM: sigmoid score for a class present
     tags: str = ""  # CAM: optional CSV/JSON tags file: each image's classes, not the classifier's
     amp: bool = False  # bfloat16 autocast of the network (docs/pipeline.md#precision)

@@ -5,9 +5,11 @@ Everything the network needs comes from the checkpoint (architecture, classes, i
 normalisation); no training config or dataset folder is involved. A DeepLab checkpoint gives
 softmax probabilities (outer scales × flip, optional dense CRF); a CAM checkpoint gives CAM masks:
 the classes the classifier finds (or a tags file names), their multi-scale CAMs against a constant
-background score. Outputs: `masks/<name>.png` (palette PNG), `overlays/<name>.png` (image, mask
-colours, legend) and, when asked, `probs/<name>.npz`. Runs on the per-image runner, so it resumes;
-`sources.json` keeps each input's (path, size, mtime): an input changed since is predicted again.
+background score (`predict.bkg_score=auto`: Otsu's rule over the CAMs of all the inputs, chosen
+once every CAM exists, written to `auto.json`). Outputs: `masks/<name>.png` (palette PNG),
+`overlays/<name>.png` (image, mask colours, legend) and, when asked, `probs/<name>.npz`. Runs on
+the per-image runner, so it resumes; `sources.json` keeps each input's (path, size, mtime): an
+input changed since is predicted again.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ from vwe.config import CamConfig, Config
 from vwe.data.folder import IMAGE_SUFFIXES, is_system_file, read_tags
 from vwe.data.io import (
     image_size,
+    load_npz,
     read_image,
     read_json,
     refuse_overwriting_inputs,
@@ -44,6 +47,7 @@ from vwe.engine.records import Record, file_identity, flat_settings
 from vwe.errors import VweError
 from vwe.inference.cams import multiscale_cams
 from vwe.inference.segmentation import crf_kwargs, predict_logits_batch
+from vwe.inference.thresholds import auto_background_score, is_auto
 from vwe.inference.trained_scale import (
     LongSideRange,
     at_trained_scale,
@@ -58,6 +62,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("deeplab", "cam_net")
 SOURCES_FILE = "sources.json"
+AUTO_FILE = "auto.json"
 # predict.* keys that choose which files are written or how a run proceeds, not their values
 OUTPUT_CHOICES = ("inputs", "out", "checkpoint", "batch_size", "overlay", "probs")
 
@@ -84,7 +89,8 @@ def predict(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     sources = collect_inputs(settings.inputs)
     predictor = load_predictor(settings.checkpoint, cfg, ctx.device)
     out = Path(settings.out)
-    outputs = predict_outputs(out, settings.overlay, settings.probs)
+    auto = predictor.kind == "cam_net" and is_auto(settings.bkg_score)
+    outputs = predict_outputs(out, settings.overlay, settings.probs, auto)
     names = sorted(sources)
     refuse_overwriting_inputs([file for name in names for file in outputs.done_files(name)],
                               sources.values(), "--out", "input image")
@@ -94,10 +100,12 @@ def predict(cfg: Config, ctx: DistContext) -> dict[str, Any]:
     tags = read_tags(Path(settings.tags)) if settings.tags else None
     result = run_per_image("predict", names, outputs, predict_record(cfg, predictor.kind),
                            cfg.overwrite, ctx,
-                           lambda todo: predict_images(cfg, predictor, sources, todo, out, tags))
+                           lambda todo: predict_images(cfg, predictor, sources, todo, out, tags,
+                                                       auto))
+    chosen = masks_at_auto_score(cfg, predictor, sources, names, out, ctx) if auto else None
     log.info("predict: %d images (%d computed) → %s", len(names), len(result.computed), out)
     return {"out": str(out), "images": len(names), "computed": len(result.computed),
-            "kind": predictor.kind, "classes": predictor.class_names}
+            "kind": predictor.kind, "classes": predictor.class_names, "auto": chosen}
 
 
 # ---- inputs ----
@@ -208,11 +216,15 @@ def predict_record(cfg: Config, kind: str) -> Record:
                   {"checkpoint": file_identity(Path(cfg.predict.checkpoint))})
 
 
-def predict_outputs(out: Path, overlay: bool, probs: bool) -> ImageOutputs:
+def predict_outputs(out: Path, overlay: bool, probs: bool, auto: bool = False) -> ImageOutputs:
+    """The output folders; with an `auto` background score the CAMs (cams/) come first and mark
+    an image done: its mask waits for the score chosen over every image."""
     folders = [out / "masks"] + ([out / "overlays"] if overlay else []) + \
-        ([out / "probs"] if probs else [])
+        ([out / "probs"] if probs else []) + ([out / "cams"] if auto else [])
 
     def done_files(name: str) -> list[Path]:
+        if auto:
+            return [cam_file(out, name)]
         files = [out / "masks" / f"{name}.png"]
         if overlay:
             files.append(out / "overlays" / f"{name}.png")
@@ -223,12 +235,17 @@ def predict_outputs(out: Path, overlay: bool, probs: bool) -> ImageOutputs:
     return ImageOutputs(tuple(folders), done_files, ("*.png", "*.npz"))
 
 
+def cam_file(out: Path, name: str) -> Path:
+    return out / "cams" / f"{name}.npz"
+
+
 # ---- per image ----
 
 def predict_images(cfg: Config, predictor: Predictor, sources: dict[str, Path],
-                   names: list[str], out: Path, tags: dict[str, list[str]] | None
-                   ) -> Iterator[str]:
-    """Masks (and overlays, probabilities) of `names`; yields each name once its files exist."""
+                   names: list[str], out: Path, tags: dict[str, list[str]] | None,
+                   auto: bool = False) -> Iterator[str]:
+    """Masks (and overlays, probabilities) of `names`; yields each name once its files exist.
+    With `auto`, only the CAMs: the masks follow once the score is chosen."""
     if predictor.kind == "deeplab":
         for batch in same_size_batches(sources, names, cfg.predict.batch_size):
             images = [read_image(sources[name]) for name in batch]
@@ -239,10 +256,35 @@ def predict_images(cfg: Config, predictor: Predictor, sources: dict[str, Path],
         for name in names:
             image = read_image(sources[name])
             keys = cam_classes(cfg, predictor, image, name, tags)
-            label, cams = cam_mask(cfg, predictor, image, keys)
-            write_outputs(cfg, predictor, out, name, image, label,
-                          {"keys": keys.astype(np.int64) + 1, "cams": cams})
+            cams = image_cams(cfg, predictor, image, keys)
+            if auto:
+                save_npz(cam_file(out, name), keys=keys.astype(np.int64), high_res=cams)
+            else:
+                write_outputs(cfg, predictor, out, name, image,
+                              cam_label(cams, keys, cfg.predict.bkg_score),
+                              {"keys": keys.astype(np.int64) + 1, "cams": cams})
             yield name
+
+
+def masks_at_auto_score(cfg: Config, predictor: Predictor, sources: dict[str, Path],
+                        names: list[str], out: Path, ctx: DistContext) -> dict[str, Any]:
+    """`predict.bkg_score=auto`: Otsu over the CAMs of every input (docs/method.md#auto-thresholds),
+    then this rank's masks at that score; the value and its rule go to auto.json."""
+    chosen = auto_background_score(cam_file(out, name) for name in names)
+    chosen.pop("histogram")
+    for name in dist_utils.shard(list(names), ctx):
+        arrays = load_npz(cam_file(out, name))
+        keys = np.asarray(arrays["keys"], np.int64)
+        cams = np.asarray(arrays["high_res"], np.float32)
+        write_outputs(cfg, predictor, out, name, read_image(sources[name]),
+                      cam_label(cams, keys, chosen["bkg_score"]),
+                      {"keys": keys + 1, "cams": cams})
+    if ctx.is_main:
+        write_json_atomic(out / AUTO_FILE, {**chosen, "images": len(names)})
+    dist_utils.barrier(ctx)
+    log.info("predict: auto background score %g (%s, %d images)", chosen["bkg_score"],
+             chosen["rule"], len(names))
+    return chosen
 
 
 def same_size_batches(sources: dict[str, Path], names: list[str], batch_size: int
@@ -310,20 +352,22 @@ def cam_classes(cfg: Config, predictor: Predictor, image: np.ndarray, name: str,
     return present if present.size else np.asarray([int(scores.argmax())], dtype=np.int64)
 
 
-def cam_mask(cfg: Config, predictor: Predictor, image: np.ndarray, keys: np.ndarray
-             ) -> tuple[np.ndarray, np.ndarray]:
-    """The CAM mask (H, W) uint8 — argmax over [background score; CAMs], ties to background —
-    and the CAMs (K, H, W) float32 of the 0-based classes `keys`."""
+def image_cams(cfg: Config, predictor: Predictor, image: np.ndarray, keys: np.ndarray
+               ) -> np.ndarray:
+    """The multi-scale + flip CAMs (K, H, W) float32 of the 0-based classes `keys`."""
     scales = at_trained_scale(cfg.predict.scales, image.shape[:2], predictor.long_range)
     cam_cfg = CamConfig(scales=scales, flip_fusion=cfg.cam.flip_fusion,
                         fuse_word_cam=cfg.cam.fuse_word_cam,
                         high_res_resize=cfg.cam.high_res_resize, amp=cfg.predict.amp)
-    cams = multiscale_cams(predictor.trained.model, image, keys, cam_cfg,
+    return multiscale_cams(predictor.trained.model, image, keys, cam_cfg,
                            predictor.codebook)["high_res"]
-    planes = np.concatenate([np.full((1, *cams.shape[1:]), cfg.predict.bkg_score, np.float32),
-                             cams])
+
+
+def cam_label(cams: np.ndarray, keys: np.ndarray, bkg_score: float) -> np.ndarray:
+    """The CAM mask (H, W) uint8: argmax over [background score; CAMs], ties to background."""
+    planes = np.concatenate([np.full((1, *cams.shape[1:]), bkg_score, np.float32), cams])
     ids = np.concatenate([[0], keys + 1]).astype(np.uint8)
-    return ids[planes.argmax(0)], cams
+    return ids[planes.argmax(0)]
 
 
 def write_outputs(cfg: Config, predictor: Predictor, out: Path, name: str, image: np.ndarray,
