@@ -141,6 +141,19 @@ def no_ground_truth(stage: str, split: str, where: str,
             "configured": dict(configured or {})}
 
 
+def scored_subset_line(stage: str, split: str, masked: Sequence[str], names: Sequence[str],
+                       calibrated: bool = False) -> str:
+    """The warning of an eval stage whose split has masks for only some images: they alone are
+    scored, and where `auto` calibrated on them the score is optimistic. Empty when all have."""
+    if len(masked) == len(names):
+        return ""
+    line = (f"{stage}: {len(masked)} of {len(names)} images of '{split}' have masks; scored on "
+            "those only")
+    if calibrated:
+        line += " (auto chose its threshold on the same images: an optimistic score)"
+    return line
+
+
 def format_value(value: Any) -> str:
     """A threshold as the config holds it: a number (`:g`) or a word such as auto."""
     return f"{value:g}" if isinstance(value, int | float) else str(value)

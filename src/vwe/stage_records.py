@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from vwe.config import Config
 from vwe.data.voc import open_dataset
@@ -25,6 +26,7 @@ from vwe.engine.records import (
 )
 from vwe.engine.run_dir import RunDir
 from vwe.engine.weights import resolve_generated
+from vwe.inference.thresholds import calibration_names, is_auto
 
 
 def _training_exclude(section: str, cfg: Config | None = None) -> list[str]:
@@ -84,14 +86,39 @@ def _make_cam(cfg: Config, run: RunDir) -> Record:
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 
 
+def _size_and_mtime(path: Path) -> tuple[int, int]:
+    stat = path.stat()
+    return stat.st_size, stat.st_mtime_ns
+
+
+def calibration_identity(cfg: Config, split: str, *values: Any) -> dict[str, str]:
+    """Where an `auto` value is calibrated on a handful of labelled images (only some of the
+    split have masks, docs/method.md#auto-thresholds): which masks, as they are now, so a mask
+    added or edited chooses again. Nothing otherwise: records without calibration stay as
+    they were."""
+    if not any(is_auto(value) for value in values):
+        return {}
+    layout = open_dataset(cfg.data)
+    names = layout.read_split(split)
+    labelled = calibration_names(layout.masked_names(names), names)
+    if not labelled:
+        return {}
+    stamps = [(name, *_size_and_mtime(layout.mask_path(name))) for name in labelled]
+    return {"calibration": digest_of(stamps)}
+
+
 def _eval_cam(cfg: Config, run: RunDir) -> Record:
     return Record("eval_cam", flat_settings(cfg, ["eval_cam", "data.mask_dir"]),
-                  {"cams": folder_identity(run.cams), "masks": masks_identity(cfg)})
+                  {"cams": folder_identity(run.cams), "masks": masks_identity(cfg),
+                   **calibration_identity(cfg, cfg.eval_cam.split, cfg.eval_cam.bkg_score)})
 
 
 def _ir_labels(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["ir_labels"], ["ir_labels.num_workers"])
-    return Record("ir_labels", settings, {"cams": folder_identity(run.cams)})
+    return Record("ir_labels", settings, {"cams": folder_identity(run.cams),
+                                          **calibration_identity(cfg, cfg.data.train_list,
+                                                                 cfg.ir_labels.fg_thres,
+                                                                 cfg.ir_labels.bg_thres)})
 
 
 def _train_irn(cfg: Config, run: RunDir) -> Record:
@@ -111,7 +138,9 @@ def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
                              ["pseudo_labels.split", "pseudo_labels.checkpoint"])
     return Record("pseudo_labels", settings, {"dataset": dataset_identity(cfg),
                                               "cams": folder_identity(run.cams),
-                                              "checkpoint": file_identity(run.irn_checkpoint)})
+                                              "checkpoint": file_identity(run.irn_checkpoint),
+                                              **calibration_identity(cfg, cfg.pseudo_labels.split,
+                                                                     cfg.pseudo_labels.bg_thres)})
 
 
 def _eval_labels(cfg: Config, run: RunDir) -> Record:

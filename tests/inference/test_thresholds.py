@@ -5,7 +5,12 @@ import numpy as np
 import pytest
 
 from vwe.data.io import save_npz
-from vwe.inference.thresholds import auto_background_score, otsu_threshold
+from vwe.inference.thresholds import (
+    auto_background_score,
+    best_on_masks,
+    calibration_names,
+    otsu_threshold,
+)
 
 
 def brute_force_otsu(values: np.ndarray, candidates: np.ndarray) -> float:
@@ -51,3 +56,36 @@ def test_constructed_score_maps_give_the_threshold_that_separates_them(tmp_path)
         assert ((scores > auto["bkg_score"]) == truth).all()
     assert auto["fg_thres"] == pytest.approx(auto["bkg_score"] + 0.15)
     assert auto["bg_thres"] == pytest.approx(max(auto["bkg_score"] - 0.10, 0.05))
+
+
+def test_calibration_finds_the_threshold_the_masks_want_where_otsu_cannot(tmp_path):
+    """Objects at 0.62 ± 0.02 over a background that is mostly 0.1 but 0.5 ± 0.02 near them
+    (a halo, as CAMs have): Otsu splits 0.1 from the rest, the masks want 0.5 < t < 0.62."""
+    rng = np.random.default_rng(2)
+    samples, paths = [], []
+    for index in range(3):
+        truth = np.zeros((30, 40), bool)
+        truth[8:22, 10 + index:30] = True
+        halo = np.zeros_like(truth)
+        halo[4:26, 6:36] = True
+        scores = np.where(truth, rng.normal(0.62, 0.02, truth.shape),
+                          np.where(halo, rng.normal(0.5, 0.02, truth.shape), 0.1))
+        scores = scores.clip(0, 1).astype(np.float32)[None]
+        mask = np.where(truth, 1 + index % 2, 0).astype(np.uint8)
+        keys = np.array([index % 2])
+        samples.append((mask, scores, keys))
+        path = tmp_path / f"img{index}.npz"
+        save_npz(path, keys=keys, high_res=scores)
+        paths.append(path)
+    chosen = best_on_masks(samples, num_classes=3)
+    assert 0.5 < chosen["threshold"] < 0.62 and chosen["miou_on_masks"] > 0.99
+    assert chosen["images"] == 3 and "calibration" in chosen["rule"]
+    assert auto_background_score(paths)["bkg_score"] < 0.45  # Otsu: the halo counts as object
+    with pytest.raises(ValueError, match="no labelled image"):
+        best_on_masks([], num_classes=3)
+
+
+def test_calibration_only_where_some_but_not_all_images_have_masks():
+    assert calibration_names(["a"], ["a", "b", "c"]) == ["a"]
+    assert calibration_names([], ["a", "b"]) == []  # no masks: Otsu
+    assert calibration_names(["a", "b"], ["a", "b"]) == []  # an evaluation set: Otsu

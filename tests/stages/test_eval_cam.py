@@ -13,16 +13,19 @@ so IoU bg 3/6, cat 1/3, dog 1/3 and mIoU = (1/2 + 1/3 + 1/3) / 3 = 7/18 (cow exc
 At 0.2: IoU 2/5, 1/3, 2/4 → 37/90; at 0.3: 4/6, 1/2, 1/3 → 1/2 (the sweep's best).
 """
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 
 from vwe.cli import main
-from vwe.config import Config, DataConfig, EvalCamConfig
+from vwe.config import Config, DataConfig, EvalCamConfig, IrLabelConfig
 from vwe.data.io import save_label_png, save_npz
 from vwe.errors import VweError
 from vwe.inference.thresholds import auto_background_score
+from vwe.metrics import cam_to_label, confusion_matrix, segmentation_scores
+from vwe.stage_records import stage_record
 from vwe.stages import eval_cam
 
 GT = {
@@ -170,3 +173,52 @@ def test_eval_cam_and_ir_labels_record_what_auto_chose(tiny_dataset, run_copy, r
     done = json.loads((run_dir / "ir_labels" / "record.json").read_text())
     assert done["settings"]["ir_labels.fg_thres"] == "auto"  # the record holds the word
     assert "auto thresholds fg" in (run_dir / "log.txt").read_text()
+
+
+def _brute_force_best(names, thresholds):
+    """The lowest threshold with the best mIoU over the named images, one label map at a time."""
+    best, best_t = -1.0, None
+    for t in thresholds:
+        conf = sum(confusion_matrix(GT[n], cam_to_label(CAMS[n][1], CAMS[n][0], t), 4)
+                   for n in names)
+        miou = segmentation_scores(conf, ["bg", "cat", "dog", "cow"])["miou"]
+        if miou > best + 1e-12:
+            best, best_t = miou, t
+    return best_t, best
+
+
+def test_auto_calibrates_on_the_few_labelled_images_and_scores_only_those(tmp_path, caplog):
+    """Image c has CAMs but no mask: auto chooses on a and b's masks (not Otsu over all three),
+    eval-cam scores a and b, says so, and the record follows the labelled masks."""
+    _write_voc(tmp_path / "voc")
+    _write_cams(tmp_path / "run", with_parts=False)
+    root = tmp_path / "voc"
+    split = root / "ImageSets" / "Segmentation" / "train.txt"
+    split.write_text("a\nb\nc\n")
+    (root / "Annotations" / "c.xml").write_text("<annotation><object><name>cat</name></object>"
+                                                "</annotation>")
+    save_npz(tmp_path / "run" / "cams" / "c.npz", keys=np.array([0]),
+             high_res=np.array([[[0.95, 0.9], [0.05, 0.6]]], np.float32),
+             cam=np.zeros((1, 1, 1), np.float32))
+    cfg = Config(run_dir=str(tmp_path / "run"), data=DataConfig(root=str(root)),
+                 eval_cam=EvalCamConfig(split="train", bkg_score="auto", sweep=False))
+    summary = eval_cam.run(cfg)
+    report = json.loads((tmp_path / "run" / "eval_cam.json").read_text())
+    want, want_miou = _brute_force_best(["a", "b"], np.arange(100) / 100)
+    assert report["auto"]["bkg_score"] == pytest.approx(want) == report["bkg_score"]
+    assert report["auto"]["miou_on_masks"] == pytest.approx(want_miou, abs=1e-4)
+    assert "2 labelled images" in report["auto"]["rule"]
+    assert summary["num_images"] == 2 and summary["miou"] == pytest.approx(want_miou)
+    assert any("2 of 3 images of 'train' have masks" in w and "optimistic" in w
+               for w in report["warnings"])
+    otsu = auto_background_score(sorted((tmp_path / "run" / "cams").glob("*.npz")))
+    assert otsu["bkg_score"] != report["bkg_score"]  # the masks, not the score histogram
+    before = stage_record(cfg, "eval_cam")
+    ir_auto = dataclasses.replace(cfg, data=DataConfig(root=str(root), train_list="train"),
+                                  ir_labels=IrLabelConfig(fg_thres="auto", bg_thres="auto"))
+    assert "calibration" in stage_record(ir_auto, "ir_labels").inputs
+    assert "calibration" not in stage_record(  # fixed thresholds: the masks play no part
+        dataclasses.replace(ir_auto, ir_labels=IrLabelConfig()), "ir_labels").inputs
+    save_label_png(root / "SegmentationClassAug" / "c.png", np.array([[1, 1], [0, 0]], np.uint8))
+    assert stage_record(cfg, "eval_cam") != before  # every image labelled now: Otsu again
+    assert eval_cam.run(cfg)["bkg_score"] == otsu["bkg_score"]

@@ -34,6 +34,15 @@ class DatasetLayout:
     def labels_for(self, names: list[str]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def has_masks(self, names: list[str]) -> bool:
+        raise NotImplementedError
+
+    def masked_names(self, names: list[str]) -> list[str]:
+        """The listed images that have a mask file, in list order (none without masks)."""
+        if not self.has_masks(names):
+            return []
+        return [name for name in names if self.mask_path(name).is_file()]
+
     @property
     def num_classes(self) -> int:
         """Foreground classes (background excluded)."""

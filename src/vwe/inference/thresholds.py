@@ -6,20 +6,26 @@ over the split, split in two by Otsu's rule (the threshold that maximises the be
 variance of the histogram). IR labels' confident regions sit around it: fg = t + 0.15,
 bg = max(t − 0.10, 0.05), the margins of IRNet's 0.30 / 0.05 around VOC's best score 0.15. The
 walk's background threshold is the same rule over the walked maps.
+
+Where only some images of the split have masks (a handful labelled on purpose), `auto` is
+calibrated on those instead: the threshold with the best mIoU on their masks. A split whose
+every image has a mask is an evaluation set, and `auto` stays mask-free there.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from vwe.data.io import load_npz
+from vwe.metrics import segmentation_scores, sweep_confusions
 
 AUTO = "auto"
 BINS = 200
+CALIBRATION_GRID = np.arange(100) / 100  # 0.00 … 0.99
 FG_MARGIN, BG_MARGIN, BG_FLOOR = 0.15, 0.10, 0.05
 
 
@@ -83,3 +89,52 @@ def auto_background_score(cam_files: Iterable[Path]) -> dict[str, Any]:
             "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4),
             "pixels": int(histogram.sum()),
             "histogram": histogram.tolist()}
+
+
+def calibration_names(masked: list[str], names: list[str]) -> list[str]:
+    """The images `auto` calibrates on: those with masks when some, not all, have one."""
+    return masked if 0 < len(masked) < len(names) else []
+
+
+def best_on_masks(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                  num_classes: int) -> dict[str, Any]:
+    """The background threshold with the best mIoU over (mask, score maps (K, H, W), 0-based
+    keys) of the labelled images, on CALIBRATION_GRID (ties: the lowest)."""
+    total = np.zeros((CALIBRATION_GRID.size, num_classes, num_classes), np.int64)
+    count = 0
+    for mask, maps, keys in samples:
+        total += sweep_confusions(mask, maps, keys, CALIBRATION_GRID, num_classes)
+        count += 1
+    names = [str(i) for i in range(num_classes)]
+    mious = np.array([segmentation_scores(conf, names)["miou"] for conf in total], np.float64)
+    if count == 0 or not np.isfinite(mious).any():
+        raise ValueError("no labelled image to calibrate on")
+    best = int(np.nanargmax(mious))
+    return {"rule": f"best mIoU on the masks of {count} labelled images (calibration)",
+            "threshold": round(float(CALIBRATION_GRID[best]), 4),
+            "miou_on_masks": round(float(mious[best]), 4), "images": count}
+
+
+def calibrated_background_score(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
+                                num_classes: int) -> dict[str, Any]:
+    """The background score and IR thresholds from labelled images' masks (same margins)."""
+    chosen = best_on_masks(samples, num_classes)
+    score = chosen.pop("threshold")
+    return {**chosen, "bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
+            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4)}
+
+
+def choose_background_score(layout: Any, cam_file: Callable[[str], Path],
+                            names: list[str]) -> dict[str, Any]:
+    """`auto` for the CAM background score and the IR thresholds over `names`: calibrated on the
+    masks of the labelled images when only some have one, else Otsu over every CAM."""
+    labelled = calibration_names(layout.masked_names(names), names)
+    if not labelled:
+        return auto_background_score(cam_file(name) for name in names)
+
+    def sample(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        arrays = load_npz(cam_file(name))
+        return (layout.read_checked_mask(name), np.asarray(arrays["high_res"], np.float32),
+                np.asarray(arrays["keys"], np.int64).reshape(-1))
+
+    return calibrated_background_score(map(sample, labelled), layout.num_classes + 1)

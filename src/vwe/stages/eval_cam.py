@@ -29,7 +29,7 @@ from vwe.diagnostics import (
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
-from vwe.inference.thresholds import auto_background_score, is_auto
+from vwe.inference.thresholds import choose_background_score, is_auto
 from vwe.metrics import (
     cam_to_label,
     confusion_matrix,
@@ -39,6 +39,7 @@ from vwe.metrics import (
     part_line,
     part_recall_report,
     percent,
+    scored_subset_line,
     scores_entry,
     segmentation_scores,
     sweep_confusions,
@@ -181,13 +182,15 @@ def run(cfg: Config) -> dict[str, Any]:
     layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
     auto = None
-    if is_auto(eval_cfg.bkg_score):  # chosen from the CAMs alone, masks or not
-        require_input(cfg, "make_cam", RunDir(cfg).cams)
-        auto = auto_background_score(_cam_paths(RunDir(cfg), names))
+    if is_auto(eval_cfg.bkg_score):  # from the CAMs alone, or a handful of labelled images
+        run_dir = RunDir(cfg)
+        require_input(cfg, "make_cam", run_dir.cams)
+        _cam_paths(run_dir, names)  # every CAM file there, else one line
+        auto = choose_background_score(layout, run_dir.cam_file, names)
         eval_cfg = dataclasses.replace(eval_cfg, bkg_score=auto["bkg_score"])
-        log.info("eval-cam: auto background score %g (%s, %d pixels)", auto["bkg_score"],
-                 auto["rule"], auto["pixels"])
-    if not layout.has_masks(names):
+        log.info("eval-cam: auto background score %g (%s)", auto["bkg_score"], auto["rule"])
+    masked = layout.masked_names(names)
+    if not masked:
         summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where(), {
             "eval_cam.bkg_score": eval_cfg.bkg_score, "ir_labels.fg_thres": cfg.ir_labels.fg_thres,
             "ir_labels.bg_thres": cfg.ir_labels.bg_thres})
@@ -199,9 +202,11 @@ def run(cfg: Config) -> dict[str, Any]:
                            "eval_cam") if eval_cfg.sweep else np.zeros(0)
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
     class_names = ["background", *layout.class_names]
-    variants, totals, part_totals, painted = _accumulate(cfg, layout, names, thresholds)
+    partial = scored_subset_line("eval-cam", eval_cfg.split, masked, names,
+                                 auto is not None and "calibration" in auto["rule"])
+    variants, totals, part_totals, painted = _accumulate(cfg, layout, masked, thresholds)
     report: dict[str, Any] = {
-        "split": eval_cfg.split, "num_images": len(names), "class_names": class_names,
+        "split": eval_cfg.split, "num_images": len(masked), "class_names": class_names,
         "bkg_score": float(eval_cfg.bkg_score), "auto": auto,
         "variants": {v: _variant_report(totals[v], thresholds, class_names, eval_cfg.sweep)
                      for v in variants},
@@ -210,6 +215,7 @@ def run(cfg: Config) -> dict[str, Any]:
         report["parts"] = part_recall_report(part_totals, class_names)
     report["warnings"] = _warnings(report, totals["fused"], painted, thresholds) \
         if "fused" in totals else []
+    report["warnings"] += [partial] if partial else []
     for warning in report["warnings"]:
         log.warning("%s", warning)
     json_path = RunDir(cfg).eval_json("eval_cam")
@@ -219,7 +225,7 @@ def run(cfg: Config) -> dict[str, Any]:
         table += "\n" + part_line("fused CAM", report["parts"], eval_cfg.bkg_score)
     log.debug("%s", table)
     primary = report["variants"][variants[0]]
-    summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(names),
+    summary = {"json": str(json_path), "split": eval_cfg.split, "num_images": len(masked),
                "miou": primary["at_bkg_score"]["miou"], "table": table,
                "warnings": report["warnings"], "bkg_score": float(eval_cfg.bkg_score),
                "variants": {v: _short(r) for v, r in report["variants"].items()}}

@@ -23,6 +23,7 @@ from vwe.diagnostics import all_background_miou, at_sweep_edge, below_baseline, 
 from vwe.engine.progress import progress
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
+from vwe.inference.thresholds import is_auto
 from vwe.metrics import (
     confusion_matrix,
     format_table,
@@ -31,6 +32,7 @@ from vwe.metrics import (
     part_line,
     part_recall_report,
     percent,
+    scored_subset_line,
     scores_entry,
     segmentation_scores,
     sweep_confusions,
@@ -115,8 +117,9 @@ def run(cfg: Config) -> dict[str, Any]:
     """Score the label folder; write <run_dir>/eval_labels.json; return a summary with a table."""
     ec = cfg.eval_labels
     layout = open_dataset(cfg.data)
-    names = layout.read_split(ec.split)
-    if not layout.has_masks(names):
+    all_names = layout.read_split(ec.split)
+    names = layout.masked_names(all_names)  # a split with masks for some images: those
+    if not names:
         summary = no_ground_truth("eval-labels", ec.split, layout.masks_where(),
                                   {"pseudo_labels.bg_thres": cfg.pseudo_labels.bg_thres})
         log.info("%s", summary["table"])
@@ -141,6 +144,10 @@ def run(cfg: Config) -> dict[str, Any]:
     if part_totals is not None:  # the generated data: recall on marks and on bodies
         report["parts"] = part_recall_report(part_totals, class_names)
     report["warnings"] = _warnings(report, conf, thresholds)
+    partial = scored_subset_line("eval-labels", ec.split, names, all_names,
+                                 is_auto(cfg.pseudo_labels.bg_thres)
+                                 and cfg.pseudo_labels.split == ec.split)
+    report["warnings"] += [partial] if partial else []
     for warning in report["warnings"]:
         log.warning("%s", warning)
     json_path = run_dir.eval_json("eval_labels")

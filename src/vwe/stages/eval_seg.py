@@ -31,6 +31,7 @@ from vwe.metrics import (
     format_table,
     no_ground_truth,
     percent,
+    scored_subset_line,
     scores_to_json,
     segmentation_scores,
 )
@@ -88,8 +89,9 @@ def run(cfg: Config) -> dict[str, Any]:
     """Score raw/ and crf/ predictions of `eval_seg.split`; write <run_dir>/eval_seg.json."""
     split = cfg.eval_seg.split
     layout = open_dataset(cfg.data)
-    names = layout.read_split(split)
-    if not layout.has_masks(names):
+    all_names = layout.read_split(split)
+    names = layout.masked_names(all_names)  # a split with masks for some images: those
+    if not names:
         summary = no_ground_truth("eval-seg", split, layout.masks_where())
         log.info("%s", summary["table"])
         return summary
@@ -105,6 +107,8 @@ def run(cfg: Config) -> dict[str, Any]:
               "pred_dir": str(pred_dir),
               "variants": {v: _entry(totals[v], class_names) for v in variants}}
     report["warnings"] = _warnings(totals, shares, class_names)
+    partial = scored_subset_line("eval-seg", split, names, all_names)
+    report["warnings"] += [partial] if partial else []
     for warning in report["warnings"]:
         log.warning("%s", warning)
     json_path = run_dir.eval_json("eval_seg")

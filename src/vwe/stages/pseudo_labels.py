@@ -33,7 +33,12 @@ from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
-from vwe.inference.thresholds import auto_walk_threshold, is_auto
+from vwe.inference.thresholds import (
+    auto_walk_threshold,
+    best_on_masks,
+    calibration_names,
+    is_auto,
+)
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
 from vwe.refine.random_walk import propagated_to_label, random_walk, upsample_walk
@@ -132,14 +137,23 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
 
 def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str],
                              ctx: DistContext) -> dict[str, Any]:
-    """`pseudo_labels.bg_thres=auto`: Otsu over every stored walk (docs/method.md#auto-thresholds),
-    then this rank's labels from their walks at that threshold."""
+    """`pseudo_labels.bg_thres=auto`: Otsu over every stored walk, or the best threshold on the
+    masks where only some images have one (docs/method.md#auto-thresholds), then this rank's
+    labels from their walks at that threshold."""
     def walked(name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
         arrays = load_npz(run_dir.walk_file(name))
         size = image_size(layout.image_path(name))
         return np.asarray(arrays["keys"], np.int64), arrays["rw"].astype(np.float32), size
 
-    chosen = auto_walk_threshold(upsample_walk(rw, size) for _, rw, size in map(walked, names))
+    labelled = calibration_names(layout.masked_names(names), names)
+    if labelled:  # a handful of labelled images: the walk threshold best on their masks
+        chosen = best_on_masks(((layout.read_checked_mask(name), upsample_walk(rw, size), keys)
+                                for name in labelled
+                                for keys, rw, size in [walked(name)]), layout.num_classes + 1)
+        chosen["bg_thres"] = chosen.pop("threshold")
+    else:
+        chosen = auto_walk_threshold(upsample_walk(rw, size)
+                                     for _, rw, size in map(walked, names))
     for name in dist_utils.shard(list(names), ctx):
         keys, rw, size = walked(name)
         save_label_png(run_dir.pseudo_label_file(name),

@@ -1,0 +1,193 @@
+"""`auto` thresholds against the masks' best (oracle) and the fixed defaults, per dataset.
+
+For every dataset (generated variants whose best background score differs, and an MSRC run), the
+pipeline runs through the pseudo labels with every threshold `auto`, then the IR labels twice
+more (fixed defaults; the oracle CAM score with the same margins) to measure what the IR
+thresholds do to the pseudo labels. Printed per dataset and threshold: the oracle value and its
+mIoU, the `auto` value and its mIoU, the fixed default and its mIoU
+(docs/method.md#auto-thresholds).
+
+    python benchmarks/thresholds.py --out benchmarks/out/thresholds \\
+        [--variants default,small_parts,large_parts] [--msrc-run runs/msrc] [--train-aug 1000]
+
+Generated variants use configs/demo.yaml at reduced size; the MSRC row reuses a finished
+`vwe run --config configs/msrc.yaml` run directory (copied, so the run itself is not touched).
+Runs resume: a second call skips every stage already done. Results: <out>/thresholds.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from vwe.config import load_config
+from vwe.engine.run_dir import RunDir
+from vwe.inference.thresholds import BG_FLOOR, BG_MARGIN, FG_MARGIN
+from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
+
+# generator knobs that move where the CAMs' best background score lies (docs/synthetic.md)
+VARIANTS = {
+    "default": [],
+    "small_parts": ["synthetic.part_fraction=0.15", "synthetic.context_prob=0.95"],
+    "large_parts": ["synthetic.part_fraction=0.7", "synthetic.full_frame_prob=0.4",
+                    "synthetic.max_instances=2"],
+}
+# the dataclass defaults a user gets without `auto` (VOC's values)
+FIXED = {"bkg_score": 0.14, "fg_thres": 0.30, "bg_thres": 0.05, "walk_bg_thres": 0.25}
+AUTO = ["eval_cam.bkg_score=auto", "ir_labels.fg_thres=auto", "ir_labels.bg_thres=auto",
+        "pseudo_labels.bg_thres=auto"]
+SWEEPS = ["eval_cam.sweep_stop=0.95", "eval_labels.sweep_stop=0.95"]
+IR_STAGES = REFINE_STAGES  # ir-labels, train-irn, pseudo-labels, eval-labels
+
+
+def read(run_dir: Path, stage: str) -> dict[str, Any]:
+    return json.loads((run_dir / f"{stage}.json").read_text())
+
+
+def done_summary(run_dir: Path, stage: str) -> dict[str, Any]:
+    """What a stage returned (its done marker), e.g. the thresholds `auto` chose."""
+    return json.loads((run_dir / "done" / f"{stage}.json").read_text())["summary"]
+
+
+def at_threshold(sweep: dict[str, Any], value: float) -> float:
+    """The sweep's mIoU at its grid point nearest `value`."""
+    thresholds = np.asarray(sweep["thresholds"], np.float64)
+    return float(np.asarray(sweep["miou"], np.float64)[np.abs(thresholds - value).argmin()])
+
+
+def cam_row(run_dir: Path) -> dict[str, Any]:
+    report = read(run_dir, "eval_cam")
+    sweep = report["variants"]["fused"]["sweep"]
+    return {"oracle": sweep["best_threshold"], "oracle_miou": sweep["best"]["miou"],
+            "auto": report["bkg_score"],
+            "auto_miou": report["variants"]["fused"]["at_bkg_score"]["miou"],
+            "fixed": FIXED["bkg_score"], "fixed_miou": at_threshold(sweep, FIXED["bkg_score"])}
+
+
+def walk_row(run_dir: Path) -> dict[str, Any]:
+    report = read(run_dir, "eval_labels")
+    sweep = report["sweep"]
+    value = done_summary(run_dir, "pseudo_labels")["bg_thres"]
+    return {"oracle": sweep["best_threshold"], "oracle_miou": sweep["best"]["miou"],
+            "auto": value, "auto_miou": report["scores"]["miou"],
+            "fixed": FIXED["walk_bg_thres"],
+            "fixed_miou": at_threshold(sweep, FIXED["walk_bg_thres"])}
+
+
+def pseudo_miou(run_dir: Path) -> float:
+    return float(read(run_dir, "eval_labels")["scores"]["miou"])
+
+
+def ir_pair(score: float) -> tuple[float, float]:
+    """The IR labels' (fg, bg) around a CAM background score, as `auto` sets them."""
+    return round(min(score + FG_MARGIN, 0.99), 4), round(max(score - BG_MARGIN, BG_FLOOR), 4)
+
+
+def shared_cam_run(run_dir: Path, suffix: str) -> Path:
+    """A sibling run directory that shares `run_dir`'s CAM network and CAMs (symlinks), so each
+    IR-threshold variant refines the same CAMs and keeps its own outputs (resumable)."""
+    sibling = run_dir.with_name(f"{run_dir.name}-{suffix}")
+    sibling.mkdir(parents=True, exist_ok=True)
+    for shared in ("train_cam", "cams"):
+        link = sibling / shared
+        if not link.exists():
+            link.symlink_to((run_dir / shared).resolve(), target_is_directory=True)
+    return sibling
+
+
+def measure(config: str, overrides: list[str], generate: bool) -> dict[str, Any]:
+    """Every threshold of one dataset: the CAM score and the walk's from the run with every
+    threshold auto; the IR pair from two more refinements of the same CAMs (the fixed defaults;
+    the oracle CAM score with auto's margins), each in its own sibling run directory."""
+    base = [*overrides, *SWEEPS]
+    cfg = load_config(config, [*base, *AUTO])
+    run_dir = Path(RunDir(cfg).root)
+    first = ("make_dataset", "pretrain") if generate else ("pretrain",)
+    run_stages(cfg, (*first, *CAM_STAGES, *IR_STAGES))
+    cams = cam_row(run_dir)
+    chosen = done_summary(run_dir, "ir_labels")
+    ir: dict[str, Any] = {"auto": [chosen["fg_thres"], chosen["bg_thres"]],
+                          "auto_miou": pseudo_miou(run_dir)}
+    for label, (fg, bg) in (("fixed", (FIXED["fg_thres"], FIXED["bg_thres"])),
+                            ("oracle", ir_pair(cams["oracle"]))):
+        sibling = shared_cam_run(run_dir, f"ir_{label}")
+        other = load_config(config, [*base, *AUTO, f"run_dir={sibling}",
+                                     f"ir_labels.fg_thres={fg}", f"ir_labels.bg_thres={bg}"])
+        run_stages(other, IR_STAGES)
+        ir[label] = [fg, bg]
+        ir[f"{label}_miou"] = pseudo_miou(sibling)
+    return {"bkg_score": cams, "ir_labels": ir, "walk_bg_thres": walk_row(run_dir)}
+
+
+def generated(name: str, out: Path, train_aug: int) -> tuple[str, list[str]]:
+    root, run = out / "data" / name, out / "runs" / name
+    return "configs/demo.yaml", [f"data.root={root}", f"run_dir={run}",
+                                 f"synthetic.num_train_aug={train_aug}",
+                                 "synthetic.num_val=50", "synthetic.num_test=10",
+                                 "train_seg.iterations=1", *VARIANTS[name]]
+
+
+def msrc(run: Path, out: Path, data_root: str) -> tuple[str, list[str]]:
+    copy = out / "runs" / "msrc"
+    if not copy.exists():
+        shutil.copytree(run, copy, symlinks=True)
+    return "configs/msrc.yaml", [f"data.root={data_root}", f"run_dir={copy}"]
+
+
+def table(results: dict[str, dict[str, Any]]) -> str:
+    lines = [f"{'dataset':<12} {'threshold':<14} {'oracle':>14} {'auto':>14} {'fixed':>14}"]
+
+    def cell(value: Any, miou: float | None) -> str:
+        shown = "/".join(f"{v:g}" for v in value) if isinstance(value, list) else \
+            ("-" if value is None else f"{value:.3g}")
+        return f"{shown} {100 * miou:5.1f}" if miou is not None else f"{shown} -"
+
+    for dataset, rows in results.items():
+        for key, row in rows.items():
+            oracle_miou = row.get("oracle_miou")
+            lines.append(f"{dataset:<12} {key:<14} {cell(row['oracle'], oracle_miou):>14} "
+                         f"{cell(row['auto'], row['auto_miou']):>14} "
+                         f"{cell(row['fixed'], row['fixed_miou']):>14}")
+    gaps = [100 * (r["oracle_miou"] - r["auto_miou"]) for rows in results.values()
+            for r in rows.values()]
+    gains = [100 * (r["auto_miou"] - r["fixed_miou"]) for rows in results.values()
+             for r in rows.values()]
+    lines.append(f"auto below oracle: max {max(gaps):.1f}, mean {np.mean(gaps):.1f} points; "
+                 f"auto above fixed: mean {np.mean(gains):+.1f} points")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default="benchmarks/out/thresholds")
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--train-aug", type=int, default=1000)
+    parser.add_argument("--msrc-run", default="", help="a finished configs/msrc.yaml run dir")
+    parser.add_argument("--msrc-root", default="../shared/data/msrc")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    datasets = {name: (*generated(name, out, args.train_aug), True)
+                for name in args.variants.split(",") if name}
+    if args.msrc_run:
+        datasets["msrc"] = (*msrc(Path(args.msrc_run), out, args.msrc_root), False)
+    results_file = out / "thresholds.json"
+    results = json.loads(results_file.read_text()) if results_file.is_file() else {}
+    for name, (config, overrides, generate) in datasets.items():
+        results[name] = measure(config, overrides, generate)
+        results_file.write_text(json.dumps(results, indent=2))
+        print(table({name: results[name]}), flush=True)
+    print(table(results))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
