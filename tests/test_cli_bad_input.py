@@ -1,5 +1,6 @@
 """Bad input: one line naming the file or key and the fix, exit code 2, nothing half-written."""
 
+import json
 import shutil
 
 import numpy as np
@@ -92,13 +93,17 @@ def cams_ready(dataset, trained, tmp_path):
 
 
 def test_missing_mask(dataset, cams_ready, capsys):
+    """One mask gone: the others are scored, and the warning names the image without one (a
+    split with masks for some images is a calibration set, docs/method.md#auto-thresholds)."""
     args, run_dir = cams_ready
     name = first_val(dataset)
     for folder in ("SegmentationClassAug", "SegmentationClass"):
         (dataset / folder / f"{name}.png").unlink()
-    assert main(["eval-cam", *args]) == 2
-    expect_one_line_error(capsys, f"{name}.png")
-    assert not (run_dir / "eval_cam.json").exists()
+    assert main(["eval-cam", *args]) == 0
+    report = json.loads((run_dir / "eval_cam.json").read_text())
+    assert any(f"none for '{name}'" in w and "scored on those only" in w
+               for w in report["warnings"])
+    assert f"none for '{name}'" in capsys.readouterr().err
 
 
 def test_mask_size_differs_from_image(dataset, cams_ready, capsys):

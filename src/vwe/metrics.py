@@ -147,8 +147,10 @@ def scored_subset_line(stage: str, split: str, masked: Sequence[str], names: Seq
     scored, and where `auto` calibrated on them the score is optimistic. Empty when all have."""
     if len(masked) == len(names):
         return ""
-    line = (f"{stage}: {len(masked)} of {len(names)} images of '{split}' have masks; scored on "
-            "those only")
+    have = set(masked)
+    first = next(name for name in names if name not in have)
+    line = (f"{stage}: {len(masked)} of {len(names)} images of '{split}' have masks (none for "
+            f"'{first}'); scored on those only")
     if calibrated:
         line += " (auto chose its threshold on the same images: an optimistic score)"
     return line
