@@ -138,10 +138,8 @@ def test_predict_resumes_redoes_changed_inputs_and_refuses_other_settings(
                  "predict.flip=true"]) == 0
 
 
-def test_cam_checkpoint_masks_equal_the_stored_cams_at_the_background_score(
-        cam_run, tiny_dataset, tmp_path):
-    layout = VocLayout(tiny_dataset)
-    names = layout.read_split("train_aug")[:3]
+def tagged_copies(layout, names, tmp_path):
+    """The named images copied to a folder, and a tags file of their true classes."""
     labels = layout.labels_for(names)
     folder = tmp_path / "imgs"
     folder.mkdir()
@@ -150,6 +148,14 @@ def test_cam_checkpoint_masks_equal_the_stored_cams_at_the_background_score(
     tags = tmp_path / "tags.json"
     tags.write_text(json.dumps({n: [layout.class_names[i] for i in np.flatnonzero(labels[n])]
                                 for n in names}))
+    return folder, tags
+
+
+def test_cam_checkpoint_masks_equal_the_stored_cams_at_the_background_score(
+        cam_run, tiny_dataset, tmp_path):
+    layout = VocLayout(tiny_dataset)
+    names = layout.read_split("train_aug")[:3]
+    folder, tags = tagged_copies(layout, names, tmp_path)
     out = tmp_path / "out"
     # the CAM run's make-cam used cam.scales=[1.0, 0.5] and the default fusion settings
     assert main(["predict", str(cam_run / "train_cam" / "final.pt"), str(folder), "--out",
@@ -174,14 +180,7 @@ def test_cam_masks_at_an_auto_score_use_otsu_over_all_inputs_cams(cam_run, tiny_
                                                                    tmp_path):
     layout = VocLayout(tiny_dataset)
     names = layout.read_split("train_aug")[:4]
-    labels = layout.labels_for(names)
-    folder = tmp_path / "imgs"
-    folder.mkdir()
-    for name in names:
-        shutil.copy(layout.image_path(name), folder / f"{name}.jpg")
-    tags = tmp_path / "tags.json"
-    tags.write_text(json.dumps({n: [layout.class_names[i] for i in np.flatnonzero(labels[n])]
-                                for n in names}))
+    folder, tags = tagged_copies(layout, names, tmp_path)
     out = tmp_path / "out"
     args = ["predict", str(cam_run / "train_cam" / "final.pt"), str(folder), "--out", str(out),
             "device=cpu", "predict.scales=[1.0,0.5]", f"predict.tags={tags}",
