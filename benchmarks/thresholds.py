@@ -29,7 +29,7 @@ import numpy as np
 
 from vwe.config import load_config
 from vwe.engine.run_dir import RunDir
-from vwe.inference.thresholds import BG_FLOOR, BG_MARGIN, FG_MARGIN
+from vwe.inference.thresholds import with_ir_thresholds
 from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
 
 # generator knobs that move where the CAMs' best background score lies (docs/synthetic.md)
@@ -85,11 +85,6 @@ def pseudo_miou(run_dir: Path) -> float:
     return float(read(run_dir, "eval_labels")["scores"]["miou"])
 
 
-def ir_pair(score: float) -> tuple[float, float]:
-    """The IR labels' (fg, bg) around a CAM background score, as `auto` sets them."""
-    return round(min(score + FG_MARGIN, 0.99), 4), round(max(score - BG_MARGIN, BG_FLOOR), 4)
-
-
 def shared_cam_run(run_dir: Path, suffix: str) -> Path:
     """A sibling run directory that shares `run_dir`'s CAM network and CAMs (symlinks), so each
     IR-threshold variant refines the same CAMs and keeps its own outputs (resumable)."""
@@ -115,8 +110,9 @@ def measure(config: str, overrides: list[str], generate: bool) -> dict[str, Any]
     chosen = done_summary(run_dir, "ir_labels")
     ir: dict[str, Any] = {"auto": [chosen["fg_thres"], chosen["bg_thres"]],
                           "auto_miou": pseudo_miou(run_dir)}
+    oracle = with_ir_thresholds(cams["oracle"])
     for label, (fg, bg) in (("fixed", (FIXED["fg_thres"], FIXED["bg_thres"])),
-                            ("oracle", ir_pair(cams["oracle"]))):
+                            ("oracle", (oracle["fg_thres"], oracle["bg_thres"]))):
         sibling = shared_cam_run(run_dir, f"ir_{label}")
         other = load_config(config, [*base, *AUTO, f"run_dir={sibling}",
                                      f"ir_labels.fg_thres={fg}", f"ir_labels.bg_thres={bg}"])
@@ -131,7 +127,7 @@ def generated(name: str, out: Path, train_aug: int) -> tuple[str, list[str]]:
     return "configs/demo.yaml", [f"data.root={root}", f"run_dir={run}",
                                  f"synthetic.num_train_aug={train_aug}",
                                  "synthetic.num_val=50", "synthetic.num_test=10",
-                                 "train_seg.iterations=1", *VARIANTS[name]]
+                                 *VARIANTS[name]]
 
 
 def msrc(run: Path, out: Path, data_root: str) -> tuple[str, list[str]]:

@@ -86,11 +86,6 @@ def _make_cam(cfg: Config, run: RunDir) -> Record:
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 
 
-def _size_and_mtime(path: Path) -> tuple[int, int]:
-    stat = path.stat()
-    return stat.st_size, stat.st_mtime_ns
-
-
 def calibration_identity(cfg: Config, split: str, *values: Any) -> dict[str, str]:
     """Where an `auto` value is calibrated on a handful of labelled images (only some of the
     split have masks, docs/method.md#auto-thresholds): which masks, as they are now, so a mask
@@ -103,8 +98,8 @@ def calibration_identity(cfg: Config, split: str, *values: Any) -> dict[str, str
     labelled = calibration_names(layout.masked_names(names), names)
     if not labelled:
         return {}
-    stamps = [(name, *_size_and_mtime(layout.mask_path(name))) for name in labelled]
-    return {"calibration": digest_of(stamps)}
+    return {"calibration": digest_of([(name, file_identity(layout.mask_path(name)))
+                                      for name in labelled])}
 
 
 def _eval_cam(cfg: Config, run: RunDir) -> Record:

@@ -83,12 +83,17 @@ def auto_background_score(cam_files: Iterable[Path]) -> dict[str, Any]:
     if histogram.sum() == 0:
         raise ValueError("no CAM scores to choose a threshold from")
     score = round(otsu_threshold(histogram), 4)
-    return {"rule": "otsu over the highest CAM score per pixel",
-            "bkg_score": score,
-            "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
-            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4),
+    return {"rule": "otsu over the highest CAM score per pixel", "calibrated": False,
+            **with_ir_thresholds(score),
             "pixels": int(histogram.sum()),
             "histogram": histogram.tolist()}
+
+
+def with_ir_thresholds(score: float) -> dict[str, float]:
+    """A background score and the IR labels' confident thresholds around it (fg = t + 0.15,
+    bg = max(t − 0.10, 0.05))."""
+    return {"bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
+            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4)}
 
 
 def calibration_names(masked: list[str], names: list[str]) -> list[str]:
@@ -111,7 +116,7 @@ def best_on_masks(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
         raise ValueError("no labelled image to calibrate on")
     best = int(np.nanargmax(mious))
     return {"rule": f"best mIoU on the masks of {count} labelled images (calibration)",
-            "threshold": round(float(CALIBRATION_GRID[best]), 4),
+            "calibrated": True, "threshold": round(float(CALIBRATION_GRID[best]), 4),
             "miou_on_masks": round(float(mious[best]), 4), "images": count}
 
 
@@ -119,16 +124,15 @@ def calibrated_background_score(samples: Iterable[tuple[np.ndarray, np.ndarray, 
                                 num_classes: int) -> dict[str, Any]:
     """The background score and IR thresholds from labelled images' masks (same margins)."""
     chosen = best_on_masks(samples, num_classes)
-    score = chosen.pop("threshold")
-    return {**chosen, "bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
-            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4)}
+    return {**chosen, **with_ir_thresholds(chosen.pop("threshold"))}
 
 
-def choose_background_score(layout: Any, cam_file: Callable[[str], Path],
-                            names: list[str]) -> dict[str, Any]:
+def choose_background_score(layout: Any, cam_file: Callable[[str], Path], names: list[str],
+                            masked: list[str]) -> dict[str, Any]:
     """`auto` for the CAM background score and the IR thresholds over `names`: calibrated on the
-    masks of the labelled images when only some have one, else Otsu over every CAM."""
-    labelled = calibration_names(layout.masked_names(names), names)
+    masks of the labelled images (`masked`, those of `names` with a mask) when only some have
+    one, else Otsu over every CAM."""
+    labelled = calibration_names(masked, names)
     if not labelled:
         return auto_background_score(cam_file(name) for name in names)
 

@@ -181,15 +181,15 @@ def run(cfg: Config) -> dict[str, Any]:
     eval_cfg = cfg.eval_cam
     layout = open_dataset(cfg.data)
     names = layout.read_split(eval_cfg.split)
+    masked = layout.masked_names(names)  # a split with masks for some images: those scored
     auto = None
     if is_auto(eval_cfg.bkg_score):  # from the CAMs alone, or a handful of labelled images
         run_dir = RunDir(cfg)
         require_input(cfg, "make_cam", run_dir.cams)
         _cam_paths(run_dir, names)  # every CAM file there, else one line
-        auto = choose_background_score(layout, run_dir.cam_file, names)
+        auto = choose_background_score(layout, run_dir.cam_file, names, masked)
         eval_cfg = dataclasses.replace(eval_cfg, bkg_score=auto["bkg_score"])
         log.info("eval-cam: auto background score %g (%s)", auto["bkg_score"], auto["rule"])
-    masked = layout.masked_names(names)
     if not masked:
         summary = no_ground_truth("eval-cam", eval_cfg.split, layout.masks_where(), {
             "eval_cam.bkg_score": eval_cfg.bkg_score, "ir_labels.fg_thres": cfg.ir_labels.fg_thres,
@@ -203,7 +203,7 @@ def run(cfg: Config) -> dict[str, Any]:
     thresholds = np.concatenate([[eval_cfg.bkg_score], sweep])
     class_names = ["background", *layout.class_names]
     partial = scored_subset_line("eval-cam", eval_cfg.split, masked, names,
-                                 auto is not None and "calibration" in auto["rule"])
+                                 auto is not None and auto["calibrated"])
     variants, totals, part_totals, painted = _accumulate(cfg, layout, masked, thresholds)
     report: dict[str, Any] = {
         "split": eval_cfg.split, "num_images": len(masked), "class_names": class_names,

@@ -97,7 +97,8 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     cam_paths = check_cam_files(layout, run_dir.cams, names, labels, "high_res", full_size)
     auto = None
     if is_auto(ir_cfg.fg_thres) or is_auto(ir_cfg.bg_thres):
-        auto = choose_background_score(layout, dict(zip(names, cam_paths)).__getitem__, names)
+        auto = choose_background_score(layout, dict(zip(names, cam_paths)).__getitem__, names,
+                                       layout.masked_names(names))
         ir_cfg = dataclasses.replace(
             ir_cfg, fg_thres=auto["fg_thres"] if is_auto(ir_cfg.fg_thres) else ir_cfg.fg_thres,
             bg_thres=auto["bg_thres"] if is_auto(ir_cfg.bg_thres) else ir_cfg.bg_thres)

@@ -54,6 +54,7 @@ from vwe.inference.trained_scale import (
     long_side_factor,
     trained_long_side,
 )
+from vwe.metrics import cam_to_label
 from vwe.models.deeplab import input_normalization
 from vwe.refine.crf import crf_inference_prob
 from vwe.visualize import prediction_overlay, save_image
@@ -261,7 +262,7 @@ def predict_images(cfg: Config, predictor: Predictor, sources: dict[str, Path],
                 save_npz(cam_file(out, name), keys=keys.astype(np.int64), high_res=cams)
             else:
                 write_outputs(cfg, predictor, out, name, image,
-                              cam_label(cams, keys, cfg.predict.bkg_score),
+                              cam_to_label(cams, keys, cfg.predict.bkg_score),
                               {"keys": keys.astype(np.int64) + 1, "cams": cams})
             yield name
 
@@ -277,7 +278,7 @@ def masks_at_auto_score(cfg: Config, predictor: Predictor, sources: dict[str, Pa
         keys = np.asarray(arrays["keys"], np.int64)
         cams = np.asarray(arrays["high_res"], np.float32)
         write_outputs(cfg, predictor, out, name, read_image(sources[name]),
-                      cam_label(cams, keys, chosen["bkg_score"]),
+                      cam_to_label(cams, keys, chosen["bkg_score"]),
                       {"keys": keys + 1, "cams": cams})
     if ctx.is_main:
         write_json_atomic(out / AUTO_FILE, {**chosen, "images": len(names)})
@@ -361,13 +362,6 @@ def image_cams(cfg: Config, predictor: Predictor, image: np.ndarray, keys: np.nd
                         high_res_resize=cfg.cam.high_res_resize, amp=cfg.predict.amp)
     return multiscale_cams(predictor.trained.model, image, keys, cam_cfg,
                            predictor.codebook)["high_res"]
-
-
-def cam_label(cams: np.ndarray, keys: np.ndarray, bkg_score: float) -> np.ndarray:
-    """The CAM mask (H, W) uint8: argmax over [background score; CAMs], ties to background."""
-    planes = np.concatenate([np.full((1, *cams.shape[1:]), bkg_score, np.float32), cams])
-    ids = np.concatenate([[0], keys + 1]).astype(np.uint8)
-    return ids[planes.argmax(0)]
 
 
 def write_outputs(cfg: Config, predictor: Predictor, out: Path, name: str, image: np.ndarray,

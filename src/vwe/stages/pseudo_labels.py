@@ -145,11 +145,13 @@ def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str],
         size = image_size(layout.image_path(name))
         return np.asarray(arrays["keys"], np.int64), arrays["rw"].astype(np.float32), size
 
+    def labelled_walk(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        keys, rw, size = walked(name)
+        return layout.read_checked_mask(name), upsample_walk(rw, size), keys
+
     labelled = calibration_names(layout.masked_names(names), names)
     if labelled:  # a handful of labelled images: the walk threshold best on their masks
-        chosen = best_on_masks(((layout.read_checked_mask(name), upsample_walk(rw, size), keys)
-                                for name in labelled
-                                for keys, rw, size in [walked(name)]), layout.num_classes + 1)
+        chosen = best_on_masks(map(labelled_walk, labelled), layout.num_classes + 1)
         chosen["bg_thres"] = chosen.pop("threshold")
     else:
         chosen = auto_walk_threshold(upsample_walk(rw, size)
