@@ -152,6 +152,10 @@ def test_images_and_masks_subfolders_are_found_without_keys(tiny_dataset, tmp_pa
     assert layout.class_names == voc.class_names  # classes.txt in the root, not images/
     name = voc.read_split("val")[0]
     np.testing.assert_array_equal(layout.read_checked_mask(name), voc.read_mask(name))
+    # the images folder given as the root: one line naming the root to set
+    with pytest.raises(VweError, match=rf"holds no tags.csv, but its parent does: set "
+                                       rf"data.root={root.resolve()}"):
+        open_dataset(DataConfig(format="folder", root=str(root / "images")))
 
 
 def test_negatives_join_training_splits_with_all_zero_labels(tmp_path):

@@ -57,6 +57,7 @@ class FolderLayout(DatasetLayout):
         self.tags_path = Path(tags) if tags else self.root / "tags.csv"
         self.masks = Path(masks) if masks else found_mask_dir(self.root)
         self.val_fraction = val_fraction
+        self._refuse_image_folder_as_root(tags)
         self.tags = read_tags(self.tags_path)
         self.class_names = self._class_names(list(classes))
         self._check_tags()
@@ -77,6 +78,14 @@ class FolderLayout(DatasetLayout):
             if names:
                 return names
         return sorted({tag for tags in self.tags.values() for tag in tags})
+
+    def _refuse_image_folder_as_root(self, tags: str) -> None:
+        """data.root given as the images folder of the usual layout (its parent holds tags.csv,
+        classes.txt, splits/): say which root to set, rather than a missing tags file."""
+        parent = self.root.resolve().parent
+        if not tags and not self.tags_path.is_file() and (parent / "tags.csv").is_file():
+            raise VweError(f"data.root {self.root} holds no tags.csv, but its parent does: set "
+                           f"data.root={parent} (images/ and masks/ are found inside it)")
 
     def _check_tags(self) -> None:
         known = set(self.class_names)
