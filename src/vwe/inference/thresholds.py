@@ -101,6 +101,13 @@ def calibration_names(masked: list[str], names: list[str]) -> list[str]:
     return masked if 0 < len(masked) < len(names) else []
 
 
+def grid_mious(confusions: np.ndarray, num_classes: int) -> np.ndarray:
+    """mIoU at every threshold of a (T, n, n) confusion sweep (NaN where no class is present)."""
+    names = [str(i) for i in range(num_classes)]
+    return np.array([segmentation_scores(conf, names)["miou"] for conf in confusions],
+                    np.float64)
+
+
 def best_on_masks(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
                   num_classes: int) -> dict[str, Any]:
     """The background threshold with the best mIoU over (mask, score maps (K, H, W), 0-based
@@ -110,8 +117,7 @@ def best_on_masks(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
     for mask, maps, keys in samples:
         total += sweep_confusions(mask, maps, keys, CALIBRATION_GRID, num_classes)
         count += 1
-    names = [str(i) for i in range(num_classes)]
-    mious = np.array([segmentation_scores(conf, names)["miou"] for conf in total], np.float64)
+    mious = grid_mious(total, num_classes)
     if count == 0 or not np.isfinite(mious).any():
         raise ValueError("no labelled image to calibrate on")
     best = int(np.nanargmax(mious))

@@ -1,0 +1,51 @@
+"""benchmarks/calibration.py: the whole split scored at the threshold a subset chooses, on
+constructed images whose best thresholds are known."""
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from vwe.inference.thresholds import CALIBRATION_GRID
+from vwe.metrics import sweep_confusions
+
+SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
+
+
+def calibration_module():
+    spec = importlib.util.spec_from_file_location("calibration_benchmark", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def image_sweep(object_score: float, background_score: float) -> np.ndarray:
+    """One image: an object of class 1 scoring `object_score` on a background scoring
+    `background_score`; right at every threshold in between."""
+    truth = np.zeros((20, 20), np.uint8)
+    truth[5:15, 5:15] = 1
+    scores = np.where(truth > 0, object_score, background_score).astype(np.float32)[None]
+    return sweep_confusions(truth, scores, np.array([0]), CALIBRATION_GRID, 2)
+
+
+def test_subsets_that_agree_with_the_split_reach_the_oracle():
+    sweeps = np.stack([image_sweep(0.8, 0.2) for _ in range(6)])
+    rows = calibration_module().calibration_rows(sweeps, 2, [1, 3], draws=5, seed=0)
+    assert rows["oracle_miou"] == pytest.approx(1.0)
+    assert 0.2 <= rows["oracle"] < 0.8
+    for row in rows["by_size"].values():
+        assert row["mean"] == pytest.approx(1.0) and row["within_2"] == 1.0
+
+
+def test_a_subset_of_one_kind_of_image_misses_the_split_s_best():
+    """Half the images are right for t in [0.5, 0.7), half for [0.1, 0.3): no threshold is right
+    for all, and one image alone picks its own kind's best, worse for the split than the
+    oracle."""
+    sweeps = np.stack([image_sweep(0.7, 0.5) for _ in range(4)]
+                      + [image_sweep(0.3, 0.1) for _ in range(4)])
+    rows = calibration_module().calibration_rows(sweeps, 2, [1], draws=20, seed=0)
+    single = rows["by_size"]["1"]
+    assert single["worst"] < rows["oracle_miou"] - 0.05
+    assert single["mean"] < rows["oracle_miou"]
+    assert "8" not in calibration_module().calibration_rows(sweeps, 2, [8], 1, 0)["by_size"]
