@@ -38,6 +38,10 @@ VARIANTS = {
     "small_parts": ["synthetic.part_fraction=0.15", "synthetic.context_prob=0.95"],
     "large_parts": ["synthetic.part_fraction=0.7", "synthetic.full_frame_prob=0.4",
                     "synthetic.max_instances=2"],
+    # held out: not used to choose the rule's power (inference/thresholds.SCORE_POWER)
+    "crowded": ["synthetic.max_instances=6", "synthetic.part_fraction=0.45",
+                "synthetic.context_prob=0.5", "synthetic.noise_std=8", "synthetic.blur_prob=0.6",
+                "synthetic.full_frame_prob=0.1", "synthetic.seed=7"],
 }
 # the dataclass defaults a user gets without `auto` (VOC's values)
 FIXED = {"bkg_score": 0.14, "fg_thres": 0.30, "bg_thres": 0.05, "walk_bg_thres": 0.25}

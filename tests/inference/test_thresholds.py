@@ -10,6 +10,7 @@ from vwe.inference.thresholds import (
     best_on_masks,
     calibration_names,
     otsu_threshold,
+    score_histogram,
 )
 
 
@@ -89,3 +90,40 @@ def test_calibration_only_where_some_but_not_all_images_have_masks():
     assert calibration_names(["a"], ["a", "b", "c"]) == ["a"]
     assert calibration_names([], ["a", "b"]) == []  # no masks: Otsu
     assert calibration_names(["a", "b"], ["a", "b"]) == []  # an evaluation set: Otsu
+
+
+
+def test_auto_cuts_between_a_narrow_background_and_wide_objects_where_plain_otsu_cuts_objects(
+        tmp_path):
+    """Background at 0.05 ± 0.02 on 70 % of the pixels, objects spread evenly over 0.3–1 (as
+    trained CAMs on drawings are): every threshold in the gap (~0.12, 0.3) labels each pixel
+    right. Plain Otsu cuts inside the objects; the rule on score^0.7 lands in the gap."""
+    rng = np.random.default_rng(4)
+    paths, maps = [], []
+    for index in range(4):
+        truth = np.zeros((40, 50), bool)
+        truth[4 + index:16 + index, 5:45] = True  # 12 rows of 40: 30 % of the pixels
+        scores = np.where(truth, rng.uniform(0.3, 1.0, truth.shape),
+                          np.abs(rng.normal(0.05, 0.02, truth.shape))).astype(np.float32)
+        path = tmp_path / f"img{index}.npz"
+        save_npz(path, keys=np.array([0]), high_res=scores[None])
+        paths.append((path, truth, scores))
+        maps.append(scores[None])
+    assert otsu_threshold(score_histogram(maps)) > 0.3
+    auto = auto_background_score([path for path, _, _ in paths])
+    assert 0.1 < auto["bkg_score"] < 0.3
+    for _, truth, scores in paths:
+        assert ((scores > auto["bkg_score"]) == truth).all()
+    assert "score^0.7" in auto["rule"]
+
+
+def test_otsu_with_a_power_is_otsu_on_the_transformed_values():
+    """Otsu on score^p over a histogram equals plain Otsu on the transformed bin centres."""
+    rng = np.random.default_rng(5)
+    bins = 50
+    histogram = rng.integers(0, 100, bins)
+    centres = ((np.arange(bins) + 0.5) / bins) ** 0.7
+    values = np.repeat(centres, histogram)
+    edges = (np.arange(1, bins) / bins) ** 0.7
+    expected = brute_force_otsu(values, edges) ** (1 / 0.7)
+    assert otsu_threshold(histogram, 0.7) == pytest.approx(expected)

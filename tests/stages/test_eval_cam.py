@@ -173,6 +173,11 @@ def test_eval_cam_and_ir_labels_record_what_auto_chose(tiny_dataset, run_copy, r
     done = json.loads((run_dir / "ir_labels" / "record.json").read_text())
     assert done["settings"]["ir_labels.fg_thres"] == "auto"  # the record holds the word
     assert "auto thresholds fg" in (run_dir / "log.txt").read_text()
+    # IR labels centre on plain Otsu over every training CAM (docs/method.md#auto-thresholds)
+    plain = auto_background_score(names, power=1.0)
+    assert (f"auto thresholds fg {plain['fg_thres']:g}, bg {plain['bg_thres']:g} "
+            f"(background score {plain['bkg_score']:g}, otsu over the highest CAM score per "
+            "pixel)") in (run_dir / "log.txt").read_text()
 
 
 def _brute_force_best(names, thresholds):
