@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from vwe.config import load_config
+from vwe.config import Config, load_config
 from vwe.data.cam_files import load_cam
 from vwe.data.io import read_image
 from vwe.data.transforms import normalize
@@ -32,7 +32,7 @@ GRID = np.round(np.arange(0.05, 0.86, 0.05), 2)
 SWEEP = np.round(np.arange(0.0, 0.96, 0.01), 2)
 
 
-def curves(cfg, limit: int) -> dict[str, list]:
+def curves(cfg: Config, limit: int) -> dict[str, list]:
     """Erase / keep scores per (image, tag) over GRID, and the masks' mIoU over SWEEP."""
     torch.set_grad_enabled(False)
     layout = open_dataset(cfg.data)

@@ -19,17 +19,13 @@ from pathlib import Path
 
 import numpy as np
 
+from thresholds import at_threshold  # benchmarks/thresholds.py (this script's folder)
 from vwe.config import load_config
 from vwe.data.io import image_size, load_npz
 from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
 from vwe.inference.thresholds import cam_score_histogram, otsu_threshold, score_histogram
 from vwe.refine.random_walk import upsample_walk
-
-
-def at_threshold(sweep: dict, value: float) -> float:
-    thresholds = np.asarray(sweep["thresholds"], np.float64)
-    return float(np.asarray(sweep["miou"], np.float64)[np.abs(thresholds - value).argmin()])
 
 
 def row(label: str, histogram: np.ndarray, sweep: dict, powers: list[float]) -> str:

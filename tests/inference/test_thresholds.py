@@ -92,7 +92,6 @@ def test_calibration_only_where_some_but_not_all_images_have_masks():
     assert calibration_names(["a", "b"], ["a", "b"]) == []  # an evaluation set: Otsu
 
 
-
 def test_auto_cuts_between_a_narrow_background_and_wide_objects_where_plain_otsu_cuts_objects(
         tmp_path):
     """Background at 0.05 ± 0.02 on 70 % of the pixels, objects spread evenly over 0.3–1 (as

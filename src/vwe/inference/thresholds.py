@@ -152,7 +152,7 @@ def choose_background_score(layout: Any, cam_file: Callable[[str], Path], names:
                             masked: list[str], power: float = SCORE_POWER) -> dict[str, Any]:
     """`auto` for the CAM background score and the IR thresholds over `names`: calibrated on the
     masks of the labelled images (`masked`, those of `names` with a mask) when only some have
-    one, else Otsu over every CAM."""
+    one, else Otsu on score^power over every CAM."""
     labelled = calibration_names(masked, names)
     if not labelled:
         return auto_background_score((cam_file(name) for name in names), power)
