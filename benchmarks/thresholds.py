@@ -46,7 +46,7 @@ VARIANTS = {
 # the dataclass defaults a user gets without `auto` (VOC's values)
 FIXED = {"bkg_score": 0.14, "fg_thres": 0.30, "bg_thres": 0.05, "walk_bg_thres": 0.25}
 AUTO = ["eval_cam.bkg_score=auto", "ir_labels.fg_thres=auto", "ir_labels.bg_thres=auto",
-        "pseudo_labels.bg_thres=auto"]
+        "pseudo_labels.scale=plane", "pseudo_labels.bg_thres=auto"]
 SWEEPS = ["eval_cam.sweep_stop=0.95", "eval_labels.sweep_stop=0.95"]
 IR_STAGES = REFINE_STAGES  # ir-labels, train-irn, pseudo-labels, eval-labels
 
@@ -131,6 +131,7 @@ def generated(name: str, out: Path, train_aug: int) -> tuple[str, list[str]]:
     return "configs/demo.yaml", [f"data.root={root}", f"run_dir={run}",
                                  f"synthetic.num_train_aug={train_aug}",
                                  "synthetic.num_val=50", "synthetic.num_test=10",
+                                 "pseudo_labels.split=train",  # the walks that are scored
                                  *VARIANTS[name]]
 
 

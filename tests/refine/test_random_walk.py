@@ -16,6 +16,7 @@ from vwe.refine.random_walk import (
     walk_scipy,
     walk_to_labels,
     walk_torch,
+    walked_cam_scores,
 )
 
 
@@ -165,3 +166,32 @@ def test_walk_to_labels_by_hand():
     np.testing.assert_array_equal(labels, [[0, 3, 8, 8]])
     np.testing.assert_array_equal(walk_to_labels(rw_up, np.array([2, 7]), 0.55), [[0, 3, 0, 8]])
     np.testing.assert_array_equal(walk_to_labels(np.zeros((0, 2, 2)), np.array([])), 0)
+
+
+def test_walked_cam_scores_are_on_the_cam_scale():
+    # Walking cams and a plane of ones together: a constant CAM c reads back as c everywhere,
+    # whatever the boundaries, while IRNet's walk of it is damped by (1 - edge) near them.
+    _, edge = random_inputs(1, 9, 11, seed=4)
+    edge *= 0.8
+    cams = np.stack([np.full((9, 11), 0.6), np.full((9, 11), 0.3),
+                     np.ones((9, 11))]).astype(np.float32)
+    walked = random_walk(cams, edge)
+    scores = walked_cam_scores(walked[:2], walked[2:], (33, 41))
+    assert scores.shape == (2, 33, 41)
+    np.testing.assert_allclose(scores[0], 0.6, rtol=1e-5)
+    np.testing.assert_allclose(scores[1], 0.3, rtol=1e-5)
+    assert walked[0].min() < 0.6 * 0.95  # the raw walk is not on the CAM scale
+
+
+def test_walked_cam_scores_by_hand():
+    rw = np.array([[[0.1, 0.4]]], np.float32)
+    plane = np.array([[[0.5, 0.8]]], np.float32)
+    scores = walked_cam_scores(rw, plane, (2, 7))
+    # both ×4 bilinear (source x = (i + 0.5)/4 − 0.5, clamped), then divided pixel by pixel
+    weight = np.clip((np.arange(7) + 0.5) / 4 - 0.5, 0, 1)
+    want = (0.1 + 0.3 * weight) / (0.5 + 0.3 * weight)
+    np.testing.assert_allclose(scores[0], np.tile(want, (2, 1)), rtol=1e-6)
+    zero = walked_cam_scores(np.ones((1, 1, 1)), np.zeros((1, 1, 1)), (4, 4))
+    assert np.isfinite(zero).all()
+    with pytest.raises(ValueError):
+        walked_cam_scores(rw, plane[:, :, :1], (2, 7))

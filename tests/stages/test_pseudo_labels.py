@@ -221,3 +221,38 @@ def test_auto_walk_threshold_labels_every_image_at_the_walks_otsu_value(tiny_dat
                                    sizes[name], chosen)
         assert (read_label_png(run_dir / "pseudo_labels" / f"{name}.png") == want).all()
     assert f"bg_thres {chosen:g}, auto" in (run_dir / "log.txt").read_text()
+
+
+def test_plane_scale_auto_labels_at_the_cam_background_score(tiny_dataset, run_copy, irn_run,
+                                                            refine_overrides):
+    """scale=plane, bg_thres=auto: each walk stores its plane, the threshold is the CAM
+    background score's rule over the split's CAMs, the labels are the walked CAM scores against
+    it, and eval-labels sweeps the same maps (its value at the chosen score is the labels')."""
+    from vwe.data.io import image_size
+    from vwe.data.voc import VocLayout
+    from vwe.inference.thresholds import auto_background_score
+    from vwe.refine.random_walk import walk_to_labels, walked_cam_scores
+
+    run_dir = run_copy("train_irn", "ir_labels", source=irn_run)
+    walk = "pseudo_labels.exp_times=2"  # a short walk: on ~20×20 grids T^256 is flat
+    args = [*refine_overrides(tiny_dataset, run_dir, walk), "pseudo_labels.scale=plane",
+            "pseudo_labels.bg_thres=auto"]
+    assert main(["pseudo-labels", *args]) == 0
+    layout = VocLayout(tiny_dataset)
+    names = sorted(p.stem for p in (run_dir / "walks").glob("*.npz"))
+    chosen = auto_background_score(run_dir / "cams" / f"{n}.npz" for n in names)["bkg_score"]
+    for name in names:
+        arrays = load_npz(run_dir / "walks" / f"{name}.npz")
+        rw, plane = arrays["rw"].astype("float32"), arrays["plane"].astype("float32")
+        assert plane.shape == (1, *rw.shape[1:]) and 0 < plane.max() <= 1 + 1e-3
+        want = walk_to_labels(walked_cam_scores(rw, plane, image_size(layout.image_path(name))),
+                              arrays["keys"], chosen)
+        assert (read_label_png(run_dir / "pseudo_labels" / f"{name}.png") == want).all()
+    assert f"bg_thres {chosen:g}, auto: the CAM background score" in \
+        (run_dir / "log.txt").read_text()
+    sweep = [f"eval_labels.sweep_start={chosen}", f"eval_labels.sweep_stop={chosen + 0.2}",
+             "eval_labels.sweep_step=0.2"]
+    assert main(["eval-labels", *args, *sweep]) == 0
+    report = eval_json(run_dir)
+    assert report["sweep"]["miou"][0] == report["scores"]["miou"]
+    assert report["sweep"]["miou"][1] != report["scores"]["miou"]

@@ -246,8 +246,13 @@ class PseudoLabelConfig:
     radius: int = check(5, ge=2)  # pair radius at inference (make_sem_seg_labels.py:41)
     beta: float = check(10.0, gt=0)  # T = D^-1 A^beta
     exp_times: int = check(8, ge=0, le=16)  # the walk is T^(2^exp_times) = T^256
-    # sem_seg_bg_thres: constant background plane on the walk maps; auto: Otsu over the walked
-    # maps, chosen once every walk exists (docs/method.md#auto-thresholds)
+    # What bg_thres is compared with (docs/refinement.md#walked-background-plane). max: IRNet's
+    # walk maps divided by their global maximum, bg_thres their sem_seg_bg_thres; auto: plain
+    # Otsu over those maps. plane: each walked CAM divided by the walked plane of ones, on the
+    # CAM's scale, bg_thres a CAM background score; auto: the CAM background score's rule
+    scale: str = check("max", choices=("max", "plane"))
+    # the background threshold (see scale); auto is chosen once every walk exists
+    # (docs/method.md#auto-thresholds)
     bg_thres: Any = check(0.25, ge=0, le=1, auto=True)
     # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
     method: str = check("sparse", choices=("sparse", "dense"))

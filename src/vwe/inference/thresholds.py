@@ -4,9 +4,10 @@ The background score that separates objects from background: every pixel's highe
 the image's tagged classes, pooled over the split, split in two by Otsu's rule (the threshold
 that maximises the between-class variance of the histogram) applied to the scores raised to
 0.7, so that the narrow background mode near 0 and the wide object mode weigh alike. IR labels'
-confident regions sit around plain Otsu's value t: fg = t + 0.15, bg = max(t − 0.10, 0.05), the
-margins of IRNet's 0.30 / 0.05 around VOC's best score 0.15. The walk's background threshold is
-plain Otsu over the walked maps.
+confident regions sit around that score t: fg = t + 0.15, bg = max(t − 0.10, 0.05), the margins
+of IRNet's 0.30 / 0.05 around VOC's best score 0.15. The walk's background threshold is the same
+score t on walked CAM scores (`pseudo_labels.scale=plane`), or plain Otsu over IRNet's
+max-divided walk maps (`scale=max`).
 
 Where only some images of the split have masks (a handful labelled on purpose), `auto` is
 calibrated on those instead: the threshold with the best mIoU on their masks. A split whose
@@ -31,11 +32,11 @@ FG_MARGIN, BG_MARGIN, BG_FLOOR = 0.15, 0.10, 0.05
 # The CAM background score: Otsu on score ** SCORE_POWER. Background scores bunch near 0 while
 # object scores spread wide, and plain Otsu (equal spreads assumed) then cuts inside the objects;
 # the power stretches the low scores and compresses the high ones. 0.7 measured best over the
-# generated variants and MSRC, and held on data not used to choose it. The IR labels' centre
-# and the walk's threshold keep plain Otsu (power 1): the 0.7 rule there lost 3-4 points of
-# pseudo-label mIoU on MSRC (docs/method.md#auto-thresholds)
+# generated variants and MSRC, and held on data not used to choose it. IRNet's max-divided walk
+# maps (pseudo_labels.scale=max) keep plain Otsu (power 1): their scale moves with each image's
+# maximum and no power followed both drawings and photos (docs/method.md#auto-thresholds)
 SCORE_POWER = 0.7
-REFINE_POWER = 1.0
+MAX_WALK_POWER = 1.0
 
 
 def is_auto(value: Any) -> bool:
@@ -78,20 +79,20 @@ def score_histogram(maps: Iterable[np.ndarray], bins: int = BINS) -> np.ndarray:
 
 
 def auto_walk_threshold(walk_maps: Iterable[np.ndarray]) -> dict[str, Any]:
-    """The walk's background threshold: Otsu over the walked maps as pseudo-labels scales them
-    (upsampled, divided by their maximum)."""
+    """The background threshold of IRNet's walk maps (`scale=max`): plain Otsu over the maps as
+    pseudo-labels scales them (upsampled, divided by their maximum)."""
     histogram = score_histogram(walk_maps)
     if histogram.sum() == 0:
         raise ValueError("no walk scores to choose a threshold from")
     return {"rule": "otsu over the highest walk score per pixel",
-            "bg_thres": round(otsu_threshold(histogram, REFINE_POWER), 4),
+            "bg_thres": round(otsu_threshold(histogram, MAX_WALK_POWER), 4),
             "pixels": int(histogram.sum())}
 
 
 def auto_background_score(cam_files: Iterable[Path], power: float = SCORE_POWER
                           ) -> dict[str, Any]:
     """The background score and the IR labels' confident thresholds, with their evidence
-    (Otsu on score^power: SCORE_POWER for the CAM masks, REFINE_POWER for the IR labels)."""
+    (Otsu on score^power)."""
     histogram = cam_score_histogram(cam_files)
     if histogram.sum() == 0:
         raise ValueError("no CAM scores to choose a threshold from")

@@ -191,6 +191,36 @@ def upsample_walk(rw: ArrayLike, image_size: tuple[int, int]) -> np.ndarray:
     return up.numpy()
 
 
+def walked_cam_scores(rw: ArrayLike, plane: ArrayLike, image_size: tuple[int, int]
+                      ) -> np.ndarray:
+    """Each class's walked CAM divided by the walked plane of ones, ×4 bilinear, cropped: the
+    boundary-weighted mean of the CAM scores the walk gathers at each pixel, so on the CAM's own
+    scale (docs/refinement.md#walked-background-plane).
+
+    `rw` (K, h, w) walks cams ⊙ (1 − boundary); `plane` (1, h, w) walks (1 − boundary) alone. A
+    constant CAM c gives c everywhere. Where the plane is ~0 (every neighbour a boundary) the
+    divisor is floored at 1e-6.
+    """
+    maps = torch.as_tensor(_numpy(rw))
+    ones = torch.as_tensor(_numpy(plane))
+    if maps.ndim != 3 or ones.shape != (1, *maps.shape[1:]):
+        raise ValueError(f"rw must be (K,h,w) and plane (1,h,w); got {tuple(maps.shape)}, "
+                         f"{tuple(ones.shape)}")
+    height, width = image_size
+    both = F.interpolate(torch.cat([maps, ones])[None], scale_factor=4, mode="bilinear",
+                         align_corners=False)[0][:, :height, :width]
+    return (both[:-1] / both[-1:].clamp_min(1e-6)).numpy()
+
+
+def walk_scores(rw: ArrayLike, plane: ArrayLike | None, image_size: tuple[int, int]
+                ) -> np.ndarray:
+    """The maps a background threshold is compared with (K, H, W): walked CAM scores given the
+    walked plane, else IRNet's upsampled walk divided by its maximum."""
+    if plane is None:
+        return upsample_walk(rw, image_size)
+    return walked_cam_scores(rw, plane, image_size)
+
+
 def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray, bg_thres: float = 0.25) -> np.ndarray:
     """Constant background plane `bg_thres` + argmax, mapped through [0, keys+1]
     (docs/refinement.md#random-walk step 5).

@@ -39,18 +39,21 @@ from vwe.metrics import (
     sweep_report,
     threshold_grid,
 )
-from vwe.refine.random_walk import upsample_walk
+from vwe.refine.random_walk import walk_scores
 from vwe.stage_records import require_input
 
 log = logging.getLogger(__name__)
 
 
-def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """Stored walk → (keys, walk maps upsampled and scaled as pseudo-labels does, (K, H, W))."""
+def read_walk(path: Path, gt_shape: tuple[int, ...], scale: str = "max"
+              ) -> tuple[np.ndarray, np.ndarray]:
+    """Stored walk → (keys, walk maps upsampled and scaled as pseudo-labels does for
+    `pseudo_labels.scale`, (K, H, W))."""
     arrays = load_npz(path)
-    if "rw" not in arrays or "keys" not in arrays:
-        raise VweError(f"walk file {path} lacks 'rw' or 'keys'; delete the walks folder and rerun "
-                       "`vwe pseudo-labels`")
+    wanted = ("rw", "keys", "plane") if scale == "plane" else ("rw", "keys")
+    if any(key not in arrays for key in wanted):
+        raise VweError(f"walk file {path} lacks one of {wanted}; delete the walks folder and "
+                       "rerun `vwe pseudo-labels`")
     keys = np.asarray(arrays["keys"], np.int64).reshape(-1)
     rw = check_finite(arrays["rw"], path, "walk file", "delete that file and its pseudo label "
                       "and rerun `vwe pseudo-labels` (it makes only the missing ones)")
@@ -58,7 +61,7 @@ def read_walk(path: Path, gt_shape: tuple[int, ...]) -> tuple[np.ndarray, np.nda
     if rw.shape != want:
         raise VweError(f"walk file {path} has shape {rw.shape}, expected {want} for its ground "
                        "truth; delete the walks folder and rerun `vwe pseudo-labels`")
-    return keys, upsample_walk(rw.astype(np.float32), gt_shape[:2])
+    return keys, walk_scores(rw, arrays["plane"] if scale == "plane" else None, gt_shape[:2])
 
 
 def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path,
@@ -88,7 +91,7 @@ def accumulate(cfg: Config, layout: VocLayout, names: list[str], label_dir: Path
             counted = part_counts(gt, label, parts, num_classes)
             part_totals = counted if part_totals is None else part_totals + counted
         if sweep is not None:
-            keys, walk = read_walk(run_dir.walk_file(name), gt.shape)
+            keys, walk = read_walk(run_dir.walk_file(name), gt.shape, cfg.pseudo_labels.scale)
             sweep += sweep_confusions(gt, walk, keys, thresholds, num_classes)
     return conf, sweep, part_totals
 

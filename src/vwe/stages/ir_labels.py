@@ -29,7 +29,7 @@ from vwe.engine.distributed import DistContext
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
-from vwe.inference.thresholds import REFINE_POWER, choose_background_score, is_auto
+from vwe.inference.thresholds import choose_background_score, is_auto
 from vwe.refine.ir_label import IGNORE, ir_label
 from vwe.stage_records import require_input, stage_record
 
@@ -98,7 +98,7 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
     auto = None
     if is_auto(ir_cfg.fg_thres) or is_auto(ir_cfg.bg_thres):
         auto = choose_background_score(layout, dict(zip(names, cam_paths)).__getitem__, names,
-                                       layout.masked_names(names), power=REFINE_POWER)
+                                       layout.masked_names(names))
         ir_cfg = dataclasses.replace(
             ir_cfg, fg_thres=auto["fg_thres"] if is_auto(ir_cfg.fg_thres) else ir_cfg.fg_thres,
             bg_thres=auto["bg_thres"] if is_auto(ir_cfg.bg_thres) else ir_cfg.bg_thres)

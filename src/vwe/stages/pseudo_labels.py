@@ -4,12 +4,15 @@
 Per image of `pseudo_labels.split`: the boundary map of the image and its mirror (logits averaged
 before the sigmoid) at stride 4; affinities on pairs within radius 5; the K foreground CAMs
 (`cam`, stride 4) times (1 − boundary) walked T^(2^8) (β = 10); ×4 bilinear, divided by the global
-max; a constant background plane 0.25 and the argmax: a uint8 PNG with no ignore label.
+max; a constant background plane 0.25 and the argmax: a uint8 PNG with no ignore label. With
+`pseudo_labels.scale=plane` a plane of ones is walked with the CAMs and each walked CAM is
+divided by it, so the background threshold is a CAM score
+(docs/refinement.md#walked-background-plane).
 The walk itself is stored too (`<run_dir>/walks/<name>.npz`: `rw` at stride 4 in
-`pseudo_labels.walk_dtype`, and `keys`) and the PNG is made from exactly the stored values, so
-`vwe eval-labels` can sweep the background threshold without walking again and reproduce the
-PNGs bit for bit. Resumable per image on the per-image runner (PNG written last, atomically);
-ranks take strided shares.
+`pseudo_labels.walk_dtype`, `keys`, and `plane` on that scale) and the PNG is made from exactly
+the stored values, so `vwe eval-labels` can sweep the background threshold without walking again
+and reproduce the PNGs bit for bit. Resumable per image on the per-image runner (PNG written
+last, atomically); ranks take strided shares.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ from vwe.engine.memory import keep_freed_memory
 from vwe.engine.per_image import ImageOutputs, run_per_image
 from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
+from vwe.errors import VweError
 from vwe.inference.thresholds import (
+    auto_background_score,
     auto_walk_threshold,
     best_on_masks,
     calibration_names,
@@ -41,7 +46,7 @@ from vwe.inference.thresholds import (
 )
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
-from vwe.refine.random_walk import propagated_to_label, random_walk, upsample_walk
+from vwe.refine.random_walk import propagated_to_label, random_walk, walk_scores, walk_to_labels
 from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
@@ -82,11 +87,24 @@ def walk_image(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabe
                        radius=pl.radius, method=pl.method, device=walk_device)
 
 
+def walk_with_plane(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: PseudoLabelConfig,
+                    device: torch.device) -> tuple[np.ndarray, np.ndarray | None]:
+    """The walk maps (K, h, w) and, for `scale=plane`, the walked plane of ones (1, h, w): one
+    walk of K + 1 channels, so both see the same boundaries."""
+    if pl.scale != "plane":
+        return walk_image(model, image, cams, pl, device), None
+    ones = np.ones((1, *cams.shape[1:]), np.float32)
+    both = walk_image(model, image, np.concatenate([cams, ones]), pl, device)
+    return both[:-1], both[-1:]
+
+
 def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int],
-                    bg_thres: float) -> np.ndarray:
+                    bg_thres: float, plane: np.ndarray | None = None) -> np.ndarray:
     """The pseudo label (H, W) uint8 from stored walk maps (docs/refinement.md#random-walk steps
-    4–5)."""
-    return propagated_to_label(rw.astype(np.float32), keys, image_size, bg_thres)
+    4–5; with a plane docs/refinement.md#walked-background-plane)."""
+    if plane is None:
+        return propagated_to_label(rw.astype(np.float32), keys, image_size, bg_thres)
+    return walk_to_labels(walk_scores(rw, plane, image_size), keys, bg_thres)
 
 
 def run(cfg: Config) -> dict:
@@ -113,11 +131,14 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
         for name in todo:
             image = read_image(layout.image_path(name))
             keys, cams = load_cam(cam_paths[name], "cam")
-            rw = walk_image(model, image, cams, pl, ctx.device).astype(pl.walk_dtype)
-            save_npz(run_dir.walk_file(name), rw=rw, keys=keys)  # the PNG last: marks "done"
+            rw, plane = walk_with_plane(model, image, cams, pl, ctx.device)
+            rw = rw.astype(pl.walk_dtype)
+            planes = {} if plane is None else {"plane": plane.astype(pl.walk_dtype)}
+            save_npz(run_dir.walk_file(name), rw=rw, keys=keys, **planes)  # PNG last: "done"
             if not auto:
                 save_label_png(run_dir.pseudo_label_file(name),
-                               label_from_walk(rw, keys, image.shape[:2], pl.bg_thres))
+                               label_from_walk(rw, keys, image.shape[:2], pl.bg_thres,
+                                               planes.get("plane")))
             yield None
 
     label_dir, walk_dir = run_dir.pseudo_labels, run_dir.walks
@@ -126,7 +147,7 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
                            ("*.png", "*.npz"))
     result = run_per_image("pseudo_labels", names, outputs, stage_record(cfg, "pseudo_labels"),
                            cfg.overwrite, ctx, process)
-    chosen = labels_at_auto_threshold(run_dir, layout, names, ctx) if auto else None
+    chosen = labels_at_auto_threshold(run_dir, layout, names, pl.scale, ctx) if auto else None
     bg_thres = chosen["bg_thres"] if chosen else pl.bg_thres
     log.info("pseudo-labels: %d label files in %s (bg_thres %g%s), walks in %s", len(names),
              label_dir, bg_thres, f", auto: {chosen['rule']}" if chosen else "", walk_dir)
@@ -135,30 +156,40 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
             "auto": chosen}
 
 
-def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str],
+def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str], scale: str,
                              ctx: DistContext) -> dict[str, Any]:
-    """`pseudo_labels.bg_thres=auto`: Otsu over every stored walk, or the best threshold on the
-    masks where only some images have one (docs/method.md#auto-thresholds), then this rank's
-    labels from their walks at that threshold."""
-    def walked(name: str) -> tuple[np.ndarray, np.ndarray, tuple[int, int]]:
+    """`pseudo_labels.bg_thres=auto` (docs/method.md#auto-thresholds): the best threshold on the
+    masks where only some images have one; else with `scale=plane` the CAM background score's
+    rule over the split's CAMs, with `scale=max` plain Otsu over every stored walk. Then this
+    rank's labels from their walks at that threshold."""
+    def walked(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[int, int]]:
         arrays = load_npz(run_dir.walk_file(name))
-        size = image_size(layout.image_path(name))
-        return np.asarray(arrays["keys"], np.int64), arrays["rw"].astype(np.float32), size
+        plane = arrays.get("plane") if scale == "plane" else None
+        if scale == "plane" and plane is None:
+            raise VweError(f"walk file {run_dir.walk_file(name)} has no plane (made with "
+                           "pseudo_labels.scale=max); delete the walks folder and rerun "
+                           "`vwe pseudo-labels`")
+        return (np.asarray(arrays["keys"], np.int64), arrays["rw"], plane,
+                image_size(layout.image_path(name)))
 
     def labelled_walk(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        keys, rw, size = walked(name)
-        return layout.read_checked_mask(name), upsample_walk(rw, size), keys
+        keys, rw, plane, size = walked(name)
+        return layout.read_checked_mask(name), walk_scores(rw, plane, size), keys
 
     labelled = calibration_names(layout.masked_names(names), names)
     if labelled:  # a handful of labelled images: the walk threshold best on their masks
         chosen = best_on_masks(map(labelled_walk, labelled), layout.num_classes + 1)
         chosen["bg_thres"] = chosen.pop("threshold")
+    elif scale == "plane":
+        score = auto_background_score(run_dir.cam_file(name) for name in names)
+        chosen = {"rule": f"the CAM background score: {score['rule']}", "calibrated": False,
+                  "bg_thres": score["bkg_score"], "pixels": score["pixels"]}
     else:
-        chosen = auto_walk_threshold(upsample_walk(rw, size)
-                                     for _, rw, size in map(walked, names))
+        chosen = auto_walk_threshold(walk_scores(rw, None, size)
+                                     for _, rw, _, size in map(walked, names))
     for name in dist_utils.shard(list(names), ctx):
-        keys, rw, size = walked(name)
+        keys, rw, plane, size = walked(name)
         save_label_png(run_dir.pseudo_label_file(name),
-                       label_from_walk(rw, keys, size, chosen["bg_thres"]))
+                       label_from_walk(rw, keys, size, chosen["bg_thres"], plane))
     dist_utils.barrier(ctx)
     return chosen
