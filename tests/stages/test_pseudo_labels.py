@@ -256,3 +256,37 @@ def test_plane_scale_auto_labels_at_the_cam_background_score(tiny_dataset, run_c
     report = eval_json(run_dir)
     assert report["sweep"]["miou"][0] == report["scores"]["miou"]
     assert report["sweep"]["miou"][1] != report["scores"]["miou"]
+
+
+def test_plane_scale_fixed_threshold_and_a_walk_without_its_plane(tiny_dataset, run_copy, irn_run,
+                                                                  refine_overrides, capsys):
+    """scale=plane with a fixed bg_thres: the labels are the stored walk's CAM scores against
+    that score; eval-labels on walks made at scale=max says which stage to rerun."""
+    from vwe.data.io import image_size
+    from vwe.data.voc import VocLayout
+    from vwe.refine.random_walk import walk_to_labels, walked_cam_scores
+
+    run_dir = run_copy("train_irn", "ir_labels", source=irn_run)
+    walk = "pseudo_labels.exp_times=2"
+    plane = [*refine_overrides(tiny_dataset, run_dir, walk), "pseudo_labels.scale=plane",
+             "pseudo_labels.bg_thres=0.3"]
+    assert main(["pseudo-labels", *plane]) == 0
+    layout = VocLayout(tiny_dataset)
+    labels = {}
+    for path in sorted((run_dir / "walks").glob("*.npz")):
+        arrays = load_npz(path)
+        scores = walked_cam_scores(arrays["rw"], arrays["plane"],
+                                   image_size(layout.image_path(path.stem)))
+        want = walk_to_labels(scores, arrays["keys"], 0.3)
+        labels[path.stem] = read_label_png(run_dir / "pseudo_labels" / f"{path.stem}.png")
+        assert (labels[path.stem] == want).all()
+    max_scale = [*refine_overrides(tiny_dataset, run_dir, walk), "pseudo_labels.bg_thres=0.3"]
+    assert main(["pseudo-labels", "--overwrite", *max_scale]) == 0  # the scale is recorded
+    assert any((read_label_png(run_dir / "pseudo_labels" / f"{n}.png") != lab).any()
+               for n, lab in labels.items())
+    assert "plane" not in load_npz(next((run_dir / "walks").glob("*.npz")))
+    capsys.readouterr()
+    assert main(["eval-labels", *max_scale[:-1], "pseudo_labels.scale=plane",
+                 "pseudo_labels.bg_thres=0.3", "eval_labels.label_dir=" +
+                 str(run_dir / "pseudo_labels")]) == 2
+    assert "plane" in capsys.readouterr().err
