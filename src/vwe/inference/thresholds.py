@@ -150,13 +150,13 @@ def calibrated_background_score(samples: Iterable[tuple[np.ndarray, np.ndarray, 
 
 
 def choose_background_score(layout: Any, cam_file: Callable[[str], Path], names: list[str],
-                            masked: list[str], power: float = SCORE_POWER) -> dict[str, Any]:
+                            masked: list[str]) -> dict[str, Any]:
     """`auto` for the CAM background score and the IR thresholds over `names`: calibrated on the
     masks of the labelled images (`masked`, those of `names` with a mask) when only some have
-    one, else Otsu on score^power over every CAM."""
+    one, else Otsu on score^SCORE_POWER over every CAM."""
     labelled = calibration_names(masked, names)
     if not labelled:
-        return auto_background_score((cam_file(name) for name in names), power)
+        return auto_background_score(cam_file(name) for name in names)
 
     def sample(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         arrays = load_npz(cam_file(name))

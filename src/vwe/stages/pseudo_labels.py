@@ -46,7 +46,7 @@ from vwe.inference.thresholds import (
 )
 from vwe.models.backbone import fold_batch_norm
 from vwe.models.irn import IRNet, edge_map
-from vwe.refine.random_walk import propagated_to_label, random_walk, walk_scores, walk_to_labels
+from vwe.refine.random_walk import random_walk, walk_scores, walk_to_labels
 from vwe.stage_records import require_input, stage_record
 
 log = logging.getLogger(__name__)
@@ -102,8 +102,6 @@ def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int
                     bg_thres: float, plane: np.ndarray | None = None) -> np.ndarray:
     """The pseudo label (H, W) uint8 from stored walk maps (docs/refinement.md#random-walk steps
     4–5; with a plane docs/refinement.md#walked-background-plane)."""
-    if plane is None:
-        return propagated_to_label(rw.astype(np.float32), keys, image_size, bg_thres)
     return walk_to_labels(walk_scores(rw, plane, image_size), keys, bg_thres)
 
 
