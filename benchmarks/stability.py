@@ -3,8 +3,10 @@
 Runs `vwe demo --config CONFIG seed=S run_dir=OUT/s{S}-t{T}` with T threads per process
 (OMP_NUM_THREADS / MKL_NUM_THREADS) for every seed and thread count, then prints one row per run
 (CAM, pseudo labels, segmentation, segmentation + CRF) and the spread (max - min) of each stage
-over all of them. Runs resume (a finished run is read, not rerun); with --parallel 2 two runs of
-one thread each share a 2-core machine (each pinned to its own core).
+over all of them. Every run goes through `vwe demo`, whose stage records skip what is done with
+the same settings (a finished run costs seconds; new overrides rerun what they change, never read
+an older run's scores); with --parallel 2 two runs of one thread each share a 2-core machine
+(each pinned to its own core).
 
     python benchmarks/stability.py --out benchmarks/out/stability [--config configs/demo.yaml]
         [--seeds 1,2,3] [--threads 1,2] [--parallel 2] [key=value ...]
@@ -50,7 +52,7 @@ def launch(cmd: list[str], threads: int, core: int | None, log: Path) -> subproc
 def run_all(jobs: list[tuple[int, int, Path]], args: argparse.Namespace,
             overrides: list[str]) -> None:
     """One-thread jobs run `--parallel` at a time, each pinned to a core; others alone."""
-    pending = [job for job in jobs if scores(job[2])["seg_crf"] is None]
+    pending = list(jobs)  # every run: `vwe demo` skips the stages done with these settings
     while pending:
         width = args.parallel if pending[0][1] == 1 else 1
         batch = [job for job in pending if job[1] == pending[0][1]][:width]

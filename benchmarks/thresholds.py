@@ -75,14 +75,19 @@ def cam_row(run_dir: Path) -> dict[str, Any]:
             "fixed": FIXED["bkg_score"], "fixed_miou": at_threshold(sweep, FIXED["bkg_score"])}
 
 
-def walk_row(run_dir: Path) -> dict[str, Any]:
-    report = read(run_dir, "eval_labels")
-    sweep = report["sweep"]
-    value = done_summary(run_dir, "pseudo_labels")["bg_thres"]
-    return {"oracle": sweep["best_threshold"], "oracle_miou": sweep["best"]["miou"],
-            "auto": value, "auto_miou": report["scores"]["miou"],
+def walk_row(run_dirs: list[Path]) -> dict[str, Any]:
+    """The walk's threshold over IRNet seeds: the oracle is the best of the mean sweep."""
+    reports = [read(run_dir, "eval_labels") for run_dir in run_dirs]
+    curves = np.mean([np.asarray(r["sweep"]["miou"], np.float64) for r in reports], axis=0)
+    thresholds = np.asarray(reports[0]["sweep"]["thresholds"], np.float64)
+    best = int(curves.argmax())
+    autos = [float(r["scores"]["miou"]) for r in reports]
+    return {"oracle": round(float(thresholds[best]), 4), "oracle_miou": float(curves[best]),
+            "auto": done_summary(run_dirs[0], "pseudo_labels")["bg_thres"],
+            "auto_miou": float(np.mean(autos)), "auto_runs": autos,
             "fixed": FIXED["walk_bg_thres"],
-            "fixed_miou": at_threshold(sweep, FIXED["walk_bg_thres"])}
+            "fixed_miou": float(np.mean([at_threshold(r["sweep"], FIXED["walk_bg_thres"])
+                                         for r in reports]))}
 
 
 def pseudo_miou(run_dir: Path) -> float:
@@ -101,10 +106,20 @@ def shared_cam_run(run_dir: Path, suffix: str) -> Path:
     return sibling
 
 
-def measure(config: str, overrides: list[str], generate: bool) -> dict[str, Any]:
-    """Every threshold of one dataset: the CAM score and the walk's from the run with every
-    threshold auto; the IR pair from two more refinements of the same CAMs (the fixed defaults;
-    the oracle CAM score with auto's margins), each in its own sibling run directory."""
+def seed_runs(run_dir: Path, suffix: str, seeds: list[int]) -> list[tuple[int, Path]]:
+    """Seed 1 refines in `run_dir` (or its `suffix` sibling), every other IRNet seed in a
+    sibling of its own; all share the CAMs."""
+    first = shared_cam_run(run_dir, suffix) if suffix else run_dir
+    return [(seed, first if seed == 1 else shared_cam_run(
+        run_dir, f"{suffix}-seed{seed}" if suffix else f"seed{seed}")) for seed in seeds]
+
+
+def measure(config: str, overrides: list[str], generate: bool,
+            seeds: list[int]) -> dict[str, Any]:
+    """Every threshold of one dataset: the CAM score from the run with every threshold auto;
+    the IR pair (auto, the fixed defaults, the oracle CAM score with auto's margins) and the
+    walk's threshold as means over IRNet's seeds, each refinement in its own sibling run
+    directory (IRNet's seed alone moves the pseudo labels by several points)."""
     base = [*overrides, *SWEEPS]
     cfg = load_config(config, [*base, *AUTO])
     run_dir = Path(RunDir(cfg).root)
@@ -112,18 +127,26 @@ def measure(config: str, overrides: list[str], generate: bool) -> dict[str, Any]
     run_stages(cfg, (*first, *CAM_STAGES, *IR_STAGES))
     cams = cam_row(run_dir)
     chosen = done_summary(run_dir, "ir_labels")
-    ir: dict[str, Any] = {"auto": [chosen["fg_thres"], chosen["bg_thres"]],
-                          "auto_miou": pseudo_miou(run_dir)}
     oracle = with_ir_thresholds(cams["oracle"])
-    for label, (fg, bg) in (("fixed", (FIXED["fg_thres"], FIXED["bg_thres"])),
-                            ("oracle", (oracle["fg_thres"], oracle["bg_thres"]))):
-        sibling = shared_cam_run(run_dir, f"ir_{label}")
-        other = load_config(config, [*base, *AUTO, f"run_dir={sibling}",
-                                     f"ir_labels.fg_thres={fg}", f"ir_labels.bg_thres={bg}"])
-        run_stages(other, IR_STAGES)
-        ir[label] = [fg, bg]
-        ir[f"{label}_miou"] = pseudo_miou(sibling)
-    return {"bkg_score": cams, "ir_labels": ir, "walk_bg_thres": walk_row(run_dir)}
+    variants = {"auto": ("", []),
+                "fixed": ("ir_fixed", [f"ir_labels.fg_thres={FIXED['fg_thres']}",
+                                       f"ir_labels.bg_thres={FIXED['bg_thres']}"]),
+                "oracle": ("ir_oracle", [f"ir_labels.fg_thres={oracle['fg_thres']}",
+                                         f"ir_labels.bg_thres={oracle['bg_thres']}"])}
+    ir: dict[str, Any] = {"auto": [chosen["fg_thres"], chosen["bg_thres"]],
+                          "fixed": [FIXED["fg_thres"], FIXED["bg_thres"]],
+                          "oracle": [oracle["fg_thres"], oracle["bg_thres"]], "seeds": seeds}
+    auto_dirs = []
+    for label, (suffix, pair) in variants.items():
+        mious = []
+        for seed, sibling in seed_runs(run_dir, suffix, seeds):
+            if suffix or seed != 1:
+                run_stages(load_config(config, [*base, *AUTO, f"run_dir={sibling}",
+                                                f"seed={seed}", *pair]), IR_STAGES)
+            mious.append(pseudo_miou(sibling))
+            auto_dirs += [sibling] if label == "auto" else []
+        ir[f"{label}_miou"], ir[f"{label}_runs"] = float(np.mean(mious)), mious
+    return {"bkg_score": cams, "ir_labels": ir, "walk_bg_thres": walk_row(auto_dirs)}
 
 
 def generated(name: str, out: Path, train_aug: int) -> tuple[str, list[str]]:
@@ -156,6 +179,12 @@ def table(results: dict[str, dict[str, Any]]) -> str:
             lines.append(f"{dataset:<12} {key:<14} {cell(row['oracle'], oracle_miou):>14} "
                          f"{cell(row['auto'], row['auto_miou']):>14} "
                          f"{cell(row['fixed'], row['fixed_miou']):>14}")
+    for dataset, rows in results.items():
+        ir = rows["ir_labels"]
+        if "auto_runs" in ir:
+            runs = "; ".join(f"{label} " + " / ".join(f"{100 * m:.1f}" for m in ir[f"{label}_runs"])
+                             for label in ("oracle", "auto", "fixed"))
+            lines.append(f"{dataset:<12} pseudo labels per IRNet seed {ir['seeds']}: {runs}")
     gaps = [100 * (r["oracle_miou"] - r["auto_miou"]) for rows in results.values()
             for r in rows.values()]
     gains = [100 * (r["auto_miou"] - r["fixed_miou"]) for rows in results.values()
@@ -170,6 +199,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", default="benchmarks/out/thresholds")
     parser.add_argument("--variants", default=",".join(VARIANTS))
     parser.add_argument("--train-aug", type=int, default=1000)
+    parser.add_argument("--irn-seeds", default="1,2,3",
+                        help="IRNet seeds each refinement is averaged over")
     parser.add_argument("--msrc-run", default="", help="a finished configs/msrc.yaml run dir")
     parser.add_argument("--msrc-root", default="../shared/data/msrc")
     args = parser.parse_args(argv)
@@ -180,10 +211,11 @@ def main(argv: list[str] | None = None) -> int:
                 for name in args.variants.split(",") if name}
     if args.msrc_run:
         datasets["msrc"] = (*msrc(Path(args.msrc_run), out, args.msrc_root), False)
+    seeds = [int(seed) for seed in args.irn_seeds.split(",")]
     results_file = out / "thresholds.json"
     results = json.loads(results_file.read_text()) if results_file.is_file() else {}
     for name, (config, overrides, generate) in datasets.items():
-        results[name] = measure(config, overrides, generate)
+        results[name] = measure(config, overrides, generate, seeds)
         results_file.write_text(json.dumps(results, indent=2))
         print(table({name: results[name]}), flush=True)
     print(table(results))
