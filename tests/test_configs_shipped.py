@@ -61,3 +61,13 @@ def test_coco_config_lists_every_key_with_the_coco_settings():
     assert (min(cfg.train_seg.scales), max(cfg.train_seg.scales)) == (0.5, 1.5)
     voc = load_config(packaged_config("voc.yaml"))
     assert cfg.infer_seg.crf == voc.infer_seg.crf  # the same CRF
+
+
+def test_demo_and_msrc_predict_new_images_as_they_infer_val():
+    """`vwe predict --config` with a shipped config infers new images the way its val scores
+    were made (outer scales, flip, the model's MSC or not)."""
+    for name in ("demo.yaml", "msrc.yaml"):
+        cfg = load_config(packaged_config(name))
+        for key in ("msc", "scales", "flip"):
+            assert getattr(cfg.predict, key) == getattr(cfg.infer_seg, key), (name, key)
+    assert load_config(packaged_config("demo.yaml")).predict.msc is False

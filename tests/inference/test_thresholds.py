@@ -8,8 +8,10 @@ from vwe.data.io import save_npz
 from vwe.inference.thresholds import (
     auto_background_score,
     best_on_masks,
+    calibrated_background_score,
     calibration_names,
     otsu_threshold,
+    quantile_below,
     score_histogram,
 )
 
@@ -56,7 +58,41 @@ def test_constructed_score_maps_give_the_threshold_that_separates_them(tmp_path)
     for _, truth, scores in paths:
         assert ((scores > auto["bkg_score"]) == truth).all()
     assert auto["fg_thres"] == pytest.approx(auto["bkg_score"] + 0.15)
-    assert auto["bg_thres"] == pytest.approx(max(auto["bkg_score"] - 0.10, 0.05))
+    # the 80 % quantile of the background's N(0.2, 0.03) scores: 0.2 + 0.84·0.03
+    assert auto["bg_thres"] == pytest.approx(0.2 + 0.8416 * 0.03, abs=0.005)
+
+
+def test_quantile_below_equals_numpy_on_the_scores_below_the_threshold():
+    rng = np.random.default_rng(7)
+    values = np.concatenate([rng.beta(1, 8, 20000), rng.uniform(0.3, 1, 5000)])
+    histogram = np.histogram(values, bins=200, range=(0, 1))[0]
+    for quantile in (0.5, 0.8, 0.9):
+        expected = np.quantile(values[values < 0.3], quantile)
+        assert quantile_below(histogram, 0.3, quantile) == pytest.approx(expected, abs=0.004)
+    assert quantile_below(np.zeros(200), 0.3, 0.8) == 0.3  # nothing below: the threshold
+
+
+def test_ir_background_falls_with_an_unlit_background_and_rises_with_a_lit_one(tmp_path):
+    """The same objects (0.5–1) over a dark background (|N(0, 0.03)|, drawings) and over a lit
+    one (N(0.3, 0.05), photographs): fg follows the background score, bg follows the
+    background's own scores (about their mean + 1σ), not a fixed margin below the threshold."""
+    rng = np.random.default_rng(5)
+    chosen = {}
+    for name, background in (("dark", lambda shape: np.abs(rng.normal(0, 0.03, shape))),
+                             ("lit", lambda shape: rng.normal(0.3, 0.05, shape))):
+        paths = []
+        for index in range(3):
+            truth = np.zeros((40, 50), bool)
+            truth[5:25, 10 + index:40] = True
+            scores = np.where(truth, rng.uniform(0.5, 1.0, truth.shape), background(truth.shape))
+            path = tmp_path / f"{name}{index}.npz"
+            save_npz(path, keys=np.array([0]), high_res=scores.clip(0, 1).astype(np.float32)[None])
+            paths.append(path)
+        chosen[name] = auto_background_score(paths)
+    assert chosen["dark"]["bg_thres"] == 0.05  # 0.8 quantile of |N(0, 0.03)| ≈ 0.04: the floor
+    assert chosen["lit"]["bg_thres"] == pytest.approx(0.3 + 0.8416 * 0.05, abs=0.01)
+    for auto in chosen.values():
+        assert auto["bg_thres"] < auto["bkg_score"] < auto["fg_thres"]
 
 
 def test_calibration_finds_the_threshold_the_masks_want_where_otsu_cannot(tmp_path):
@@ -81,6 +117,12 @@ def test_calibration_finds_the_threshold_the_masks_want_where_otsu_cannot(tmp_pa
     chosen = best_on_masks(samples, num_classes=3)
     assert 0.5 < chosen["threshold"] < 0.62 and chosen["miou_on_masks"] > 0.99
     assert chosen["images"] == 3 and "calibration" in chosen["rule"]
+    calibrated = calibrated_background_score(samples, num_classes=3)
+    assert calibrated["bkg_score"] == chosen["threshold"]
+    # bg: the 80 % quantile of those images' scores below t (the 0.1 plain, then the halo)
+    below = np.concatenate([maps.ravel() for _, maps, _ in samples])
+    below = below[below < chosen["threshold"]]
+    assert calibrated["bg_thres"] == pytest.approx(np.quantile(below, 0.8), abs=0.006)
     assert auto_background_score(paths)["bkg_score"] < 0.45  # Otsu: the halo counts as object
     with pytest.raises(ValueError, match="no labelled image"):
         best_on_masks([], num_classes=3)

@@ -193,8 +193,8 @@ class IrLabelConfig:
     # conf_fg_thres: CAM score above which a pixel is confident fg; auto: the CAMs' auto
     # background score + 0.15 (docs/method.md#auto-thresholds)
     fg_thres: Any = check(0.30, ge=0, le=1, auto=True)
-    # conf_bg_thres: below it confident bg; between the two: ignore (255); auto: that score
-    # − 0.10, at least 0.05
+    # conf_bg_thres: below it confident bg; between the two: ignore (255); auto: the 80 %
+    # quantile of the CAM scores below that background score, at least 0.05
     bg_thres: Any = check(0.05, ge=0, le=1, auto=True)
     # CRF processes per rank (IRNet: cpu_count // 2); 0: in this process
     num_workers: int = check(2, ge=0)

@@ -4,10 +4,12 @@ The background score that separates objects from background: every pixel's highe
 the image's tagged classes, pooled over the split, split in two by Otsu's rule (the threshold
 that maximises the between-class variance of the histogram) applied to the scores raised to
 0.7, so that the narrow background mode near 0 and the wide object mode weigh alike. IR labels'
-confident regions sit around that score t: fg = t + 0.15, bg = max(t − 0.10, 0.05), the margins
-of IRNet's 0.30 / 0.05 around VOC's best score 0.15. The walk's background threshold is the same
-score t on walked CAM scores (`pseudo_labels.scale=plane`), or plain Otsu over IRNet's
-max-divided walk maps (`scale=max`).
+confident foreground sits above that score t: fg = t + 0.15 (IRNet's 0.30 above VOC's best score
+0.15). Their confident background is the 80 % quantile of the scores below t (floor 0.05): where
+objects' bodies are barely lit (drawings) the background mode sits near 0 and so does bg; where
+the background itself is lit (photographs) bg rises with it. The walk's background threshold
+is the same score t on walked CAM scores (`pseudo_labels.scale=plane`), or plain Otsu over
+IRNet's max-divided walk maps (`scale=max`).
 
 Where only some images of the split have masks (a handful labelled on purpose), `auto` is
 calibrated on those instead: the threshold with the best mIoU on their masks. A split whose
@@ -28,7 +30,10 @@ from vwe.metrics import segmentation_scores, sweep_confusions
 AUTO = "auto"
 BINS = 200
 CALIBRATION_GRID = np.arange(100) / 100  # 0.00 … 0.99
-FG_MARGIN, BG_MARGIN, BG_FLOOR = 0.15, 0.10, 0.05
+FG_MARGIN, BG_FLOOR = 0.15, 0.05
+# IR labels' confident background: this quantile of the scores below the background score
+# (docs/method.md#auto-thresholds: 0.8 sits at about the mean + 1σ of those scores)
+BG_QUANTILE = 0.8
 # The CAM background score: Otsu on score ** SCORE_POWER. Background scores bunch near 0 while
 # object scores spread wide, and plain Otsu (equal spreads assumed) then cuts inside the objects;
 # the power stretches the low scores and compresses the high ones. 0.7 measured best over the
@@ -67,6 +72,19 @@ def cam_score_histogram(cam_files: Iterable[Path], bins: int = BINS) -> np.ndarr
                             for path in cam_files), bins)
 
 
+def quantile_below(histogram: np.ndarray, threshold: float, quantile: float) -> float:
+    """The `quantile` of a [0, 1] histogram's scores below `threshold` (a bin edge), linear
+    within a bin; `threshold` itself where no score lies below it."""
+    counts = np.asarray(histogram, dtype=np.float64)[:int(round(threshold * len(histogram)))]
+    if counts.sum() <= 0:
+        return float(threshold)
+    cumulative = np.cumsum(counts) / counts.sum()
+    index = int(np.searchsorted(cumulative, quantile))
+    before = cumulative[index - 1] if index else 0.0
+    inside = (quantile - before) / max(cumulative[index] - before, 1e-12)
+    return float((index + inside) / len(histogram))
+
+
 def score_histogram(maps: Iterable[np.ndarray], bins: int = BINS) -> np.ndarray:
     """Histogram over [0, 1] of every pixel's highest score in (K, H, W) maps (K = 0 adds
     nothing)."""
@@ -100,16 +118,17 @@ def auto_background_score(cam_files: Iterable[Path], power: float = SCORE_POWER
     scale = "" if power == 1 else f", on score^{power:g}"
     return {"rule": f"otsu over the highest CAM score per pixel{scale}",
             "calibrated": False,
-            **with_ir_thresholds(score),
+            **with_ir_thresholds(score, histogram),
             "pixels": int(histogram.sum()),
             "histogram": histogram.tolist()}
 
 
-def with_ir_thresholds(score: float) -> dict[str, float]:
-    """A background score and the IR labels' confident thresholds around it (fg = t + 0.15,
-    bg = max(t − 0.10, 0.05))."""
+def with_ir_thresholds(score: float, histogram: np.ndarray) -> dict[str, float]:
+    """A background score t and the IR labels' confident thresholds from it and the score
+    histogram: fg = t + 0.15, bg = max(the 80 % quantile of the scores below t, 0.05)."""
+    background = quantile_below(histogram, score, BG_QUANTILE)
     return {"bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
-            "bg_thres": round(max(score - BG_MARGIN, BG_FLOOR), 4)}
+            "bg_thres": round(max(min(background, score), BG_FLOOR), 4)}
 
 
 def calibration_names(masked: list[str], names: list[str]) -> list[str]:
@@ -144,9 +163,17 @@ def best_on_masks(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
 
 def calibrated_background_score(samples: Iterable[tuple[np.ndarray, np.ndarray, np.ndarray]],
                                 num_classes: int) -> dict[str, Any]:
-    """The background score and IR thresholds from labelled images' masks (same margins)."""
-    chosen = best_on_masks(samples, num_classes)
-    return {**chosen, **with_ir_thresholds(chosen.pop("threshold"))}
+    """The background score from labelled images' masks, and the IR thresholds from it and
+    those images' scores (the same rules as without masks)."""
+    histogram = np.zeros(BINS, np.int64)
+
+    def counted(sample: tuple[np.ndarray, np.ndarray, np.ndarray]
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        histogram[:] += score_histogram([sample[1]])
+        return sample
+
+    chosen = best_on_masks(map(counted, samples), num_classes)
+    return {**chosen, **with_ir_thresholds(chosen.pop("threshold"), histogram)}
 
 
 def choose_background_score(layout: Any, cam_file: Callable[[str], Path], names: list[str],
