@@ -93,6 +93,7 @@ def test_ir_background_falls_with_an_unlit_background_and_rises_with_a_lit_one(t
     assert chosen["lit"]["bg_thres"] == pytest.approx(0.3 + 0.8416 * 0.05, abs=0.01)
     for auto in chosen.values():
         assert auto["bg_thres"] < auto["bkg_score"] < auto["fg_thres"]
+        assert "80 % quantile of the scores below bkg_score" in auto["ir_rule"]  # the evidence
 
 
 def test_calibration_finds_the_threshold_the_masks_want_where_otsu_cannot(tmp_path):

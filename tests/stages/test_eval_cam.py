@@ -177,7 +177,7 @@ def test_eval_cam_and_ir_labels_record_what_auto_chose(tiny_dataset, run_copy, r
     chosen = auto_background_score(names)
     assert (f"auto thresholds fg {chosen['fg_thres']:g}, bg {chosen['bg_thres']:g} "
             f"(background score {chosen['bkg_score']:g}, otsu over the highest CAM score per "
-            "pixel, on score^0.7)") in (run_dir / "log.txt").read_text()
+            f"pixel, on score^0.7; {chosen['ir_rule']})") in (run_dir / "log.txt").read_text()
     assert chosen["bkg_score"] != auto_background_score(names, power=1.0)["bkg_score"]
 
 

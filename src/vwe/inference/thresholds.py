@@ -128,7 +128,9 @@ def with_ir_thresholds(score: float, histogram: np.ndarray) -> dict[str, float]:
     histogram: fg = t + 0.15, bg = max(the 80 % quantile of the scores below t, 0.05)."""
     background = quantile_below(histogram, score, BG_QUANTILE)
     return {"bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
-            "bg_thres": round(max(min(background, score), BG_FLOOR), 4)}
+            "bg_thres": round(max(min(background, score), BG_FLOOR), 4),
+            "ir_rule": f"fg = bkg_score + {FG_MARGIN:g}; bg = the {100 * BG_QUANTILE:g} % "
+                       f"quantile of the scores below bkg_score, at least {BG_FLOOR:g}"}
 
 
 def calibration_names(masked: list[str], names: list[str]) -> list[str]:

@@ -102,8 +102,9 @@ def make_ir_labels(cfg: Config, ctx: DistContext) -> dict:
         ir_cfg = dataclasses.replace(
             ir_cfg, fg_thres=auto["fg_thres"] if is_auto(ir_cfg.fg_thres) else ir_cfg.fg_thres,
             bg_thres=auto["bg_thres"] if is_auto(ir_cfg.bg_thres) else ir_cfg.bg_thres)
-        log.info("ir-labels: auto thresholds fg %g, bg %g (background score %g, %s)",
-                 ir_cfg.fg_thres, ir_cfg.bg_thres, auto["bkg_score"], auto["rule"])
+        log.info("ir-labels: auto thresholds fg %g, bg %g (background score %g, %s; %s)",
+                 ir_cfg.fg_thres, ir_cfg.bg_thres, auto["bkg_score"], auto["rule"],
+                 auto["ir_rule"])
     check_thresholds(ir_cfg)
     out_dir = run_dir.ir_labels
     tasks = {name: IrLabelTask(name, layout.image_path(name), cam_path,
