@@ -29,6 +29,7 @@ import numpy as np
 
 from vwe.config import load_config
 from vwe.engine.run_dir import RunDir
+from vwe.inference.thresholds import BG_FLOOR, FG_MARGIN
 from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
 
 # generator knobs that move where the CAMs' best background score lies (docs/synthetic.md)
@@ -47,8 +48,8 @@ FIXED = {"bkg_score": 0.14, "fg_thres": 0.30, "bg_thres": 0.05, "walk_bg_thres":
 AUTO = ["eval_cam.bkg_score=auto", "ir_labels.fg_thres=auto", "ir_labels.bg_thres=auto",
         "pseudo_labels.scale=plane", "pseudo_labels.bg_thres=auto"]
 # the oracle IR pair: IRNet's margins (0.30 / 0.05 around VOC's best 0.15) around the masks' best
-# CAM score
-ORACLE_MARGINS = (0.15, 0.10)
+# CAM score: fg = t + FG_MARGIN, bg = max(t − ORACLE_BG_MARGIN, BG_FLOOR)
+ORACLE_BG_MARGIN = 0.10
 SWEEPS = ["eval_cam.sweep_stop=0.95", "eval_labels.sweep_stop=0.95"]
 IR_STAGES = REFINE_STAGES  # ir-labels, train-irn, pseudo-labels, eval-labels
 
@@ -129,8 +130,8 @@ def measure(config: str, overrides: list[str], generate: bool,
     run_stages(cfg, (*first, *CAM_STAGES, *IR_STAGES))
     cams = cam_row(run_dir)
     chosen = done_summary(run_dir, "ir_labels")
-    oracle = {"fg_thres": round(cams["oracle"] + ORACLE_MARGINS[0], 4),
-              "bg_thres": round(max(cams["oracle"] - ORACLE_MARGINS[1], 0.05), 4)}
+    oracle = {"fg_thres": round(cams["oracle"] + FG_MARGIN, 4),
+              "bg_thres": round(max(cams["oracle"] - ORACLE_BG_MARGIN, BG_FLOOR), 4)}
     variants = {"auto": ("", []),
                 "fixed": ("ir_fixed", [f"ir_labels.fg_thres={FIXED['fg_thres']}",
                                        f"ir_labels.bg_thres={FIXED['bg_thres']}"]),

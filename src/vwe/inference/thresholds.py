@@ -74,7 +74,8 @@ def cam_score_histogram(cam_files: Iterable[Path], bins: int = BINS) -> np.ndarr
 
 def quantile_below(histogram: np.ndarray, threshold: float, quantile: float) -> float:
     """The `quantile` of a [0, 1] histogram's scores below `threshold` (a bin edge), linear
-    within a bin; `threshold` itself where no score lies below it."""
+    within a bin, so never above `threshold`; `threshold` itself where no score lies below
+    it."""
     counts = np.asarray(histogram, dtype=np.float64)[:int(round(threshold * len(histogram)))]
     if counts.sum() <= 0:
         return float(threshold)
@@ -128,7 +129,7 @@ def with_ir_thresholds(score: float, histogram: np.ndarray) -> dict[str, float]:
     histogram: fg = t + 0.15, bg = max(the 80 % quantile of the scores below t, 0.05)."""
     background = quantile_below(histogram, score, BG_QUANTILE)
     return {"bkg_score": score, "fg_thres": round(min(score + FG_MARGIN, 0.99), 4),
-            "bg_thres": round(max(min(background, score), BG_FLOOR), 4),
+            "bg_thres": round(max(background, BG_FLOOR), 4),
             "ir_rule": f"fg = bkg_score + {FG_MARGIN:g}; bg = the {100 * BG_QUANTILE:g} % "
                        f"quantile of the scores below bkg_score, at least {BG_FLOOR:g}"}
 
