@@ -46,7 +46,7 @@ def launch(cmd: list[str], threads: int, core: int | None, log: Path) -> subproc
     env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads)}
     if core is not None:
         cmd = ["taskset", "-c", str(core), *cmd]
-    return subprocess.Popen(cmd, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT)
+    return subprocess.Popen(cmd, env=env, stdout=log.open("a"), stderr=subprocess.STDOUT)
 
 
 def run_all(jobs: list[tuple[int, int, Path]], args: argparse.Namespace,
