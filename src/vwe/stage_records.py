@@ -26,7 +26,7 @@ from vwe.engine.records import (
 )
 from vwe.engine.run_dir import RunDir
 from vwe.engine.weights import resolve_generated
-from vwe.inference.thresholds import calibration_names, is_auto
+from vwe.inference.thresholds import calibration_names, is_auto, rule_identity
 
 
 def _training_exclude(section: str, cfg: Config | None = None) -> list[str]:
@@ -105,7 +105,8 @@ def calibration_identity(cfg: Config, split: str, *values: Any) -> dict[str, str
 def _eval_cam(cfg: Config, run: RunDir) -> Record:
     return Record("eval_cam", flat_settings(cfg, ["eval_cam", "data.mask_dir"]),
                   {"cams": folder_identity(run.cams), "masks": masks_identity(cfg),
-                   **calibration_identity(cfg, cfg.eval_cam.split, cfg.eval_cam.bkg_score)})
+                   **calibration_identity(cfg, cfg.eval_cam.split, cfg.eval_cam.bkg_score),
+                   **rule_identity(cfg.eval_cam.bkg_score)})
 
 
 def _ir_labels(cfg: Config, run: RunDir) -> Record:
@@ -113,7 +114,9 @@ def _ir_labels(cfg: Config, run: RunDir) -> Record:
     return Record("ir_labels", settings, {"cams": folder_identity(run.cams),
                                           **calibration_identity(cfg, cfg.data.train_list,
                                                                  cfg.ir_labels.fg_thres,
-                                                                 cfg.ir_labels.bg_thres)})
+                                                                 cfg.ir_labels.bg_thres),
+                                          **rule_identity(cfg.ir_labels.fg_thres,
+                                                          cfg.ir_labels.bg_thres)})
 
 
 def _train_irn(cfg: Config, run: RunDir) -> Record:
@@ -135,7 +138,8 @@ def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
                                               "cams": folder_identity(run.cams),
                                               "checkpoint": file_identity(run.irn_checkpoint),
                                               **calibration_identity(cfg, cfg.pseudo_labels.split,
-                                                                     cfg.pseudo_labels.bg_thres)})
+                                                                     cfg.pseudo_labels.bg_thres),
+                                              **rule_identity(cfg.pseudo_labels.bg_thres)})
 
 
 def _eval_labels(cfg: Config, run: RunDir) -> Record:

@@ -169,3 +169,28 @@ def test_otsu_with_a_power_is_otsu_on_the_transformed_values():
     edges = (np.arange(1, bins) / bins) ** 0.7
     expected = brute_force_otsu(values, edges) ** (1 / 0.7)
     assert otsu_threshold(histogram, 0.7) == pytest.approx(expected)
+
+
+def test_a_changed_auto_rule_makes_auto_stages_stale_and_leaves_fixed_ones(monkeypatch):
+    """The records of the stages with an `auto` threshold carry the rule (revision and
+    constants): another rule changes them, so a finished stage reruns; fixed thresholds carry
+    nothing, and their records stay as they were."""
+    import vwe.inference.thresholds as thresholds
+    from vwe.config.schema import Config, EvalCamConfig, IrLabelConfig, PseudoLabelConfig
+    from vwe.stage_records import stage_record
+
+    auto = Config(eval_cam=EvalCamConfig(bkg_score="auto"),
+                  ir_labels=IrLabelConfig(fg_thres="auto", bg_thres="auto"),
+                  pseudo_labels=PseudoLabelConfig(scale="plane", bg_thres="auto"))
+    fixed = Config()
+    stages = ("eval_cam", "ir_labels", "pseudo_labels")
+    for stage in stages:
+        assert "auto_rule" not in stage_record(fixed, stage).inputs
+    now = {stage: stage_record(auto, stage).inputs["auto_rule"] for stage in stages}
+    assert len(set(now.values())) == 1 and "0.8 quantile" in now["eval_cam"]
+    for name, value in (("BG_QUANTILE", 0.75), ("SCORE_POWER", 0.6),
+                        ("RULE_REVISION", thresholds.RULE_REVISION + 1)):
+        with monkeypatch.context() as patch:
+            patch.setattr(thresholds, name, value)
+            for stage in stages:
+                assert stage_record(auto, stage).inputs["auto_rule"] != now[stage], (name, stage)
