@@ -26,7 +26,7 @@ from vwe.engine.records import (
 )
 from vwe.engine.run_dir import RunDir
 from vwe.engine.weights import resolve_generated
-from vwe.inference.thresholds import calibration_names, is_auto, rule_identity
+from vwe.inference.thresholds import auto_rule, calibration_names, is_auto
 
 
 def _training_exclude(section: str, cfg: Config | None = None) -> list[str]:
@@ -86,36 +86,33 @@ def _make_cam(cfg: Config, run: RunDir) -> Record:
                                          "checkpoint": file_identity(run.cam_checkpoint)})
 
 
-def calibration_identity(cfg: Config, split: str, *values: Any) -> dict[str, str]:
-    """Where an `auto` value is calibrated on a handful of labelled images (only some of the
-    split have masks, docs/method.md#auto-thresholds): which masks, as they are now, so a mask
-    added or edited chooses again. Nothing otherwise: records without calibration stay as
-    they were."""
+def auto_identity(cfg: Config, split: str, *values: Any) -> dict[str, str]:
+    """What an `auto` value depends on beyond the settings (docs/method.md#auto-thresholds):
+    the rule that chooses it, so another vwe rule chooses again, and where it is calibrated on
+    a handful of labelled images (only some of the split have masks), which masks, as they are
+    now, so a mask added or edited chooses again. Nothing without `auto`: those records stay
+    as they were."""
     if not any(is_auto(value) for value in values):
         return {}
     layout = open_dataset(cfg.data)
     names = layout.read_split(split)
     labelled = calibration_names(layout.masked_names(names), names)
-    if not labelled:
-        return {}
-    return {"calibration": digest_of([(name, file_identity(layout.mask_path(name)))
-                                      for name in labelled])}
+    calibration = {"calibration": digest_of([(name, file_identity(layout.mask_path(name)))
+                                             for name in labelled])} if labelled else {}
+    return {"auto_rule": auto_rule(), **calibration}
 
 
 def _eval_cam(cfg: Config, run: RunDir) -> Record:
     return Record("eval_cam", flat_settings(cfg, ["eval_cam", "data.mask_dir"]),
                   {"cams": folder_identity(run.cams), "masks": masks_identity(cfg),
-                   **calibration_identity(cfg, cfg.eval_cam.split, cfg.eval_cam.bkg_score),
-                   **rule_identity(cfg.eval_cam.bkg_score)})
+                   **auto_identity(cfg, cfg.eval_cam.split, cfg.eval_cam.bkg_score)})
 
 
 def _ir_labels(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["ir_labels"], ["ir_labels.num_workers"])
     return Record("ir_labels", settings, {"cams": folder_identity(run.cams),
-                                          **calibration_identity(cfg, cfg.data.train_list,
-                                                                 cfg.ir_labels.fg_thres,
-                                                                 cfg.ir_labels.bg_thres),
-                                          **rule_identity(cfg.ir_labels.fg_thres,
+                                          **auto_identity(cfg, cfg.data.train_list,
+                                                          cfg.ir_labels.fg_thres,
                                                           cfg.ir_labels.bg_thres)})
 
 
@@ -137,9 +134,8 @@ def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
     return Record("pseudo_labels", settings, {"dataset": dataset_identity(cfg),
                                               "cams": folder_identity(run.cams),
                                               "checkpoint": file_identity(run.irn_checkpoint),
-                                              **calibration_identity(cfg, cfg.pseudo_labels.split,
-                                                                     cfg.pseudo_labels.bg_thres),
-                                              **rule_identity(cfg.pseudo_labels.bg_thres)})
+                                              **auto_identity(cfg, cfg.pseudo_labels.split,
+                                                              cfg.pseudo_labels.bg_thres)})
 
 
 def _eval_labels(cfg: Config, run: RunDir) -> Record:

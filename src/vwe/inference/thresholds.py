@@ -43,7 +43,7 @@ BG_QUANTILE = 0.8
 SCORE_POWER = 0.7
 MAX_WALK_POWER = 1.0
 # Raised with any change to how `auto` chooses that the constants above do not show: a stage
-# whose threshold is `auto` records the rule (`rule_identity`), so another rule reruns it
+# whose threshold is `auto` records the rule (`auto_rule`), so another rule reruns it
 RULE_REVISION = 2  # 1: IR background t − 0.10; 2: the quantile below t
 
 
@@ -51,16 +51,13 @@ def is_auto(value: Any) -> bool:
     return isinstance(value, str) and value == AUTO
 
 
-def rule_identity(*values: Any) -> dict[str, str]:
-    """For a stage's record: the `auto` rule its values come from (revision and constants), so
-    a finished stage reruns when vwe's rule changes; nothing when no value is `auto`, which
-    leaves those records as they were."""
-    if not any(is_auto(value) for value in values):
-        return {}
-    return {"auto_rule": f"revision {RULE_REVISION}; otsu on score^{SCORE_POWER:g}, walk "
-                         f"score^{MAX_WALK_POWER:g}, {BINS} bins; fg + {FG_MARGIN:g}; bg "
-                         f"{BG_QUANTILE:g} quantile below, floor {BG_FLOOR:g}; calibration "
-                         f"grid {CALIBRATION_GRID[1] - CALIBRATION_GRID[0]:g}"}
+def auto_rule() -> str:
+    """The `auto` rule in one line (revision and constants), for the records of the stages that
+    use it: another rule makes them stale."""
+    return (f"revision {RULE_REVISION}; otsu on score^{SCORE_POWER:g}, walk "
+            f"score^{MAX_WALK_POWER:g}, {BINS} bins; fg + {FG_MARGIN:g}; bg {BG_QUANTILE:g} "
+            f"quantile below, floor {BG_FLOOR:g}; calibration grid "
+            f"{CALIBRATION_GRID[1] - CALIBRATION_GRID[0]:g}")
 
 
 def otsu_threshold(histogram: np.ndarray, power: float = 1.0) -> float:
