@@ -171,18 +171,26 @@ def test_otsu_with_a_power_is_otsu_on_the_transformed_values():
     assert otsu_threshold(histogram, 0.7) == pytest.approx(expected)
 
 
-def test_a_changed_auto_rule_makes_auto_stages_stale_and_leaves_fixed_ones(monkeypatch):
+def test_a_changed_auto_rule_makes_auto_stages_stale_and_leaves_fixed_ones(
+        monkeypatch, tiny_dataset, tmp_path):
     """The records of the stages with an `auto` threshold carry the rule (revision and
     constants): another rule changes them, so a finished stage reruns; fixed thresholds carry
     nothing, and their records stay as they were."""
     import vwe.inference.thresholds as thresholds
-    from vwe.config.schema import Config, EvalCamConfig, IrLabelConfig, PseudoLabelConfig
+    from vwe.config.schema import (
+        Config,
+        DataConfig,
+        EvalCamConfig,
+        IrLabelConfig,
+        PseudoLabelConfig,
+    )
     from vwe.stage_records import stage_record
 
+    where = {"data": DataConfig(root=str(tiny_dataset)), "run_dir": str(tmp_path)}
     auto = Config(eval_cam=EvalCamConfig(bkg_score="auto"),
                   ir_labels=IrLabelConfig(fg_thres="auto", bg_thres="auto"),
-                  pseudo_labels=PseudoLabelConfig(scale="plane", bg_thres="auto"))
-    fixed = Config()
+                  pseudo_labels=PseudoLabelConfig(scale="plane", bg_thres="auto"), **where)
+    fixed = Config(**where)
     stages = ("eval_cam", "ir_labels", "pseudo_labels")
     for stage in stages:
         assert "auto_rule" not in stage_record(fixed, stage).inputs
