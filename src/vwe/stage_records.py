@@ -73,8 +73,8 @@ def _train_cam(cfg: Config, run: RunDir) -> Record:
 
 
 def _at_default(key: str, value: bool) -> list[str]:
-    """`key` left out of a digest while it has its default (True): a key added later keeps the
-    records written before it current (docs/pipeline.md#trained-scale)."""
+    """`key` left out of a digest while it has its default (`value` True): a key added later
+    keeps the records written before it current (docs/pipeline.md#trained-scale)."""
     return [key] if value else []
 
 
@@ -148,7 +148,9 @@ def _eval_labels(cfg: Config, run: RunDir) -> Record:
 
 def _train_seg(cfg: Config, run: RunDir) -> Record:
     settings = flat_settings(cfg, ["seed", "seg", "train_seg"],
-                             [*_training_exclude("train_seg"), "seg.label_dir"])
+                             [*_training_exclude("train_seg"), "seg.label_dir",
+                              *_at_default("train_seg.loss_at",
+                                           cfg.train_seg.loss_at == "output")])
     return Record("train_seg", settings, {"dataset": dataset_identity(cfg),
                                           "labels": folder_identity(run.seg_train_labels),
                                           **weights_identity(

@@ -85,6 +85,27 @@ def test_splits_sum_to_the_whole_batch(recipe, loss):
     assert abs(float(naive.detach()) - float(whole.detach())) > 1e-3
 
 
+@pytest.mark.parametrize("recipe", ["deeplab", "vwe_author"])
+@pytest.mark.parametrize("loss", ["ce", "balanced_ce"])
+def test_loss_at_input_scores_every_label_pixel(recipe, loss):
+    """loss_at=input: every output upsampled bilinearly to the labels' 33×33 and scored against
+    them unresized (KZ summed, RL averaged); splits still sum to the whole batch."""
+    outputs, labels = random_outputs(requires_grad=True), random_labels()
+    upsampled = [F.interpolate(o, size=(33, 33), mode="bilinear", align_corners=False)
+                 for o in outputs]
+    terms = [reference_term(o, labels, loss) for o in upsampled]
+    want = torch.stack(terms).sum() / (len(terms) if recipe == "vwe_author" else 1)
+    whole = msc_loss(outputs, labels, recipe, loss, at_input=True)
+    torch.testing.assert_close(whole, want, rtol=1e-6, atol=0)
+    assert abs(float(whole - msc_loss(outputs, labels, recipe, loss))) > 1e-3
+    sizes = target_sizes(recipe, [o.shape[-2:] for o in outputs], (33, 33))
+    assert sizes == [(33, 33)] * 4
+    counts = pixel_counts(labels, sizes, loss)
+    parts = [split_msc_loss([o[i:i + 1] for o in outputs], labels[i:i + 1], counts, recipe,
+                            loss, at_input=True) for i in range(labels.shape[0])]
+    torch.testing.assert_close(sum(parts), whole, rtol=1e-5, atol=0)
+
+
 def test_balanced_ce_without_foreground_keeps_the_background_term():
     outputs = random_outputs(batch=2)
     labels = torch.zeros(2, 33, 33, dtype=torch.long)

@@ -322,6 +322,9 @@ class TrainSegConfig(LoopSettings):
     scales: list[float] = check(factory=lambda: [0.5, 0.75, 1.0, 1.25, 1.5], each=True, gt=0)
     flip_prob: float = check(0.5, ge=0, le=1)  # horizontal flip after the crop (KZ)
     loss: str = check("ce", choices=("ce", "balanced_ce"))  # ce | balanced_ce (CL, AdvCAM#9)
+    # output: labels resized to the logits (KZ, RL) | input: logits upsampled bilinearly to the
+    # crop, every label pixel scored (docs/segmentation.md#loss-resolution)
+    loss_at: str = check("output", choices=("output", "input"))
     # null: recipe (deeplab 2.5e-4, vwe_author 1e-3)
     lr: float | None = check(None, gt=0, optional=True)
     # null: recipe (5e-4); ASPP biases never decayed

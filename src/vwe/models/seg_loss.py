@@ -30,9 +30,13 @@ def check_loss_type(loss: str) -> str:
     return loss
 
 
-def target_sizes(recipe: str, output_sizes: Sequence[tuple[int, int]]) -> list[tuple[int, int]]:
+def target_sizes(recipe: str, output_sizes: Sequence[tuple[int, int]],
+                 input_size: tuple[int, int] | None = None) -> list[tuple[int, int]]:
     """Where each MSC term is scored: KZ at each output's own size, RL at L1's size
-    (docs/segmentation.md#msc)."""
+    (docs/segmentation.md#msc); every term at `input_size` when given
+    (docs/segmentation.md#loss-resolution)."""
+    if input_size is not None:
+        return [tuple(input_size)] * len(output_sizes)
     if recipe == "vwe_author":
         return [tuple(output_sizes[0])] * len(output_sizes)
     return [tuple(size) for size in output_sizes]
@@ -74,16 +78,18 @@ def pixel_counts(labels: Tensor, sizes: Sequence[tuple[int, int]], loss: str,
 
 
 def split_msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, counts: Tensor,
-                   recipe: str = "deeplab", loss: str = "ce", ignore_index: int = 255) -> Tensor:
+                   recipe: str = "deeplab", loss: str = "ce", ignore_index: int = 255,
+                   at_input: bool = False) -> Tensor:
     """This split's share of the global MSC loss; `counts` = `pixel_counts` over all splits.
 
     term_o = Σ_p [n_op > 0] Σ_{i∈p} ℓ_i / n_op / #{p: n_op > 0}; deeplab sums the terms, vwe_author
     (outputs upsampled bilinearly to L1's size first) averages them (docs/segmentation.md#msc,
-    docs/segmentation.md#loss-and-lr-formulas).
+    docs/segmentation.md#loss-and-lr-formulas). `at_input`: every output upsampled to the
+    labels' size instead, so no label pixel is dropped (docs/segmentation.md#loss-resolution).
     """
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
-    if recipe == "vwe_author":
-        size = outputs[0].shape[-2:]
+    if recipe == "vwe_author" or at_input:
+        size = labels.shape[-2:] if at_input else outputs[0].shape[-2:]
         outputs = [out if out.shape[-2:] == size else
                    F.interpolate(out, size=size, mode="bilinear", align_corners=False)
                    for out in outputs]
@@ -104,11 +110,13 @@ def split_msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, counts: T
 
 
 def msc_loss(outputs: Tensor | Sequence[Tensor], labels: Tensor, recipe: str = "deeplab",
-             loss: str = "ce", ignore_index: int = 255) -> Tensor:
+             loss: str = "ce", ignore_index: int = 255, at_input: bool = False) -> Tensor:
     """The MSC loss of one batch on its own: deeplab (KZ) sums the terms, each output scored at
-    its own size against the nearest-resized label; vwe_author (RL) averages them at L1's size."""
+    its own size against the nearest-resized label; vwe_author (RL) averages them at L1's size;
+    `at_input` scores every term at the labels' size."""
     outputs = [outputs] if isinstance(outputs, Tensor) else list(outputs)
     recipe, loss = seg_recipe(recipe), check_loss_type(loss)
-    sizes = target_sizes(recipe, [out.shape[-2:] for out in outputs])
+    sizes = target_sizes(recipe, [out.shape[-2:] for out in outputs],
+                         tuple(labels.shape[-2:]) if at_input else None)
     counts = pixel_counts(labels, sizes, loss, ignore_index).to(labels.device)
-    return split_msc_loss(outputs, labels, counts, recipe, loss, ignore_index)
+    return split_msc_loss(outputs, labels, counts, recipe, loss, ignore_index, at_input)

@@ -151,7 +151,9 @@ class SegTrainStep:
                  optimizer: torch.optim.Optimizer) -> None:
         self.cfg, self.tc, self.ctx, self.optimizer = cfg, tc, ctx, optimizer
         sizes = msc_output_sizes(model, tc.crop_size, ctx.device)
-        self.term_sizes = target_sizes(tc.recipe, sizes)
+        self.at_input = tc.loss_at == "input"
+        crop = (tc.crop_size, tc.crop_size) if self.at_input else None
+        self.term_sizes = target_sizes(tc.recipe, sizes, crop)
 
     def __call__(self, net: torch.nn.Module, batch: dict[str, Any],
                  step: int) -> dict[str, float]:
@@ -173,7 +175,7 @@ class SegTrainStep:
                 with autocast(ctx.device, tc.amp):
                     outputs = [o.float() for o in net(images[start:start + micro])]
                 loss = split_msc_loss(outputs, labels[start:start + micro], counts,
-                                      tc.recipe, tc.loss, ignore)
+                                      tc.recipe, tc.loss, ignore, self.at_input)
                 (loss * ctx.world_size).backward()  # DDP averages over ranks; we want the sum
             total += loss.detach().double()
         dist_utils.all_reduce_sum(total, ctx)
