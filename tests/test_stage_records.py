@@ -15,3 +15,20 @@ def test_train_seg_records_loss_at_only_when_it_leaves_the_default(tiny_dataset,
     assert default.digest() != at_input.digest()
     default_settings = {k: v for k, v in at_input.settings.items() if k != "train_seg.loss_at"}
     assert default_settings == default.settings
+
+
+def test_pseudo_labels_record_class_thresholds_only_when_on(tiny_dataset, tmp_path):
+    from vwe.config.schema import PseudoLabelConfig
+
+    where = {"data": DataConfig(root=str(tiny_dataset)), "run_dir": str(tmp_path)}
+    plane = {"scale": "plane", "bg_thres": "auto"}
+    shared = stage_record(Config(pseudo_labels=PseudoLabelConfig(**plane), **where),
+                          "pseudo_labels")
+    per_class = stage_record(Config(pseudo_labels=PseudoLabelConfig(**plane,
+                                                                    class_thresholds=True),
+                                    **where), "pseudo_labels")
+    assert "pseudo_labels.class_thresholds" not in shared.settings
+    assert "class_rule" not in shared.inputs
+    assert per_class.settings["pseudo_labels.class_thresholds"] is True
+    assert "0.5" in per_class.inputs["class_rule"]
+    assert shared.digest() != per_class.digest()

@@ -26,7 +26,7 @@ from vwe.engine.records import (
 )
 from vwe.engine.run_dir import RunDir
 from vwe.engine.weights import resolve_generated
-from vwe.inference.thresholds import auto_rule, calibration_names, is_auto
+from vwe.inference.thresholds import CLASS_POWER, auto_rule, calibration_names, is_auto
 
 
 def _training_exclude(section: str, cfg: Config | None = None) -> list[str]:
@@ -129,13 +129,17 @@ def _train_irn(cfg: Config, run: RunDir) -> Record:
 
 
 def _pseudo_labels(cfg: Config, run: RunDir) -> Record:
+    per_class = cfg.pseudo_labels.class_thresholds
     settings = flat_settings(cfg, ["pseudo_labels"],
-                             ["pseudo_labels.split", "pseudo_labels.checkpoint"])
+                             ["pseudo_labels.split", "pseudo_labels.checkpoint",
+                              *_at_default("pseudo_labels.class_thresholds", not per_class)])
+    class_rule = {"class_rule": f"class mean ratio ^ {CLASS_POWER:g}"} if per_class else {}
     return Record("pseudo_labels", settings, {"dataset": dataset_identity(cfg),
                                               "cams": folder_identity(run.cams),
                                               "checkpoint": file_identity(run.irn_checkpoint),
                                               **auto_identity(cfg, cfg.pseudo_labels.split,
-                                                              cfg.pseudo_labels.bg_thres)})
+                                                              cfg.pseudo_labels.bg_thres),
+                                              **class_rule})
 
 
 def _eval_labels(cfg: Config, run: RunDir) -> Record:

@@ -10,6 +10,8 @@ from vwe.inference.thresholds import (
     best_on_masks,
     calibrated_background_score,
     calibration_names,
+    class_background_scores,
+    class_score_histograms,
     otsu_threshold,
     quantile_below,
     score_histogram,
@@ -202,3 +204,23 @@ def test_a_changed_auto_rule_makes_auto_stages_stale_and_leaves_fixed_ones(
             patch.setattr(thresholds, name, value)
             for stage in stages:
                 assert stage_record(auto, stage).inputs["auto_rule"] != now[stage], (name, stage)
+
+
+def test_class_background_scores_scale_the_shared_one_by_the_class_means(tmp_path):
+    """t_k = t · (m_k / m)^0.5 with m_k a class's mean score over the images tagged with it and
+    m the pooled mean; a class never tagged keeps t. Two images, two-bin histograms by hand."""
+    save_npz(tmp_path / "a.npz", keys=np.array([0]),
+             high_res=np.array([[[0.1, 0.1], [0.1, 0.9]]], np.float32))
+    save_npz(tmp_path / "b.npz", keys=np.array([0, 1]),
+             high_res=np.array([[[0.9, 0.9], [0.9, 0.9]], [[0.1, 0.1], [0.1, 0.1]]], np.float32))
+    histograms = class_score_histograms(sorted(tmp_path.glob("*.npz")), 3, bins=2)
+    np.testing.assert_array_equal(histograms, [[3, 5], [4, 0], [0, 0]])
+    # bin centres 0.25 / 0.75: class 0 mean (3·0.25 + 5·0.75) / 8 = 0.5625, class 1 0.25,
+    # pooled (4.5 + 1) / 12 = 0.458333
+    scores = class_background_scores(0.4, histograms)
+    pooled = 5.5 / 12
+    np.testing.assert_allclose(scores, [0.4 * (0.5625 / pooled) ** 0.5,
+                                        0.4 * (0.25 / pooled) ** 0.5, 0.4])
+    np.testing.assert_allclose(class_background_scores(0.4, histograms, power=0), 0.4)
+    with pytest.raises(ValueError, match="no CAM scores"):
+        class_background_scores(0.4, np.zeros((2, 4)))

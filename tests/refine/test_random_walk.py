@@ -168,6 +168,23 @@ def test_walk_to_labels_by_hand():
     np.testing.assert_array_equal(walk_to_labels(np.zeros((0, 2, 2)), np.array([])), 0)
 
 
+def test_walk_to_labels_with_one_threshold_per_map():
+    """Each map against its own threshold: a pixel is the map with the highest score/threshold,
+    background where none reaches 1; equal thresholds give the shared plane's labels."""
+    rw_up = np.array([[[0.1, 0.6, 0.3, 0.9]], [[0.2, 0.5, 0.4, 0.95]]], np.float32)
+    keys = np.array([2, 7])
+    # ratios map 0: 0.5 3.0 1.5 4.5; map 1: 0.4 1.0 0.8 1.9 -> [bg, 3, 3, 3]
+    np.testing.assert_array_equal(walk_to_labels(rw_up, keys, np.array([0.2, 0.5])),
+                                  [[0, 3, 3, 3]])
+    # ratios map 0: 0.25 1.5 0.75 2.25; map 1: 0.5 1.25 1.0 2.375 -> [bg, 3, bg (tie), 8]
+    np.testing.assert_array_equal(walk_to_labels(rw_up, keys, np.array([0.4, 0.4])),
+                                  [[0, 3, 0, 8]])
+    np.testing.assert_array_equal(walk_to_labels(rw_up, keys, np.array([0.25, 0.25])),
+                                  walk_to_labels(rw_up, keys, 0.25))
+    with pytest.raises(ValueError, match="1 thresholds for 2 maps"):
+        walk_to_labels(rw_up, keys, np.array([0.3]))
+
+
 def test_walked_cam_scores_are_on_the_cam_scale():
     # Walking cams and a plane of ones together: a constant CAM c reads back as c everywhere,
     # whatever the boundaries, while IRNet's walk of it is damped by (1 - edge) near them.

@@ -258,6 +258,53 @@ def test_plane_scale_auto_labels_at_the_cam_background_score(tiny_dataset, run_c
     assert report["sweep"]["miou"][1] != report["scores"]["miou"]
 
 
+def test_class_thresholds_label_each_class_at_its_own_score(tiny_dataset, run_copy, irn_run,
+                                                          refine_overrides, capsys):
+    """class_thresholds: the summary holds one score per class (the auto score scaled by the
+    class means of the split's CAMs) and each label is its walk against its keys' scores; with
+    IRNet's scale it stops before any walk, in one line."""
+    from vwe.config import load_config
+    from vwe.data.io import image_size
+    from vwe.data.voc import VocLayout
+    from vwe.inference.thresholds import (
+        auto_background_score,
+        class_background_scores,
+        class_score_histograms,
+    )
+    from vwe.refine.random_walk import walk_to_labels, walked_cam_scores
+    from vwe.stages import pseudo_labels as pseudo_labels_stage
+
+    run_dir = run_copy("train_irn", "ir_labels", source=irn_run)
+    base = refine_overrides(tiny_dataset, run_dir, "pseudo_labels.exp_times=2")
+    assert main(["pseudo-labels", *base, "pseudo_labels.class_thresholds=true"]) == 2
+    assert "needs pseudo_labels.scale=plane" in capsys.readouterr().err
+    assert not list(run_dir.glob("walks/*.npz"))
+    args = [*base, "pseudo_labels.scale=plane", "pseudo_labels.bg_thres=auto",
+            "pseudo_labels.class_thresholds=true"]
+    summary = pseudo_labels_stage.run(load_config(None, args))
+    layout = VocLayout(tiny_dataset)
+    names = sorted(p.stem for p in (run_dir / "walks").glob("*.npz"))
+    cams = [run_dir / "cams" / f"{n}.npz" for n in names]
+    shared = auto_background_score(cams)["bkg_score"]
+    want_scores = class_background_scores(shared, class_score_histograms(cams, 8)).round(4)
+    chosen = summary["auto"]["class_bg_thres"]
+    assert "per class: " in (run_dir / "log.txt").read_text()
+    assert list(chosen) == layout.class_names
+    np.testing.assert_allclose(list(chosen.values()), want_scores)
+    assert len(set(chosen.values())) > 1  # the classes' scores differ
+    differs = 0
+    for name in names:
+        arrays = load_npz(run_dir / "walks" / f"{name}.npz")
+        scores = walked_cam_scores(arrays["rw"].astype("float32"),
+                                   arrays["plane"].astype("float32"),
+                                   image_size(layout.image_path(name)))
+        want = walk_to_labels(scores, arrays["keys"], want_scores[arrays["keys"]])
+        got = read_label_png(run_dir / "pseudo_labels" / f"{name}.png")
+        assert (got == want).all()
+        differs += int((got != walk_to_labels(scores, arrays["keys"], shared)).any())
+    assert differs > 0  # not the shared score's labels
+
+
 def test_plane_scale_fixed_threshold_and_a_walk_without_its_plane(tiny_dataset, run_copy, irn_run,
                                                                   refine_overrides, capsys):
     """scale=plane with a fixed bg_thres: the labels are the stored walk's CAM scores against

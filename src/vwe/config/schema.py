@@ -254,6 +254,9 @@ class PseudoLabelConfig:
     # the background threshold (see scale); auto is chosen once every walk exists
     # (docs/method.md#auto-thresholds)
     bg_thres: Any = check(0.25, ge=0, le=1, auto=True)
+    # with scale=plane and bg_thres=auto: one background score per class, the auto score scaled
+    # by the class's mean CAM score (docs/method.md#class-background-scores)
+    class_thresholds: bool = False
     # sparse (same result, seconds) | dense (IRNet's (hw)^2 matrix)
     method: str = check("sparse", choices=("sparse", "dense"))
     # zero-pad images right/bottom to at least this (IRNet: 512); 0: to /16

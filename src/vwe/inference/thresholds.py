@@ -42,6 +42,10 @@ BG_QUANTILE = 0.8
 # maximum and no power followed both drawings and photos (docs/method.md#auto-thresholds)
 SCORE_POWER = 0.7
 MAX_WALK_POWER = 1.0
+# Per-class background scores (pseudo_labels.class_thresholds): t_k = t · (m_k / m)^CLASS_POWER,
+# m_k the mean CAM score of class k over the images tagged with it, m the pooled mean: classes
+# whose CAMs spread wide need a higher score (docs/method.md#class-background-scores)
+CLASS_POWER = 0.5
 # Raised with any change to how `auto` chooses that the constants above do not show: a stage
 # whose threshold is `auto` records the rule (`auto_rule`), so another rule reruns it
 RULE_REVISION = 2  # 1: IR background t − 0.10; 2: the quantile below t
@@ -75,6 +79,34 @@ def otsu_threshold(histogram: np.ndarray, power: float = 1.0) -> float:
         between = (total * weight - mass) ** 2 / (weight * (1.0 - weight))
     between[~np.isfinite(between)] = -1.0
     return float((int(between.argmax()) + 1) / counts.size)
+
+
+def class_score_histograms(cam_files: Iterable[Path], num_classes: int, bins: int = BINS
+                           ) -> np.ndarray:
+    """(num_classes, bins) histograms over [0, 1] of each class's CAM scores, over the images
+    tagged with it (every pixel of those images)."""
+    counts = np.zeros((num_classes, bins), np.int64)
+    for path in cam_files:
+        arrays = load_npz(path)
+        scores = np.asarray(arrays["high_res"], np.float32)
+        for key, plane in zip(np.asarray(arrays["keys"], np.int64).reshape(-1), scores):
+            counts[key] += np.histogram(np.clip(plane, 0, 1), bins=bins, range=(0.0, 1.0))[0]
+    return counts
+
+
+def class_background_scores(score: float, histograms: np.ndarray,
+                            power: float = CLASS_POWER) -> np.ndarray:
+    """One background score per class: `score` · (class mean / pooled mean)^power over
+    (num_classes, bins) score histograms, within [0.01, 0.99]; `score` for a class without
+    pixels."""
+    counts = np.asarray(histograms, np.float64)
+    centres = (np.arange(counts.shape[1]) + 0.5) / counts.shape[1]
+    pixels = counts.sum(axis=1)
+    if pixels.sum() <= 0:
+        raise ValueError("no CAM scores to scale the class scores from")
+    pooled = (counts @ centres).sum() / pixels.sum()
+    means = np.where(pixels > 0, (counts @ centres) / np.maximum(pixels, 1), pooled)
+    return np.clip(score * (means / pooled) ** power, 0.01, 0.99)
 
 
 def cam_score_histogram(cam_files: Iterable[Path], bins: int = BINS) -> np.ndarray:

@@ -221,9 +221,12 @@ def walk_scores(rw: ArrayLike, plane: ArrayLike | None, image_size: tuple[int, i
     return walked_cam_scores(rw, plane, image_size)
 
 
-def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray, bg_thres: float = 0.25) -> np.ndarray:
+def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray,
+                   bg_thres: float | np.ndarray = 0.25) -> np.ndarray:
     """Constant background plane `bg_thres` + argmax, mapped through [0, keys+1]
-    (docs/refinement.md#random-walk step 5).
+    (docs/refinement.md#random-walk step 5). A (K,) `bg_thres` gives each map its own: the
+    maps are divided by it and compared with a plane of ones
+    (docs/method.md#class-background-scores).
 
     `keys` are 0-based class indices of the K maps. Returns (H, W) uint8 with no ignore label.
     """
@@ -232,6 +235,11 @@ def walk_to_labels(rw_up: np.ndarray, keys: np.ndarray, bg_thres: float = 0.25) 
         raise ValueError(f"rw_up must be (K,H,W) with K = len(keys); got {rw_up.shape}, {keys}")
     if keys.size and (keys.min() < 0 or keys.max() > 253):
         raise ValueError(f"keys must be class indices in [0, 253], got {keys}")
+    if np.ndim(bg_thres):
+        per_map = np.asarray(bg_thres, np.float32).reshape(-1)
+        if per_map.size != keys.size:
+            raise ValueError(f"{per_map.size} thresholds for {keys.size} maps")
+        rw_up, bg_thres = rw_up.astype(np.float32) / per_map[:, None, None], 1.0
     bg = np.full((1, *rw_up.shape[1:]), bg_thres, dtype=np.float32)
     index = np.argmax(np.concatenate([bg, rw_up.astype(np.float32)]), axis=0)
     keys_ext = np.concatenate([[0], keys + 1]).astype(np.uint8)

@@ -38,10 +38,13 @@ from vwe.engine.precision import autocast
 from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.inference.thresholds import (
+    CLASS_POWER,
     auto_background_score,
     auto_walk_threshold,
     best_on_masks,
     calibration_names,
+    class_background_scores,
+    class_score_histograms,
     is_auto,
 )
 from vwe.models.backbone import fold_batch_norm
@@ -99,7 +102,8 @@ def walk_with_plane(model: IRNet, image: np.ndarray, cams: np.ndarray, pl: Pseud
 
 
 def label_from_walk(rw: np.ndarray, keys: np.ndarray, image_size: tuple[int, int],
-                    bg_thres: float, plane: np.ndarray | None = None) -> np.ndarray:
+                    bg_thres: float | np.ndarray, plane: np.ndarray | None = None
+                    ) -> np.ndarray:
     """The pseudo label (H, W) uint8 from stored walk maps (docs/refinement.md#random-walk steps
     4–5; with a plane docs/refinement.md#walked-background-plane)."""
     return walk_to_labels(walk_scores(rw, plane, image_size), keys, bg_thres)
@@ -114,6 +118,9 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
     """Write <run_dir>/pseudo_labels/<name>.png and walks/<name>.npz for the split
     (docs/refinement.md#random-walk)."""
     pl = cfg.pseudo_labels
+    if pl.class_thresholds and not (is_auto(pl.bg_thres) and pl.scale == "plane"):
+        raise VweError("pseudo_labels.class_thresholds=true needs pseudo_labels.scale=plane and "
+                       "pseudo_labels.bg_thres=auto (the per-class scores scale the auto one)")
     keep_freed_memory()  # docs/performance.md#make-cam
     model = load_irnet(cfg, ctx.device)  # a wrong checkpoint fails before any data is read
     run_dir = RunDir(cfg)
@@ -145,21 +152,26 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
                            ("*.png", "*.npz"))
     result = run_per_image("pseudo_labels", names, outputs, stage_record(cfg, "pseudo_labels"),
                            cfg.overwrite, ctx, process)
-    chosen = labels_at_auto_threshold(run_dir, layout, names, pl.scale, ctx) if auto else None
+    chosen = labels_at_auto_threshold(run_dir, layout, names, pl.scale, ctx,
+                                      pl.class_thresholds) if auto else None
     bg_thres = chosen["bg_thres"] if chosen else pl.bg_thres
-    log.info("pseudo-labels: %d label files in %s (bg_thres %g%s), walks in %s", len(names),
-             label_dir, bg_thres, f", auto: {chosen['rule']}" if chosen else "", walk_dir)
+    per_class = chosen.get("class_bg_thres") if chosen else None
+    log.info("pseudo-labels: %d label files in %s (bg_thres %g%s%s), walks in %s", len(names),
+             label_dir, bg_thres, f", auto: {chosen['rule']}" if chosen else "",
+             "; per class: " + ", ".join(f"{k} {v:g}" for k, v in per_class.items())
+             if per_class else "", walk_dir)
     return {"label_dir": str(label_dir), "walk_dir": str(walk_dir), "split": pl.split,
             "images": len(names), "computed": len(result.computed), "bg_thres": bg_thres,
             "auto": chosen}
 
 
 def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str], scale: str,
-                             ctx: DistContext) -> dict[str, Any]:
+                             ctx: DistContext, per_class: bool = False) -> dict[str, Any]:
     """`pseudo_labels.bg_thres=auto` (docs/method.md#auto-thresholds): the best threshold on the
     masks where only some images have one; else with `scale=plane` the CAM background score's
-    rule over the split's CAMs, with `scale=max` plain Otsu over every stored walk. Then this
-    rank's labels from their walks at that threshold."""
+    rule over the split's CAMs (`per_class`: scaled per class,
+    docs/method.md#class-background-scores), with `scale=max` plain Otsu over every stored
+    walk. Then this rank's labels from their walks at that threshold."""
     def walked(name: str) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, tuple[int, int]]:
         arrays = load_npz(run_dir.walk_file(name))
         plane = arrays.get("plane") if scale == "plane" else None
@@ -182,12 +194,21 @@ def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str], sca
         score = auto_background_score(run_dir.cam_file(name) for name in names)
         chosen = {"rule": f"the CAM background score: {score['rule']}", "calibrated": False,
                   "bg_thres": score["bkg_score"], "pixels": score["pixels"]}
+        if per_class:
+            histograms = class_score_histograms((run_dir.cam_file(name) for name in names),
+                                                layout.num_classes)
+            scores = class_background_scores(score["bkg_score"], histograms)
+            chosen["rule"] += f"; per class × (class mean / pooled mean)^{CLASS_POWER:g}"
+            chosen["class_bg_thres"] = {class_name: round(float(value), 4) for class_name, value
+                                        in zip(layout.class_names, scores)}
     else:
         chosen = auto_walk_threshold(walk_scores(rw, None, size)
                                      for _, rw, _, size in map(walked, names))
+    per_key = np.array(list(chosen.get("class_bg_thres", {}).values()), np.float64)
     for name in dist_utils.shard(list(names), ctx):
         keys, rw, plane, size = walked(name)
+        threshold = per_key[keys] if per_key.size else chosen["bg_thres"]
         save_label_png(run_dir.pseudo_label_file(name),
-                       label_from_walk(rw, keys, size, chosen["bg_thres"], plane))
+                       label_from_walk(rw, keys, size, threshold, plane))
     dist_utils.barrier(ctx)
     return chosen
