@@ -19,19 +19,9 @@ from vwe.config import load_config
 from vwe.data.io import image_size, load_npz
 from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
-from vwe.inference.thresholds import (
-    auto_background_score,
-    class_background_scores,
-    class_score_histograms,
-)
-from vwe.metrics import segmentation_scores
+from vwe.inference.thresholds import background_score_of, cam_histograms, class_background_scores
+from vwe.metrics import confusion_matrix, segmentation_scores
 from vwe.refine.random_walk import walk_scores, walk_to_labels
-
-
-def confusion(truth: np.ndarray, labels: np.ndarray, num_classes: int) -> np.ndarray:
-    valid = truth < num_classes
-    return np.bincount(num_classes * truth[valid].astype(np.int64) + labels[valid],
-                       minlength=num_classes ** 2).reshape(num_classes, num_classes)
 
 
 def main() -> None:
@@ -45,11 +35,13 @@ def main() -> None:
     names = [n for n in layout.read_split(args.split) if run.walk_file(n).is_file()]
     num_classes = layout.num_classes + 1
     cams = [run.cam_file(n) for n in names]
-    shared = auto_background_score(cams)["bkg_score"]
-    histograms = class_score_histograms(cams, layout.num_classes)
+    highest, histograms = cam_histograms(cams, layout.num_classes)  # one read of the CAMs
+    shared = background_score_of(highest)["bkg_score"]
     rules = {f"shared {shared:g}": np.full(layout.num_classes, shared)}
     for power in (float(p) for p in args.powers.split(",")):
-        rules[f"per class, power {power:g}"] = class_background_scores(shared, histograms, power)
+        # rounded as the stage rounds them, so power 0.5 equals its labels
+        rules[f"per class, power {power:g}"] = class_background_scores(shared, histograms,
+                                                                        power).round(4)
     totals = {rule: np.zeros((num_classes, num_classes), np.int64) for rule in rules}
     for name in names:
         walk = load_npz(run.walk_file(name))
@@ -60,8 +52,8 @@ def main() -> None:
                              image_size(layout.image_path(name)))
         truth = layout.read_checked_mask(name)
         for rule, per_class in rules.items():
-            totals[rule] += confusion(truth, walk_to_labels(scores, keys, per_class[keys]),
-                                      num_classes)
+            totals[rule] += confusion_matrix(truth, walk_to_labels(scores, keys, per_class[keys]),
+                                             num_classes)
     class_names = ["background", *layout.class_names]
     print(f"{len(names)} images of {args.split} in {run.root}")
     for rule, total in totals.items():

@@ -10,8 +10,9 @@ from vwe.inference.thresholds import (
     best_on_masks,
     calibrated_background_score,
     calibration_names,
+    cam_histograms,
+    cam_score_histogram,
     class_background_scores,
-    class_score_histograms,
     otsu_threshold,
     quantile_below,
     score_histogram,
@@ -213,8 +214,12 @@ def test_class_background_scores_scale_the_shared_one_by_the_class_means(tmp_pat
              high_res=np.array([[[0.1, 0.1], [0.1, 0.9]]], np.float32))
     save_npz(tmp_path / "b.npz", keys=np.array([0, 1]),
              high_res=np.array([[[0.9, 0.9], [0.9, 0.9]], [[0.1, 0.1], [0.1, 0.1]]], np.float32))
-    histograms = class_score_histograms(sorted(tmp_path.glob("*.npz")), 3, bins=2)
+    files = sorted(tmp_path.glob("*.npz"))
+    highest, histograms = cam_histograms(files, 3, bins=2)
     np.testing.assert_array_equal(histograms, [[3, 5], [4, 0], [0, 0]])
+    # the highest score per pixel: a 0.1 ×3, 0.9; b 0.9 ×4 (max over its two classes)
+    np.testing.assert_array_equal(highest, [3, 5])
+    np.testing.assert_array_equal(highest, cam_score_histogram(files, bins=2))
     # bin centres 0.25 / 0.75: class 0 mean (3·0.25 + 5·0.75) / 8 = 0.5625, class 1 0.25,
     # pooled (4.5 + 1) / 12 = 0.458333
     scores = class_background_scores(0.4, histograms)

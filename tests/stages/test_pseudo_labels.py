@@ -268,8 +268,8 @@ def test_class_thresholds_label_each_class_at_its_own_score(tiny_dataset, run_co
     from vwe.data.voc import VocLayout
     from vwe.inference.thresholds import (
         auto_background_score,
+        cam_histograms,
         class_background_scores,
-        class_score_histograms,
     )
     from vwe.refine.random_walk import walk_to_labels, walked_cam_scores
     from vwe.stages import pseudo_labels as pseudo_labels_stage
@@ -286,7 +286,7 @@ def test_class_thresholds_label_each_class_at_its_own_score(tiny_dataset, run_co
     names = sorted(p.stem for p in (run_dir / "walks").glob("*.npz"))
     cams = [run_dir / "cams" / f"{n}.npz" for n in names]
     shared = auto_background_score(cams)["bkg_score"]
-    want_scores = class_background_scores(shared, class_score_histograms(cams, 8)).round(4)
+    want_scores = class_background_scores(shared, cam_histograms(cams, 8)[1]).round(4)
     chosen = summary["auto"]["class_bg_thres"]
     assert "per class: " in (run_dir / "log.txt").read_text()
     assert list(chosen) == layout.class_names

@@ -81,17 +81,19 @@ def otsu_threshold(histogram: np.ndarray, power: float = 1.0) -> float:
     return float((int(between.argmax()) + 1) / counts.size)
 
 
-def class_score_histograms(cam_files: Iterable[Path], num_classes: int, bins: int = BINS
-                           ) -> np.ndarray:
-    """(num_classes, bins) histograms over [0, 1] of each class's CAM scores, over the images
-    tagged with it (every pixel of those images)."""
-    counts = np.zeros((num_classes, bins), np.int64)
+def cam_histograms(cam_files: Iterable[Path], num_classes: int, bins: int = BINS
+                   ) -> tuple[np.ndarray, np.ndarray]:
+    """One read of the CAMs for both histograms over [0, 1]: every pixel's highest score (as
+    `cam_score_histogram`) and, (num_classes, bins), each class's scores over every pixel of
+    the images tagged with it."""
+    highest, by_class = np.zeros(bins, np.int64), np.zeros((num_classes, bins), np.int64)
     for path in cam_files:
         arrays = load_npz(path)
         scores = np.asarray(arrays["high_res"], np.float32)
+        highest += score_histogram([scores], bins)
         for key, plane in zip(np.asarray(arrays["keys"], np.int64).reshape(-1), scores):
-            counts[key] += np.histogram(np.clip(plane, 0, 1), bins=bins, range=(0.0, 1.0))[0]
-    return counts
+            by_class[key] += score_histogram([plane[None]], bins)
+    return highest, by_class
 
 
 def class_background_scores(score: float, histograms: np.ndarray,
@@ -156,7 +158,11 @@ def auto_background_score(cam_files: Iterable[Path], power: float = SCORE_POWER
                           ) -> dict[str, Any]:
     """The background score and the IR labels' confident thresholds, with their evidence
     (Otsu on score^power)."""
-    histogram = cam_score_histogram(cam_files)
+    return background_score_of(cam_score_histogram(cam_files), power)
+
+
+def background_score_of(histogram: np.ndarray, power: float = SCORE_POWER) -> dict[str, Any]:
+    """`auto_background_score` from the histogram of the highest CAM score per pixel."""
     if histogram.sum() == 0:
         raise ValueError("no CAM scores to choose a threshold from")
     score = round(otsu_threshold(histogram, power), 4)

@@ -39,12 +39,13 @@ from vwe.engine.run_dir import RunDir
 from vwe.errors import VweError
 from vwe.inference.thresholds import (
     CLASS_POWER,
-    auto_background_score,
     auto_walk_threshold,
+    background_score_of,
     best_on_masks,
     calibration_names,
+    cam_histograms,
+    cam_score_histogram,
     class_background_scores,
-    class_score_histograms,
     is_auto,
 )
 from vwe.models.backbone import fold_batch_norm
@@ -165,6 +166,27 @@ def make_pseudo_labels(cfg: Config, ctx: DistContext) -> dict:
             "auto": chosen}
 
 
+def plane_background_scores(run_dir: RunDir, layout: Any, names: list[str], per_class: bool
+                            ) -> tuple[dict[str, Any], np.ndarray | None]:
+    """`auto` on the walked CAM scores: the CAM background score over the split's CAMs and,
+    with `per_class`, one score per class (docs/method.md#class-background-scores; None
+    without), from one read of the CAMs."""
+    cam_files = (run_dir.cam_file(name) for name in names)
+    if per_class:
+        highest, by_class = cam_histograms(cam_files, layout.num_classes)
+    else:
+        highest = cam_score_histogram(cam_files)
+    score = background_score_of(highest)
+    chosen = {"rule": f"the CAM background score: {score['rule']}", "calibrated": False,
+              "bg_thres": score["bkg_score"], "pixels": score["pixels"]}
+    if not per_class:
+        return chosen, None
+    per_key = class_background_scores(score["bkg_score"], by_class).round(4)
+    chosen["rule"] += f"; per class × (class mean / pooled mean)^{CLASS_POWER:g}"
+    chosen["class_bg_thres"] = dict(zip(layout.class_names, per_key.tolist()))
+    return chosen, per_key
+
+
 def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str], scale: str,
                              ctx: DistContext, per_class: bool = False) -> dict[str, Any]:
     """`pseudo_labels.bg_thres=auto` (docs/method.md#auto-thresholds): the best threshold on the
@@ -187,27 +209,18 @@ def labels_at_auto_threshold(run_dir: RunDir, layout: Any, names: list[str], sca
         return layout.read_checked_mask(name), walk_scores(rw, plane, size), keys
 
     labelled = calibration_names(layout.masked_names(names), names)
+    per_key = None  # one threshold per class, else chosen["bg_thres"] for every class
     if labelled:  # a handful of labelled images: the walk threshold best on their masks
         chosen = best_on_masks(map(labelled_walk, labelled), layout.num_classes + 1)
         chosen["bg_thres"] = chosen.pop("threshold")
     elif scale == "plane":
-        score = auto_background_score(run_dir.cam_file(name) for name in names)
-        chosen = {"rule": f"the CAM background score: {score['rule']}", "calibrated": False,
-                  "bg_thres": score["bkg_score"], "pixels": score["pixels"]}
-        if per_class:
-            histograms = class_score_histograms((run_dir.cam_file(name) for name in names),
-                                                layout.num_classes)
-            scores = class_background_scores(score["bkg_score"], histograms)
-            chosen["rule"] += f"; per class × (class mean / pooled mean)^{CLASS_POWER:g}"
-            chosen["class_bg_thres"] = {class_name: round(float(value), 4) for class_name, value
-                                        in zip(layout.class_names, scores)}
+        chosen, per_key = plane_background_scores(run_dir, layout, names, per_class)
     else:
         chosen = auto_walk_threshold(walk_scores(rw, None, size)
                                      for _, rw, _, size in map(walked, names))
-    per_key = np.array(list(chosen.get("class_bg_thres", {}).values()), np.float64)
     for name in dist_utils.shard(list(names), ctx):
         keys, rw, plane, size = walked(name)
-        threshold = per_key[keys] if per_key.size else chosen["bg_thres"]
+        threshold = chosen["bg_thres"] if per_key is None else per_key[keys]
         save_label_png(run_dir.pseudo_label_file(name),
                        label_from_walk(rw, keys, size, threshold, plane))
     dist_utils.barrier(ctx)
