@@ -113,3 +113,28 @@ def test_the_stage_table_names_the_pretrained_backbone():
                                                              "chance": 1 / 96}}}}
     assert "backbone resnet_tiny: pretrained on the generated task, held-out accuracy 89.4 % " \
            "(chance 1.0 %)" in stage_table(summaries, "paper")
+
+
+def test_another_split_reruns_a_stage_whose_record_leaves_the_split_out(tmp_path,
+                                                                        monkeypatch):
+    """infer-seg's record has no split (seg/<split> folders), so its marker says which split
+    it covers: infer_seg.split=test after val runs it again (was skipped: eval-seg then found
+    no predictions)."""
+    from vwe import stage_records
+    from vwe.engine.records import Record
+
+    calls: list[str] = []
+
+    def run(cfg):
+        calls.append(cfg.infer_seg.split)
+        return {"split": cfg.infer_seg.split}
+
+    module = types.ModuleType("vwe.stages.infer_seg")
+    module.run = run
+    monkeypatch.setitem(sys.modules, "vwe.stages.infer_seg", module)
+    monkeypatch.setitem(stage_records.RECORDS, "infer_seg",
+                        lambda cfg, run_dir: Record("infer_seg", {}, {}))
+    for split in ("val", "val", "test", "test", "val"):
+        run_stages(load_config(None, [f"run_dir={tmp_path}", f"infer_seg.split={split}"]),
+                   ("infer_seg",))
+    assert calls == ["val", "test", "val"]

@@ -36,6 +36,13 @@ PIPELINE = ("pretrain", *CAM_STAGES, *REFINE_STAGES, *SEG_STAGES)
 ALWAYS_RUN = frozenset({"make_dataset", "pretrain"})
 # stages that run only when the config asks for their output (docs/synthetic.md#pretraining)
 WANTED_WHEN: dict[str, Callable[[Config], Any]] = {"pretrain": wants_generated}
+# stages whose record leaves the split out (one folder holds any split's images, each computed
+# once), so their marker's summary says which split it covers: another split runs the stage
+SPLIT_OF: dict[str, Callable[[Config], str]] = {
+    "make_cam": lambda cfg: cfg.cam.split,
+    "pseudo_labels": lambda cfg: cfg.pseudo_labels.split,
+    "infer_seg": lambda cfg: cfg.infer_seg.split,
+}
 
 # The papers' VOC 2012 numbers (mIoU %), next to which `vwe run` prints ours (docs/method.md).
 PAPER_NUMBERS: dict[str, dict[str, float]] = {
@@ -87,6 +94,8 @@ def run_stages(cfg: Config, stages: Sequence[str] = PIPELINE,
         record = stage_record(stage_cfg, stage)
         marker = run_dir.done_marker(stage)
         done = marker_summary(marker, record) if index < first else None
+        if done is not None and stage in SPLIT_OF and done.get("split") != SPLIT_OF[stage](cfg):
+            done = None
         if done is not None and stage not in ALWAYS_RUN:
             summaries[stage] = done
             log.info("%s: done earlier with these settings (%s), skipped", stage, marker)

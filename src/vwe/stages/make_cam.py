@@ -160,4 +160,5 @@ def make_cams(cfg: Config, ctx: DistContext) -> dict:
     result = run_per_image("make_cam", names, cam_outputs(run_dir),
                            stage_record(cfg, "make_cam"), cfg.overwrite, ctx, process)
     log.info("make-cam: %d CAM files in %s", len(names), out_dir)
-    return {"cam_dir": str(out_dir), "images": len(names), "computed": len(result.computed)}
+    return {"cam_dir": str(out_dir), "split": cfg.cam.split, "images": len(names),
+            "computed": len(result.computed)}
