@@ -1,7 +1,9 @@
 """benchmarks/calibration.py: the whole split scored at the threshold a subset chooses, on
-constructed images whose best thresholds are known."""
+constructed images whose best thresholds are known; benchmarks/stability.py: the classes' own
+spreads over runs, from constructed reports."""
 
 import importlib.util
+import json
 from pathlib import Path
 
 import numpy as np
@@ -10,14 +12,18 @@ import pytest
 from vwe.inference.thresholds import CALIBRATION_GRID
 from vwe.metrics import sweep_confusions
 
-SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "calibration.py"
+BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
 
-def calibration_module():
-    spec = importlib.util.spec_from_file_location("calibration_benchmark", SCRIPT)
+def benchmark_module(name: str):
+    spec = importlib.util.spec_from_file_location(f"{name}_benchmark", BENCHMARKS / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def calibration_module():
+    return benchmark_module("calibration")
 
 
 def image_sweep(object_score: float, background_score: float) -> np.ndarray:
@@ -49,3 +55,31 @@ def test_a_subset_of_one_kind_of_image_misses_the_split_s_best():
     assert single["worst"] < rows["oracle_miou"] - 0.05
     assert single["mean"] < rows["oracle_miou"]
     assert "8" not in calibration_module().calibration_rows(sweeps, 2, [8], 1, 0)["by_size"]
+
+
+def write_reports(run_dir: Path, cam_iou: list[float], label_iou: list[float] | None) -> None:
+    names = ["background", "cat", "dog"]
+    run_dir.mkdir()
+    (run_dir / "eval_cam.json").write_text(json.dumps(
+        {"class_names": names, "variants": {"fused": {"at_bkg_score": {"iou": cam_iou}}}}))
+    if label_iou is not None:
+        (run_dir / "eval_labels.json").write_text(json.dumps(
+            {"class_names": names, "scores": {"iou": label_iou}}))
+
+
+def test_class_spreads_are_each_class_s_range_over_the_runs(tmp_path):
+    stability = benchmark_module("stability")
+    write_reports(tmp_path / "a", [0.90, 0.50, 0.70], [0.9, 0.6, 0.6])
+    write_reports(tmp_path / "b", [0.85, 0.30, 0.70], None)  # labels not scored in this run
+    write_reports(tmp_path / "c", [0.88, 0.45, 0.72], [0.9, 0.6, 0.6])
+    runs = {name: stability.class_ious(tmp_path / name) for name in "abc"}
+    assert set(runs["b"]) == {"cam"}
+    spreads = stability.class_spreads(runs)
+    cam = spreads["cam"]
+    assert cam["classes"] == pytest.approx({"background": 5.0, "cat": 20.0, "dog": 2.0})
+    assert cam["mean"] == pytest.approx(9.0) and cam["widest"] == "cat"
+    # the same labels in both runs that scored them: no spread, even though the CAMs moved
+    assert spreads["pseudo"]["mean"] == pytest.approx(0.0)
+    assert "seg" not in spreads  # no run scored it
+    table = stability.class_table(spreads)
+    assert "cat 20.0" in table and table.splitlines()[1].split()[:2] == ["cam", "9.0"]
