@@ -32,6 +32,9 @@ def test_demo_config_loads_and_presets_switch_it():
     assert (cfg.train_cam.lr, cfg.train_cam.new_lr_mult, cfg.train_cam.momentum) == (0.01, 10,
                                                                                    0.9)
     assert cfg.train_irn.backbone_init == "generated" and cfg.seg.pretrained == "generated"
+    # thresholds without masks where they measured better (README): the CAM score and the walk
+    assert cfg.eval_cam.bkg_score == "auto" and cfg.pseudo_labels.bg_thres == "auto"
+    assert cfg.pseudo_labels.scale == "plane"
     # the CRF's bilateral width scaled from VOC's 500 px to the demo's ~128 (docs/segmentation.md)
     assert round(cfg.infer_seg.crf.bi_xy_std) == round(67 * 128 / 500)
     assert load_config(packaged_config("voc_cam_r50.yaml"),
