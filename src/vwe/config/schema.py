@@ -73,7 +73,7 @@ class ModelConfig:
     """The CAM network: backbone, Visual Words Encoder, HSPP (docs/method.md#presets)."""
 
     backbone: str = "resnet50"  # one of BACKBONES or a timm CNN name (efficientnet_lite0)
-    # imagenet (torchvision / timm weights; efficientnet_lite0 from its package offline) |
+    # imagenet (torchvision / timm weights; efficientnet_lite0-2 from their packages offline) |
     # none | generated (vwe pretrain) | /path/to/file.pth
     pretrained: str = "imagenet"
     frozen_bn: bool = True  # BN statistics fixed (affine trained); false: batch statistics,

