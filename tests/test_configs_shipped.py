@@ -35,6 +35,8 @@ def test_demo_config_loads_and_presets_switch_it():
     # thresholds without masks where they measured better (README): the CAM score and the walk
     assert cfg.eval_cam.bkg_score == "auto" and cfg.pseudo_labels.bg_thres == "auto"
     assert cfg.pseudo_labels.scale == "plane"
+    # one walk threshold per class from that score (measured above the shared one, README)
+    assert cfg.pseudo_labels.class_thresholds is True
     # the CAM network trained to where its loss flattens (24 epochs measured above 12, README)
     assert cfg.train_cam.epochs == 24
     # the CRF's bilateral width scaled from VOC's 500 px to the demo's ~128 (docs/segmentation.md)

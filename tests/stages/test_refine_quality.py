@@ -28,6 +28,7 @@ REFINE = [
     "train_irn.epochs=6",  # 372 steps of 32 crops
     "pseudo_labels.pad_size=128",
     "pseudo_labels.exp_times=5",  # 2^5 steps: grids ~16× smaller in area than VOC's
+    "pseudo_labels.class_thresholds=false",  # one shared walk threshold, as measured
 ]
 
 
