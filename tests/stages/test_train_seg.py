@@ -36,6 +36,19 @@ def assert_same_weights(a, b, atol=0.0):
                                    msg=key)
 
 
+def test_an_earlier_run_with_the_same_settings_names_the_key_that_restarts_it(
+        tiny_dataset, tmp_path, capsys):
+    """--overwrite only recomputes what other settings made, so the error for an interrupted
+    run of the same settings must name what does start it again."""
+    args = seg_overrides(tiny_dataset, tmp_path / "run")
+    assert main(["train-seg", *args, "train_seg.stop_at_step=2"]) == 0
+    capsys.readouterr()
+    assert main(["train-seg", "--overwrite", *args]) == 2
+    assert "overwrite=always to start again" in capsys.readouterr().err
+    assert main(["train-seg", *args, "overwrite=always"]) == 0
+    assert final(tmp_path / "run")["step"] == 4
+
+
 @pytest.mark.parametrize("extra", [
     ("train_seg.recipe=deeplab", "train_seg.poly_update_every=1"),
     ("train_seg.recipe=vwe-author", "seg.frozen_bn=false", "train_seg.loss=balanced_ce"),

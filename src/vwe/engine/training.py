@@ -61,8 +61,11 @@ def prepare_training_dir(cfg: Config, stage: str, record: Record,
                  out.final)
         return TrainingStart(out, record, {"checkpoint": str(out.final), "skipped": True})
     if out.last.exists() and not resume:
-        raise VweError(f"{out.last} exists from an earlier run; pass --resume to continue it, "
-                       "--overwrite to start again, or set run_dir to a new folder")
+        # the record matched (else it was cleared or refused above), so --overwrite
+        # (overwrite=changed) would keep it: only `always` starts again
+        raise VweError(f"{out.last} exists from an earlier run with these settings; pass "
+                       "--resume to continue it, overwrite=always to start again, or set "
+                       "run_dir to a new folder")
     return TrainingStart(out, record, None)
 
 
