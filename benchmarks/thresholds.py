@@ -28,9 +28,13 @@ from typing import Any
 import numpy as np
 
 from vwe.config import load_config
+from vwe.data.io import image_size, load_npz
+from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
-from vwe.inference.thresholds import BG_FLOOR, FG_MARGIN
+from vwe.inference.thresholds import BG_FLOOR, FG_MARGIN, grid_mious
+from vwe.metrics import sweep_confusions
 from vwe.pipeline import CAM_STAGES, REFINE_STAGES, run_stages
+from vwe.refine.random_walk import walk_scores
 
 # generator knobs that move where the CAMs' best background score lies (docs/synthetic.md)
 VARIANTS = {
@@ -78,14 +82,49 @@ def cam_row(run_dir: Path) -> dict[str, Any]:
             "fixed": FIXED["bkg_score"], "fixed_miou": at_threshold(sweep, FIXED["bkg_score"])}
 
 
+def class_scaled_sweep(run_dir: Path, thresholds: np.ndarray) -> np.ndarray | None:
+    """mIoU of the pseudo labels at every shared score t of the sweep with each class's score
+    scaled as the run's `auto` scaled it (t_k = t · its t_k / its t), from the stored walks;
+    None where the run used one shared score (pseudo_labels.class_thresholds off)."""
+    summary = done_summary(run_dir, "pseudo_labels")
+    per_class = (summary.get("auto") or {}).get("class_bg_thres")
+    if not per_class:
+        return None
+    cfg = load_config(str(run_dir / "configs" / "run.yaml"), [])
+    run, layout = RunDir(cfg), open_dataset(cfg.data)
+    shared = float(summary["bg_thres"])
+    ratios = np.array([per_class.get(name, shared) for name in layout.class_names]) / shared
+    num_classes = layout.num_classes + 1
+    total = np.zeros((len(thresholds), num_classes, num_classes), np.int64)
+    for name in layout.read_split(cfg.pseudo_labels.split):
+        walk = load_npz(run.walk_file(name))
+        keys = np.asarray(walk["keys"], np.int64).reshape(-1)
+        scores = walk_scores(walk["rw"].astype(np.float32), walk["plane"].astype(np.float32),
+                             image_size(layout.image_path(name)))
+        scaled = (scores / ratios[keys][:, None, None]).astype(np.float32)
+        total += sweep_confusions(layout.read_checked_mask(name), scaled, keys, thresholds,
+                                  num_classes)
+    return grid_mious(total, num_classes)
+
+
 def walk_row(run_dirs: list[Path]) -> dict[str, Any]:
-    """The walk's threshold over IRNet seeds: the oracle is the best of the mean sweep."""
+    """The walk's threshold over IRNet seeds: the oracle is the best of the mean sweep. Where
+    `auto` scaled the score per class, the oracle is the best shared score of that same family
+    (each class's score scaled alike), and the best single score for every class is kept
+    beside it (`shared_oracle`)."""
     reports = [read(run_dir, "eval_labels") for run_dir in run_dirs]
     curves = np.mean([np.asarray(r["sweep"]["miou"], np.float64) for r in reports], axis=0)
     thresholds = np.asarray(reports[0]["sweep"]["thresholds"], np.float64)
     best = int(curves.argmax())
+    shared = {"shared_oracle": round(float(thresholds[best]), 4),
+              "shared_oracle_miou": float(curves[best])}
+    scaled = [class_scaled_sweep(run_dir, thresholds) for run_dir in run_dirs]
+    if all(curve is not None for curve in scaled):
+        curves = np.mean(scaled, axis=0)
+        best = int(np.nanargmax(curves))
     autos = [float(r["scores"]["miou"]) for r in reports]
-    return {"oracle": round(float(thresholds[best]), 4), "oracle_miou": float(curves[best]),
+    return {**shared, "oracle": round(float(thresholds[best]), 4),
+            "oracle_miou": float(curves[best]),
             "auto": done_summary(run_dirs[0], "pseudo_labels")["bg_thres"],
             "auto_miou": float(np.mean(autos)), "auto_runs": autos,
             "fixed": FIXED["walk_bg_thres"],

@@ -75,6 +75,17 @@ def test_coco_config_lists_every_key_with_the_coco_settings():
     assert cfg.infer_seg.crf == voc.infer_seg.crf  # the same CRF
 
 
+def test_msrc_config_uses_class_scores_and_the_balanced_loss():
+    """The MSRC recipe as measured in the README: every threshold `auto`, one walk score per
+    class, DeepLab's class-balanced loss for 800 iterations."""
+    cfg = load_config(packaged_config("msrc.yaml"))
+    assert [cfg.eval_cam.bkg_score, cfg.ir_labels.fg_thres, cfg.ir_labels.bg_thres,
+            cfg.pseudo_labels.bg_thres] == ["auto"] * 4
+    assert cfg.pseudo_labels.scale == "plane" and cfg.pseudo_labels.class_thresholds is True
+    assert cfg.train_seg.loss == "balanced_ce" and cfg.train_seg.iterations == 800
+    assert cfg.model.backbone == cfg.seg.backbone == "efficientnet_lite0"
+
+
 def test_demo_and_msrc_predict_new_images_as_they_infer_val():
     """`vwe predict --config` with a shipped config infers new images the way its val scores
     were made (outer scales, flip, the model's MSC or not)."""
