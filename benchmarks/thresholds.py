@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 
-from vwe.config import load_config
+from vwe.config import Config, load_config
 from vwe.data.io import image_size, load_npz
 from vwe.data.voc import open_dataset
 from vwe.engine.run_dir import RunDir
@@ -82,16 +82,15 @@ def cam_row(run_dir: Path) -> dict[str, Any]:
             "fixed": FIXED["bkg_score"], "fixed_miou": at_threshold(sweep, FIXED["bkg_score"])}
 
 
-def class_scaled_sweep(run_dir: Path, thresholds: np.ndarray) -> np.ndarray | None:
+def class_scaled_sweep(cfg: Config, thresholds: np.ndarray) -> np.ndarray | None:
     """mIoU of the pseudo labels at every shared score t of the sweep with each class's score
     scaled as the run's `auto` scaled it (t_k = t · its t_k / its t), from the stored walks;
     None where the run used one shared score (pseudo_labels.class_thresholds off)."""
-    summary = done_summary(run_dir, "pseudo_labels")
+    run, layout = RunDir(cfg), open_dataset(cfg.data)
+    summary = done_summary(Path(run.root), "pseudo_labels")
     per_class = (summary.get("auto") or {}).get("class_bg_thres")
     if not per_class:
         return None
-    cfg = load_config(str(run_dir / "configs" / "run.yaml"), [])
-    run, layout = RunDir(cfg), open_dataset(cfg.data)
     shared = float(summary["bg_thres"])
     ratios = np.array([per_class.get(name, shared) for name in layout.class_names]) / shared
     num_classes = layout.num_classes + 1
@@ -101,24 +100,34 @@ def class_scaled_sweep(run_dir: Path, thresholds: np.ndarray) -> np.ndarray | No
         keys = np.asarray(walk["keys"], np.int64).reshape(-1)
         scores = walk_scores(walk["rw"].astype(np.float32), walk["plane"].astype(np.float32),
                              image_size(layout.image_path(name)))
-        scaled = (scores / ratios[keys][:, None, None]).astype(np.float32)
-        total += sweep_confusions(layout.read_checked_mask(name), scaled, keys, thresholds,
-                                  num_classes)
+        total += class_scaled_confusions(layout.read_checked_mask(name), scores, keys,
+                                         ratios[keys], thresholds, num_classes)
     return grid_mious(total, num_classes)
 
 
-def walk_row(run_dirs: list[Path]) -> dict[str, Any]:
+def class_scaled_confusions(truth: np.ndarray, scores: np.ndarray, keys: np.ndarray,
+                            ratios: np.ndarray, thresholds: np.ndarray, num_classes: int
+                            ) -> np.ndarray:
+    """(T, n, n) confusions of one image's labels at each shared score t with map k's score
+    t · ratios[k]: the maps divided by their ratio, compared with t (as `walk_to_labels` with a
+    threshold per map)."""
+    scaled = (scores / np.asarray(ratios, np.float64)[:, None, None]).astype(np.float32)
+    return sweep_confusions(truth, scaled, keys, thresholds, num_classes)
+
+
+def walk_row(configs: list[Config]) -> dict[str, Any]:
     """The walk's threshold over IRNet seeds: the oracle is the best of the mean sweep. Where
     `auto` scaled the score per class, the oracle is the best shared score of that same family
     (each class's score scaled alike), and the best single score for every class is kept
     beside it (`shared_oracle`)."""
+    run_dirs = [Path(RunDir(cfg).root) for cfg in configs]
     reports = [read(run_dir, "eval_labels") for run_dir in run_dirs]
     curves = np.mean([np.asarray(r["sweep"]["miou"], np.float64) for r in reports], axis=0)
     thresholds = np.asarray(reports[0]["sweep"]["thresholds"], np.float64)
     best = int(curves.argmax())
     shared = {"shared_oracle": round(float(thresholds[best]), 4),
               "shared_oracle_miou": float(curves[best])}
-    scaled = [class_scaled_sweep(run_dir, thresholds) for run_dir in run_dirs]
+    scaled = [class_scaled_sweep(cfg, thresholds) for cfg in configs]
     if all(curve is not None for curve in scaled):
         curves = np.mean(scaled, axis=0)
         best = int(np.nanargmax(curves))
@@ -179,17 +188,19 @@ def measure(config: str, overrides: list[str], generate: bool,
     ir: dict[str, Any] = {"auto": [chosen["fg_thres"], chosen["bg_thres"]],
                           "fixed": [FIXED["fg_thres"], FIXED["bg_thres"]],
                           "oracle": [oracle["fg_thres"], oracle["bg_thres"]], "seeds": seeds}
-    auto_dirs = []
+    auto_configs = []
     for label, (suffix, pair) in variants.items():
         mious = []
         for seed, sibling in seed_runs(run_dir, suffix, seeds):
+            seed_cfg = cfg
             if suffix or seed != 1:
-                run_stages(load_config(config, [*base, *AUTO, f"run_dir={sibling}",
-                                                f"seed={seed}", *pair]), IR_STAGES)
+                seed_cfg = load_config(config, [*base, *AUTO, f"run_dir={sibling}",
+                                                f"seed={seed}", *pair])
+                run_stages(seed_cfg, IR_STAGES)
             mious.append(pseudo_miou(sibling))
-            auto_dirs += [sibling] if label == "auto" else []
+            auto_configs += [seed_cfg] if label == "auto" else []
         ir[f"{label}_miou"], ir[f"{label}_runs"] = float(np.mean(mious)), mious
-    return {"bkg_score": cams, "ir_labels": ir, "walk_bg_thres": walk_row(auto_dirs)}
+    return {"bkg_score": cams, "ir_labels": ir, "walk_bg_thres": walk_row(auto_configs)}
 
 
 def generated(name: str, out: Path, train_aug: int) -> tuple[str, list[str]]:

@@ -1,6 +1,7 @@
 """benchmarks/calibration.py: the whole split scored at the threshold a subset chooses, on
 constructed images whose best thresholds are known; benchmarks/stability.py: the classes' own
-spreads over runs, from constructed reports."""
+spreads over runs, from constructed reports; benchmarks/thresholds.py: the walk's sweep with
+one score per class."""
 
 import importlib.util
 import json
@@ -10,7 +11,8 @@ import numpy as np
 import pytest
 
 from vwe.inference.thresholds import CALIBRATION_GRID
-from vwe.metrics import sweep_confusions
+from vwe.metrics import confusion_matrix, sweep_confusions
+from vwe.refine.random_walk import walk_to_labels
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
 
@@ -83,3 +85,25 @@ def test_class_spreads_are_each_class_s_range_over_the_runs(tmp_path):
     assert "seg" not in spreads  # no run scored it
     table = stability.class_table(spreads)
     assert "cat 20.0" in table and table.splitlines()[1].split()[:2] == ["cam", "9.0"]
+
+
+def test_class_scaled_sweep_equals_the_labels_at_each_class_s_score():
+    """Each shared score t of the sweep scores the labels walk_to_labels makes with class k at
+    t · ratio_k; here a dim class (ratio 0.5) and a bright one (ratio 2) are right only at
+    their own scores, so the best t is the one that suits both."""
+    rng = np.random.default_rng(0)
+    truth = np.zeros((16, 16), np.uint8)
+    truth[2:8, 2:8], truth[9:15, 9:15] = 1, 2
+    scores = np.zeros((2, 16, 16), np.float32)
+    scores[0] = np.where(truth == 1, 0.15, 0.05) + rng.uniform(0, 0.01, (16, 16))
+    scores[1] = np.where(truth == 2, 0.9, 0.4) + rng.uniform(0, 0.01, (16, 16))
+    keys, ratios = np.array([0, 1]), np.array([0.5, 2.0])
+    grid = np.round(np.arange(0.02, 0.6, 0.02), 2)
+    sweep = benchmark_module("thresholds").class_scaled_confusions(truth, scores, keys, ratios,
+                                                                   grid, 3)
+    for t, conf in zip(grid, sweep):
+        labels = walk_to_labels(scores, keys, t * ratios)
+        assert np.array_equal(conf, confusion_matrix(truth, labels, 3)), t
+    correct = [int(np.trace(conf)) for conf in sweep]
+    assert correct[int(np.argmax(correct))] == truth.size  # t in (0.21, 0.3): both classes right
+    assert grid[int(np.argmax(correct))] > 0.2
